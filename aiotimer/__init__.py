@@ -1,0 +1,35 @@
+"""aiotimer: Kamailio's timer API for asyncio, and beyond.
+
+Millisecond and second periodic timers, one-shots and self-rescheduling timers on anchored
+grids, dispatched on the event loop (asyncio, uvloop or trio). This module only re-exports the
+public names; the implementation lives in the private modules next to it.
+"""
+
+import logging
+
+from ._clock import Clock, MonotonicClock
+from ._default import default_scheduler, every_ms, every_s, get_ticks, get_ticks_raw
+from ._scheduler import Scheduler
+from ._spec import Kind, TimerSpec, Unit
+from ._table import TimerTable
+from ._timer import Tick, Timer, TimerState
+
+__all__ = [
+    "Clock",
+    "Kind",
+    "MonotonicClock",
+    "Scheduler",
+    "Tick",
+    "Timer",
+    "TimerSpec",
+    "TimerState",
+    "TimerTable",
+    "Unit",
+    "default_scheduler",
+    "every_ms",
+    "every_s",
+    "get_ticks",
+    "get_ticks_raw",
+]
+
+logging.getLogger("aiotimer").addHandler(logging.NullHandler())
