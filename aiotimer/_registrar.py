@@ -1,22 +1,56 @@
 """The registration vocabulary shared by everything that collects timers.
 
-:class:`~aiotimer.Scheduler` and :class:`~aiotimer.TimerTable` (and later worker-process
+:class:`~aiotimer.Scheduler` and :class:`~aiotimer.TimerTable` (and worker-process
 declarations) offer the same ``every_ms`` / ``every_s`` decorators and ``add_*`` methods; they
 differ only in what :meth:`Registrar._register` does with the validated :class:`TimerSpec`.
+Policy options (``missed=``, ``overlap=``, ``timeout_s=``...) are accepted by all of them as
+keywords, or bundled in a reusable ``policy=Policy(...)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
-from ._spec import Kind, TimerSpec, Unit
+from ._policy import DEFAULT_POLICY, ErrorHook, Missed, Overlap, Policy
+from ._spec import Kind, TimerSpec, Unit, callback_name
 
-__all__ = ["Registrar"]
+__all__ = ["PolicyOptions", "Registrar"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
+
+
+class PolicyOptions(TypedDict, total=False):
+    """Keyword options accepted by every registration; see :class:`~aiotimer.Policy`."""
+
+    policy: Policy
+    missed: Missed
+    max_catchup: int
+    overlap: Overlap
+    timeout_s: float
+    thread: bool
+    jitter_ms: int
+    on_error: ErrorHook
+    max_failures: int
+
+
+def build_policy(label: str, options: PolicyOptions) -> Policy:
+    """The :class:`Policy` for ``options``; errors name the timer."""
+    if not options:
+        return DEFAULT_POLICY
+    fields: dict[str, Any] = dict(options)
+    base = fields.pop("policy", DEFAULT_POLICY)
+    if not isinstance(base, Policy):
+        raise TypeError(f"timer {label!r}: policy must be a Policy, got {base!r}")
+    if not fields:
+        return base
+    try:
+        return dataclasses.replace(base, **fields)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"timer {label!r}: {exc}") from None
 
 
 class Registrar(ABC, Generic[R]):
@@ -28,6 +62,23 @@ class Registrar(ABC, Generic[R]):
     def _register(self, spec: TimerSpec, *, decorated: bool) -> R:
         """Take a validated spec; ``decorated`` is true when it came from a decorator."""
 
+    def _spec(
+        self,
+        callback: Callable[..., Any],
+        interval: float,
+        unit: Unit,
+        kind: Kind,
+        name: str | None,
+        param: Any,
+        options: PolicyOptions,
+    ) -> TimerSpec:
+        policy = (
+            build_policy(name if isinstance(name, str) else callback_name(callback), options)
+            if options
+            else DEFAULT_POLICY
+        )
+        return TimerSpec(callback, interval, unit, kind, name=name, param=param, policy=policy)
+
     # -- decorators: return the function unchanged ------------------------------------------
 
     def every_ms(
@@ -37,13 +88,15 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        **options: Unpack[PolicyOptions],
     ) -> Callable[[F], F]:
         """Decorator: run the function every ``interval_ms`` milliseconds on the ms grid.
 
         :param returns_interval: the function's return value sets what happens next
             (``None`` same interval, ``0`` stop, ``n`` next interval in ms)
+        :param options: policy options, see :class:`~aiotimer.Policy`
         """
-        return self._decorator(Unit.MS, interval_ms, name, param, returns_interval)
+        return self._decorator(Unit.MS, interval_ms, name, param, returns_interval, options)
 
     def every_s(
         self,
@@ -52,24 +105,30 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        **options: Unpack[PolicyOptions],
     ) -> Callable[[F], F]:
         """Decorator: run the function every ``interval_s`` seconds on the second grid."""
-        return self._decorator(Unit.S, interval_s, name, param, returns_interval)
+        return self._decorator(Unit.S, interval_s, name, param, returns_interval, options)
 
     def _decorator(
-        self, unit: Unit, interval: float, name: str | None, param: Any, returns_interval: bool
+        self,
+        unit: Unit,
+        interval: float,
+        name: str | None,
+        param: Any,
+        returns_interval: bool,
+        options: PolicyOptions,
     ) -> Callable[[F], F]:
-        kind = _periodic_kind(returns_interval)
         if callable(interval):  # @every_ms without the parentheses and the interval
             raise TypeError(
                 f"every_{unit.suffix} needs an interval: write @every_{unit.suffix}(20), "
                 f"not @every_{unit.suffix}"
             )
+        kind = _periodic_kind(returns_interval)
 
         def decorate(fn: F) -> F:
             self._register(
-                TimerSpec.of(fn, interval, unit, kind, name=name, param=param),
-                decorated=True,
+                self._spec(fn, interval, unit, kind, name, param, options), decorated=True
             )
             return fn
 
@@ -85,14 +144,13 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        **options: Unpack[PolicyOptions],
     ) -> R:
-        """Run ``callback`` every ``interval_ms`` milliseconds; the first run one interval from now
-        (or from start)."""
+        """Run ``callback`` every ``interval_ms`` milliseconds; the first run one interval after
+        it was added (or after the scheduler starts)."""
         kind = _periodic_kind(returns_interval)
-        return self._register(
-            TimerSpec.of(callback, interval_ms, Unit.MS, kind, name=name, param=param),
-            decorated=False,
-        )
+        spec = self._spec(callback, interval_ms, Unit.MS, kind, name, param, options)
+        return self._register(spec, decorated=False)
 
     def add_every_s(
         self,
@@ -102,13 +160,12 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` every ``interval_s`` seconds on the second grid."""
         kind = _periodic_kind(returns_interval)
-        return self._register(
-            TimerSpec.of(callback, interval_s, Unit.S, kind, name=name, param=param),
-            decorated=False,
-        )
+        spec = self._spec(callback, interval_s, Unit.S, kind, name, param, options)
+        return self._register(spec, decorated=False)
 
     def add_once_ms(
         self,
@@ -117,12 +174,11 @@ class Registrar(ABC, Generic[R]):
         *,
         name: str | None = None,
         param: Any = None,
+        **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` once, ``delay_ms`` milliseconds from now (``call_later`` in ms)."""
-        return self._register(
-            TimerSpec.of(callback, delay_ms, Unit.MS, Kind.ONESHOT, name=name, param=param),
-            decorated=False,
-        )
+        spec = self._spec(callback, delay_ms, Unit.MS, Kind.ONESHOT, name, param, options)
+        return self._register(spec, decorated=False)
 
     def add_once_s(
         self,
@@ -131,15 +187,16 @@ class Registrar(ABC, Generic[R]):
         *,
         name: str | None = None,
         param: Any = None,
+        **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` once, ``delay_s`` seconds from now, on the second grid."""
-        return self._register(
-            TimerSpec.of(callback, delay_s, Unit.S, Kind.ONESHOT, name=name, param=param),
-            decorated=False,
-        )
+        spec = self._spec(callback, delay_s, Unit.S, Kind.ONESHOT, name, param, options)
+        return self._register(spec, decorated=False)
 
 
 def _periodic_kind(returns_interval: bool) -> Kind:
-    if not isinstance(returns_interval, bool):
-        raise TypeError(f"returns_interval must be a bool, got {returns_interval!r}")
-    return Kind.RETURNS_INTERVAL if returns_interval else Kind.PERIODIC
+    if returns_interval is False:
+        return Kind.PERIODIC
+    if returns_interval is True:
+        return Kind.RETURNS_INTERVAL
+    raise TypeError(f"returns_interval must be a bool, got {returns_interval!r}")

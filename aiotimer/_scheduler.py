@@ -18,7 +18,10 @@ Ground rules:
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
+import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal, final
@@ -28,10 +31,12 @@ from anyio.abc import TaskStatus
 
 from ._backend import spawn_detached
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import Dispatcher, current_timer, mode_of
+from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, mode_of
+from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
-from ._spec import TimerSpec, Unit, callback_name
+from ._spec import Kind, TimerSpec, Unit, callback_name, check_interval
+from ._stats import HistogramSlab
 from ._tick_source import TickSource
 from ._timer import Timer, TimerState
 
@@ -41,6 +46,9 @@ logger = logging.getLogger("aiotimer.scheduler")
 
 _State = Literal["stopped", "starting", "running", "stopping"]
 DEFAULT_GRACE_S: Final = 5.0
+DEFAULT_BLOCK_WARN_S: Final = 0.1
+DEFAULT_THREAD_LIMIT: Final = 8
+_INTERNAL_SPEC_NAME: Final = "aiotimer.internal"
 
 
 @final
@@ -52,6 +60,15 @@ class Scheduler(Registrar[Timer]):
     :param grid_origin_ns: where both grids start, on ``clock``; by default the time of
         :meth:`start`. A fixed origin lets several schedulers agree on grid points.
     :param name: used in logs and ``repr``
+    :param on_error: ``on_error(timer, exc)``, called on the loop after any timer's run failed
+        or timed out (besides the timer's own hook); it must not raise (if it does, that is
+        logged)
+    :param block_warn_s: an inline sync callback that holds the loop this long or longer is
+        reported by name (a warning on ``aiotimer.dispatch`` and ``loop_blocks`` in its stats);
+        ``None`` turns the watchdog off
+    :param thread_limit: at most this many ``thread=True`` runs at once (aiotimer's own
+        capacity limiter, never the loop's default executor)
+    :param seed: seed of the random source for jitter (for reproducible tests)
     """
 
     __slots__ = (
@@ -61,18 +78,23 @@ class Scheduler(Registrar[Timer]):
         "_drained",
         "_grace_ns",
         "_grid_origin_ns",
+        "_hist",
         "_ms",
         "_name_counts",
+        "_now_ns",
+        "_on_error",
         "_s",
         "_start_ns",
         "_started_once",
         "_state",
         "_stop_requested",
         "_stopped",
+        "_thread_limit",
         "_tick_scope",
         "_tick_source",
         "_timers",
         "name",
+        "random",
     )
 
     def __init__(
@@ -81,6 +103,10 @@ class Scheduler(Registrar[Timer]):
         clock: Clock | None = None,
         grid_origin_ns: int | None = None,
         name: str = "aiotimer",
+        on_error: ErrorHook | None = None,
+        block_warn_s: float | None = DEFAULT_BLOCK_WARN_S,
+        thread_limit: int = DEFAULT_THREAD_LIMIT,
+        seed: int | None = None,
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"scheduler {name!r}: clock must implement Clock, got {clock!r}")
@@ -90,15 +116,42 @@ class Scheduler(Registrar[Timer]):
             raise TypeError(
                 f"scheduler {name!r}: grid_origin_ns must be an int, got {grid_origin_ns!r}"
             )
+        if on_error is not None and (
+            not callable(on_error) or inspect.iscoroutinefunction(on_error)
+        ):
+            raise TypeError(
+                f"scheduler {name!r}: on_error must be a sync callable, got {on_error!r}"
+            )
+        if block_warn_s is not None and (
+            isinstance(block_warn_s, bool)
+            or not isinstance(block_warn_s, (int, float))
+            or not math.isfinite(block_warn_s)
+            or block_warn_s <= 0
+        ):
+            raise ValueError(
+                f"scheduler {name!r}: block_warn_s must be a number > 0 or None, "
+                f"got {block_warn_s!r}"
+            )
+        if isinstance(thread_limit, bool) or not isinstance(thread_limit, int) or thread_limit < 1:
+            raise ValueError(
+                f"scheduler {name!r}: thread_limit must be an int >= 1, got {thread_limit!r}"
+            )
         self.name = name
         self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._now_ns = self._clock.now_ns  # bound once: the hot path calls it per fire
+        self._on_error = on_error
+        self._thread_limit = thread_limit
+        self.random = random.Random(seed)
+        self._hist = HistogramSlab()
         self._grid_origin_ns = grid_origin_ns
         self._ms = TickQueue(NS_PER_MS)
         self._s = TickQueue(NS_PER_S)
         self._timers: dict[str, Timer] = {}
         self._name_counts: dict[str, int] = {}
         self._by_callback: dict[Callable[..., Any], Timer] = {}  # decorated functions
-        self._dispatcher = Dispatcher(self)
+        self._dispatcher = Dispatcher(
+            self, None if block_warn_s is None else math.ceil(block_warn_s * NS_PER_S)
+        )
         self._tick_source = TickSource(self._clock, (self._ms, self._s), self._on_due)
         self._state: _State = "stopped"
         self._start_ns = 0
@@ -158,15 +211,21 @@ class Scheduler(Registrar[Timer]):
                     f"registered on scheduler {self.name!r} as timer {other.name!r}"
                 )
         name = self._claim_name(spec)
-        queue = self._ms if spec.unit is Unit.MS else self._s
-        timer = Timer(spec, name, self, queue)
-        timer._mode = mode_of(timer)
+        timer = self._new_timer(spec, name, mode_of(spec))
         self._timers[name] = timer
         if decorated:
             self._by_callback[spec.callback] = timer
         if self._state == "running":  # else armed by the next start
             self._arm(timer, self._clock.now_ns())
         return timer
+
+    def _new_timer(self, spec: TimerSpec, name: str, mode: int) -> Timer:
+        # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
+        # unit; its grid points stay those of its unit (the grids share their origin).
+        queue = self._ms if spec.unit is Unit.MS or spec.policy.jitter_ms else self._s
+        interval = spec.interval * spec.unit.tick_ns // queue.tick_ns
+        hist = self._hist.allocate() if not mode & INTERNAL else 0
+        return Timer(spec, name, self, queue, interval, hist, mode)
 
     def _claim_name(self, spec: TimerSpec) -> str:
         if spec.name is not None:
@@ -190,10 +249,11 @@ class Scheduler(Registrar[Timer]):
     def _forget(self, timer: Timer, state: TimerState) -> bool:
         if timer._state in (TimerState.CANCELLED, TimerState.FINISHED):
             return False
-        if timer._due_tick != NOT_QUEUED:
-            timer._due_tick = NOT_QUEUED
-            timer._queue.discard()
+        self._unqueue(timer)
         timer._state = state
+        timer._queued_run = None
+        if not timer._mode & INTERNAL:
+            self._hist.release(timer._hist)
         if self._timers.get(timer.name) is timer:
             del self._timers[timer.name]
         if self._by_callback.get(timer.spec.callback) is timer:
@@ -211,30 +271,94 @@ class Scheduler(Registrar[Timer]):
     def _arm(self, timer: Timer, now_ns: int) -> None:
         """Queue a timer for its first run: the first grid point >= now + interval."""
         queue = timer._queue
-        elapsed_ns = now_ns - queue.origin_ns
-        now_tick = -(-elapsed_ns // queue.tick_ns)  # ceil: the anchor is never before now
-        self._queue_at(timer, now_tick + timer._interval)
+        now_tick = -(-(now_ns - queue.origin_ns) // queue.tick_ns)  # ceil: never before now
         timer._state = TimerState.ACTIVE
+        self._queue_grid(timer, now_tick + timer._interval)
 
-    def _queue_at(self, timer: Timer, tick: int) -> None:
+    def _queue_grid(self, timer: Timer, grid_tick: int) -> None:
+        """Queue a timer for its grid point ``grid_tick`` (plus a fresh jitter, if it has one)."""
         queue = timer._queue
-        timer._due_tick = tick
-        queue.push(timer, tick)
-        self._tick_source.wake_for(queue.origin_ns + tick * queue.tick_ns)
+        jitter_ms = timer.spec.policy.jitter_ms
+        due_tick = grid_tick + self.random.randrange(jitter_ms) if jitter_ms else grid_tick
+        timer._grid_tick = grid_tick
+        timer._due_tick = due_tick
+        queue.push(timer, due_tick)
+        self._tick_source.wake_for(queue.origin_ns + due_tick * queue.tick_ns)
 
-    def _requeue_after(self, timer: Timer, tick: int, interval: int) -> None:
-        """Queue a timer that ran at grid point ``tick`` for ``tick + interval`` (or the first
-        point of that grid after now, if that one is already past)."""
+    def _unqueue(self, timer: Timer) -> None:
+        if timer._due_tick != NOT_QUEUED:
+            timer._due_tick = NOT_QUEUED
+            timer._queue.discard()
+
+    def _now_tick(self, queue: TickQueue) -> int:
+        return (self._clock.now_ns() - queue.origin_ns) // queue.tick_ns
+
+    def _requeue_after(self, timer: Timer, grid_tick: int, interval: int) -> None:
+        """Queue a timer that ran for grid point ``grid_tick`` at ``grid_tick + interval``, or at
+        the first point of that grid after now if that one has passed (counted as missed)."""
         if self._state not in ("running", "stopping"):
             return  # stopped meanwhile: re-armed at the next start
-        queue = timer._queue
-        now_tick = (self._clock.now_ns() - queue.origin_ns) // queue.tick_ns
-        next_tick = tick + interval
+        now_tick = self._now_tick(timer._queue)
+        next_tick = grid_tick + interval
         if next_tick <= now_tick:
-            missed = (now_tick - tick) // interval
+            missed = (now_tick - grid_tick) // interval
             timer._missed += missed
-            next_tick = tick + (missed + 1) * interval
-        self._queue_at(timer, next_tick)
+            next_tick = grid_tick + (missed + 1) * interval
+        self._queue_grid(timer, next_tick)
+
+    def _call_later_internal(self, delay_ns: int, fn: Callable[[], object]) -> Timer:
+        """Run ``fn()`` once after ``delay_ns`` (rounded up to whole ms) on the scheduler's own
+        queue and clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
+        delay_ms = max(1, -(-delay_ns // NS_PER_MS))
+        spec = TimerSpec(fn, delay_ms, Unit.MS, Kind.ONESHOT, name=_INTERNAL_SPEC_NAME)
+        timer = self._new_timer(spec, _INTERNAL_SPEC_NAME, INTERNAL | SPECIAL)
+        self._arm(timer, self._clock.now_ns())
+        return timer
+
+    # -- timer control (through Timer's methods) --------------------------------------------
+
+    def _check_alive(self, timer: Timer, action: str) -> None:
+        if timer._state in (TimerState.CANCELLED, TimerState.FINISHED):
+            raise RuntimeError(f"timer {timer.name!r}: cannot {action}: it is {timer._state.value}")
+
+    def _pause(self, timer: Timer) -> None:
+        self._check_alive(timer, "pause")
+        if timer._state is TimerState.PAUSED:
+            return
+        self._unqueue(timer)
+        timer._queued_run = None
+        timer._state = TimerState.PAUSED
+
+    def _resume(self, timer: Timer) -> None:
+        self._check_alive(timer, "resume")
+        if timer._state is not TimerState.PAUSED:
+            return
+        if self._state != "running":
+            timer._state = TimerState.PENDING  # armed by the next start
+            return
+        timer._state = TimerState.ACTIVE
+        grid = timer._grid_tick
+        if grid == NOT_QUEUED:
+            self._arm(timer, self._clock.now_ns())
+            return
+        now_tick = self._now_tick(timer._queue)
+        if grid <= now_tick:
+            interval = timer._interval
+            if timer.spec.kind is Kind.PERIODIC:  # the first grid point after now
+                grid += ((now_tick - grid) // interval + 1) * interval
+            else:  # a one-shot (or returns-interval) that came due while paused: next tick
+                grid = now_tick + 1
+        self._queue_grid(timer, grid)
+
+    def _reschedule(self, timer: Timer, interval: float) -> None:
+        self._check_alive(timer, "reschedule")
+        what = "delay" if timer.spec.kind is Kind.ONESHOT else "interval"
+        whole = check_interval(timer.name, what, interval, timer.spec.unit)
+        timer._interval = whole * timer.spec.unit.tick_ns // timer._queue.tick_ns
+        self._unqueue(timer)
+        timer._grid_tick = NOT_QUEUED
+        if timer._state is TimerState.ACTIVE:
+            self._arm(timer, self._clock.now_ns())
 
     def _on_due(self, now_ns: int) -> None:
         """The tick source's call: run everything due by ``now_ns`` on both grids."""
@@ -243,6 +367,20 @@ class Scheduler(Registrar[Timer]):
             now_tick = (now_ns - queue.origin_ns) // queue.tick_ns
             while (due := queue.pop_due(now_tick)) is not None:
                 fire(queue, due[0], due[1], now_tick)
+
+    # -- observability -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the scheduler and every live timer, as plain JSON-ready data."""
+        return {
+            "scheduler": self.name,
+            "state": self._state,
+            "ticks": self.get_ticks(),
+            "ticks_raw": self.get_ticks_raw(),
+            "wakeups": self._tick_source.wakeups,
+            "running": self._dispatcher.inflight,
+            "timers": {name: t.stats.as_dict() for name, t in self._timers.items()},
+        }
 
     # -- ticks -----------------------------------------------------------------------------
 
@@ -347,6 +485,7 @@ class Scheduler(Registrar[Timer]):
         try:
             async with anyio.create_task_group() as tg:
                 self._dispatcher.task_group = tg
+                self._dispatcher.limiter = anyio.CapacityLimiter(self._thread_limit)
                 self._begin()
                 tg.start_soon(self._run_tick_source, self._tick_scope)
                 self._state = "running"
@@ -370,21 +509,24 @@ class Scheduler(Registrar[Timer]):
         origin_ns = now_ns if self._grid_origin_ns is None else self._grid_origin_ns
         self._ms.origin_ns = self._s.origin_ns = origin_ns
         for timer in self._timers.values():
-            self._arm(timer, now_ns)
+            if timer._state is TimerState.PENDING:
+                self._arm(timer, now_ns)
 
     def _end(self) -> None:
         self._dispatcher.task_group = None
         self._ms.clear()
         self._s.clear()
         for timer in self._timers.values():
-            timer._due_tick = NOT_QUEUED
-            timer._state = TimerState.PENDING
+            timer._due_tick = timer._grid_tick = NOT_QUEUED
+            timer._queued_run = None
+            if timer._state is TimerState.ACTIVE:
+                timer._state = TimerState.PENDING
         self._state = "stopped"
         if self._stopped is not None:
             self._stopped.set()
 
     async def _drain(self) -> None:
-        """Wait for coroutine runs in flight, at most the grace period on our clock."""
+        """Wait for asynchronous runs in flight, at most the grace period on our clock."""
         if self._dispatcher.inflight == 0:
             return
         drained = self._drained = anyio.Event()
@@ -408,6 +550,6 @@ class Scheduler(Registrar[Timer]):
         self._drained = None
 
     def _run_finished(self) -> None:
-        """The dispatcher's call when a coroutine run ends."""
+        """The dispatcher's call when an asynchronous run ends."""
         if self._drained is not None and self._dispatcher.inflight == 0:
             self._drained.set()

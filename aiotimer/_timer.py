@@ -1,9 +1,14 @@
 """The :class:`Timer` handle a registration returns, and the :class:`Tick` a callback receives.
 
-A ``Timer`` is both the user's handle (cancel, state, counters) and the entry the schedulers
-queue, so it uses ``__slots__`` and keeps the fields the hot path reads as plain attributes
-(see ``_dispatch.py`` for what a fire costs). Every state change goes through the owning
-:class:`~aiotimer.Scheduler`, which is the only place that queues and unqueues timers.
+A ``Timer`` is both the user's handle (cancel, pause, reschedule, stats) and the entry the
+schedulers queue, so it uses ``__slots__`` and keeps the fields the hot path reads as plain
+attributes (see ``_dispatch.py`` for what a fire costs). Every state change goes through the
+owning :class:`~aiotimer.Scheduler`, the only place that queues and unqueues timers, so each is
+safe from any callback: the timer's own, or another one of the same dispatch batch.
+
+Ticks here are ticks of the timer's queue (1 ms, or 1 s on the second grid): ``_interval``,
+``_grid_tick`` and ``_due_tick`` are in those units. ``_grid_tick`` is the grid point of the
+next run; ``_due_tick`` is when it is queued for, later than the grid point by the run's jitter.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from ._queue import NOT_QUEUED
 from ._spec import TimerSpec
+from ._stats import DURATION, TimerStats
 
 if TYPE_CHECKING:
     from ._queue import TickQueue
@@ -24,14 +30,16 @@ __all__ = ["Tick", "Timer", "TimerState"]
 class TimerState(enum.Enum):
     """Where a timer is in its life.
 
-    ``PENDING`` (added, scheduler not running) -> ``ACTIVE`` (queued on a grid) ->
-    ``CANCELLED`` (by :meth:`Timer.cancel`) or ``FINISHED`` (a one-shot ran, or a
-    returns-interval callback returned ``0``). A timer whose scheduler stops goes back to
-    ``PENDING`` and is armed again on the next start.
+    ``PENDING`` (added, scheduler not running) -> ``ACTIVE`` (queued on its grid) <->
+    ``PAUSED`` -> ``CANCELLED`` (by :meth:`Timer.cancel`, or after ``max_failures``) or
+    ``FINISHED`` (a one-shot ran, or a returns-interval callback returned ``0``). A timer whose
+    scheduler stops goes back to ``PENDING`` (a paused one stays ``PAUSED``) and is armed again
+    on the next start.
     """
 
     PENDING = "pending"
     ACTIVE = "active"
+    PAUSED = "paused"
     CANCELLED = "cancelled"
     FINISHED = "finished"
 
@@ -43,7 +51,7 @@ class Tick:
     :ivar ticks: whole seconds from the scheduler's start to this run's grid point
     :ivar ticks_raw: whole milliseconds (raw ticks) from the start to this run's grid point
     :ivar scheduled_ns: the grid point this run was due at, on the scheduler's clock
-    :ivar missed: grid points skipped because the run came late (merged into this run)
+    :ivar missed: grid points that passed without a run of their own, merged into this one
     :ivar param: the ``param`` given at registration
     :ivar timer: the :class:`Timer` being run
     """
@@ -69,7 +77,7 @@ class Tick:
 
 @final
 class Timer:
-    """A registered timer: a handle to inspect and cancel it.
+    """A registered timer: a handle to inspect and control it.
 
     Not built directly: ``Scheduler.add_*`` methods and decorators create timers.
     """
@@ -78,34 +86,61 @@ class Timer:
         "_call",
         "_due_tick",
         "_errors",
+        "_failures_in_row",
+        "_grid_tick",
+        "_hist",
         "_interval",
+        "_last_run_ns",
+        "_loop_blocks",
+        "_max_duration_ns",
+        "_max_lateness_ns",
         "_missed",
         "_mode",
         "_overlaps",
         "_queue",
+        "_queued_run",
         "_running",
         "_runs",
         "_scheduler",
         "_state",
+        "_timeouts",
         "name",
         "spec",
     )
 
-    def __init__(self, spec: TimerSpec, name: str, scheduler: Scheduler, queue: TickQueue) -> None:
+    def __init__(
+        self,
+        spec: TimerSpec,
+        name: str,
+        scheduler: Scheduler,
+        queue: TickQueue,
+        interval: int,
+        hist: int,
+        mode: int,
+    ) -> None:
         self.spec = spec
         self.name = name
         self._scheduler = scheduler
         self._queue = queue
         self._call = spec.callback
-        self._interval = spec.interval  # in ticks of _queue; returns_interval timers change it
+        self._mode = mode  # dispatch mode bits, from the dispatcher (0 = fast path)
+        self._interval = interval  # in ticks of _queue; returns-interval runs change it
+        self._grid_tick = NOT_QUEUED
         self._due_tick = NOT_QUEUED
         self._state = TimerState.PENDING
-        self._running = 0  # coroutine runs in flight
+        self._hist = hist  # base index of its histograms in the scheduler's slab
+        self._running = 0  # async runs (coroutines, threads) in flight
+        self._queued_run: tuple[int, int] | None = None  # Overlap.QUEUE: (grid tick, missed)
         self._runs = 0
         self._missed = 0
-        self._errors = 0
         self._overlaps = 0
-        self._mode = 0  # dispatch mode bits, set by the dispatcher (0 = fast path)
+        self._errors = 0
+        self._timeouts = 0
+        self._loop_blocks = 0
+        self._failures_in_row = 0
+        self._last_run_ns = NOT_QUEUED
+        self._max_lateness_ns = 0
+        self._max_duration_ns = 0
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -120,7 +155,7 @@ class Timer:
     @property
     def interval(self) -> int:
         """The current interval in the timer's unit (``spec.unit``)."""
-        return self._interval
+        return self._interval * self._queue.tick_ns // self.spec.unit.tick_ns
 
     @property
     def next_deadline_ns(self) -> int | None:
@@ -130,38 +165,94 @@ class Timer:
         return self._queue.origin_ns + self._due_tick * self._queue.tick_ns
 
     @property
+    def next_run(self) -> float | None:
+        """Seconds from now until the next run (0 if overdue); ``None`` when not queued."""
+        deadline_ns = self.next_deadline_ns
+        if deadline_ns is None:
+            return None
+        return max(0, deadline_ns - self._scheduler.clock.now_ns()) / 1e9
+
+    @property
     def runs(self) -> int:
-        """Runs started (coroutines: tasks started)."""
+        """Runs started."""
         return self._runs
 
     @property
     def missed(self) -> int:
-        """Grid points skipped because runs came late."""
+        """Grid points that passed without a run of their own (stalls; see ``Missed``)."""
         return self._missed
 
     @property
-    def errors(self) -> int:
-        """Runs that raised."""
-        return self._errors
-
-    @property
     def overlaps(self) -> int:
-        """Runs skipped because the previous coroutine run was still going."""
+        """Runs skipped because earlier runs were still going (see ``Overlap``)."""
         return self._overlaps
 
     @property
+    def errors(self) -> int:
+        """Runs that raised (timeouts included)."""
+        return self._errors
+
+    @property
+    def timeouts(self) -> int:
+        """Runs that exceeded ``timeout_s``."""
+        return self._timeouts
+
+    @property
     def running(self) -> int:
-        """Coroutine runs in flight now."""
+        """Asynchronous runs in flight now."""
         return self._running
+
+    @property
+    def stats(self) -> TimerStats:
+        """A snapshot of the timer's numbers."""
+        slab = self._scheduler._hist
+        return TimerStats(
+            name=self.name,
+            state=self._state.value,
+            every=self.spec.describe(),
+            runs=self._runs,
+            missed=self._missed,
+            overlaps=self._overlaps,
+            errors=self._errors,
+            timeouts=self._timeouts,
+            loop_blocks=self._loop_blocks,
+            running=self._running,
+            last_run_ns=None if self._last_run_ns == NOT_QUEUED else self._last_run_ns,
+            lateness=slab.distribution(self._hist, self._max_lateness_ns),
+            duration=slab.distribution(self._hist + DURATION, self._max_duration_ns),
+        )
 
     # -- control ---------------------------------------------------------------------------
 
     def cancel(self) -> bool:
-        """Stop the timer for good and free its name. Safe from any callback, its own included.
+        """Stop the timer for good and free its name. Safe from any callback.
 
         :return: ``True`` if this call cancelled it, ``False`` if it had already ended
         """
         return self._scheduler._cancel(self)
+
+    def pause(self) -> None:
+        """Stop running until :meth:`resume`; runs in flight finish. No-op if already paused.
+
+        :raises RuntimeError: if the timer has ended
+        """
+        self._scheduler._pause(self)
+
+    def resume(self) -> None:
+        """Run again from the next grid point after now (paused time is not counted as missed).
+
+        :raises RuntimeError: if the timer has ended
+        """
+        self._scheduler._resume(self)
+
+    def reschedule(self, interval: float) -> None:
+        """Change the interval (in the timer's unit) and restart the grid from now: the next run
+        is one new interval from now. For a one-shot, its delay from now.
+
+        :raises ValueError: for an interval that is not a whole, positive number
+        :raises RuntimeError: if the timer has ended
+        """
+        self._scheduler._reschedule(self, interval)
 
     def __repr__(self) -> str:
         return f"<Timer {self.name!r} {self.spec.describe()} {self._state.value}>"

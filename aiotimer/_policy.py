@@ -1,0 +1,155 @@
+"""Per-timer policies: what a timer does after a stall, on overlap, on timeout and on failure.
+
+Timing policies are named enums with a drawn timeline. A :class:`Policy` bundles them in one
+small frozen value object validated when built; timers with default policies all share
+:data:`DEFAULT_POLICY`, so a policy costs no memory per timer unless it is used.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, final
+
+if TYPE_CHECKING:
+    from ._timer import Timer
+
+__all__ = ["DEFAULT_POLICY", "ErrorHook", "Missed", "Overlap", "Policy"]
+
+ErrorHook = Callable[["Timer", BaseException], Any]
+"""``on_error(timer, exc)``: called after a run failed (or timed out), on the event loop."""
+
+
+class Missed(enum.Enum):
+    """What a periodic timer does after a stall made it miss grid points.
+
+    period 100 ms, loop blocked from 120 to 390 ms::
+
+        grid:   |0    |100  |200  |300  |400  |500
+        SKIP:   |0    |100        390   |400  |500    run at 390 has tick.missed == 2
+        BURST:  |0    |100        390,390,390 |400    one run per missed point (max_catchup)
+        DELAY:  |0    |100        390   |     490   the grid restarts from the late run
+
+    ``SKIP`` is the default: the work of a periodic timer is usually "bring things up to date",
+    which one run does; replaying missed runs back to back (``BURST``) only suits timers that
+    count something per period; ``DELAY`` is Kamailio's basic-timer behaviour.
+    """
+
+    SKIP = "skip"
+    BURST = "burst"
+    DELAY = "delay"
+
+
+@final
+class Overlap:
+    """What happens when a run is due while the previous run of the same timer still runs.
+
+    period 100 ms, each run takes 250 ms::
+
+        grid:           |0    |100  |200  |300  |400  |500
+        SKIP:           |0=========   |300=========   |    100, 200 skipped (counted)
+        QUEUE:          |0=========|==========|========== one run waits, the rest skipped
+        CONCURRENT(3):  |0=========                        up to 3 runs at once
+                              |100========
+                                    |200========
+
+    Only asynchronous runs (coroutines, and sync callbacks in a thread) can overlap: an inline
+    sync callback holds the loop, so the next run is simply late (see :class:`Missed`).
+    """
+
+    __slots__ = ("limit", "mode")
+
+    SKIP: Overlap
+    """Skip a run that is due while the previous one runs (default; counted in stats)."""
+    QUEUE: Overlap
+    """Run right after the previous run ends; at most one run waits, further ones are skipped."""
+
+    def __init__(self, mode: str, limit: int) -> None:
+        self.mode = mode
+        self.limit = limit
+
+    @staticmethod
+    def CONCURRENT(limit: int) -> Overlap:
+        """Let up to ``limit`` runs of the timer run at once; beyond that, skip (counted)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"Overlap.CONCURRENT(limit) needs an int >= 1, got {limit!r}")
+        return Overlap("concurrent", limit)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Overlap) and self.mode == other.mode and self.limit == other.limit
+
+    def __hash__(self) -> int:
+        return hash((self.mode, self.limit))
+
+    def __repr__(self) -> str:
+        if self.mode == "concurrent":
+            return f"Overlap.CONCURRENT({self.limit})"
+        return f"Overlap.{self.mode.upper()}"
+
+
+Overlap.SKIP = Overlap("skip", 1)
+Overlap.QUEUE = Overlap("queue", 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How a timer behaves when things go wrong. Every field has a safe default.
+
+    :param missed: after a stall, see :class:`Missed` (default ``SKIP``)
+    :param max_catchup: with ``Missed.BURST``, at most this many catch-up runs after a stall
+    :param overlap: a run due while the previous one runs, see :class:`Overlap`
+    :param timeout_s: a coroutine run is cancelled after this long (counted as a timeout); a
+        sync run in a thread cannot be killed, so running past it is reported and counted
+    :param thread: run a sync callback in a worker thread (for blocking work), through
+        the scheduler's own capacity limiter, never the loop's default executor
+    :param jitter_ms: delay each run by a random ``0 <= j < jitter_ms`` after its grid point,
+        drawn afresh per run (never accumulated: run k stays within ``[grid_k, grid_k + jitter)``)
+    :param on_error: ``on_error(timer, exc)`` after a failed run, besides the scheduler's hook
+    :param max_failures: cancel the timer after this many consecutive failed runs (off: None)
+    """
+
+    missed: Missed = Missed.SKIP
+    max_catchup: int = 100
+    overlap: Overlap = Overlap.SKIP
+    timeout_s: float | None = None
+    thread: bool = False
+    jitter_ms: int = 0
+    on_error: ErrorHook | None = None
+    max_failures: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.missed, Missed):
+            raise TypeError(f"missed must be a Missed, got {self.missed!r}")
+        _check_int("max_catchup", self.max_catchup, minimum=1)
+        if not isinstance(self.overlap, Overlap):
+            raise TypeError(f"overlap must be an Overlap, got {self.overlap!r}")
+        if self.timeout_s is not None and (
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, (int, float))
+            or not math.isfinite(self.timeout_s)
+            or self.timeout_s <= 0
+        ):
+            raise ValueError(f"timeout_s must be a finite number > 0, got {self.timeout_s!r}")
+        if not isinstance(self.thread, bool):
+            raise TypeError(f"thread must be a bool, got {self.thread!r}")
+        _check_int("jitter_ms", self.jitter_ms, minimum=0)
+        if self.on_error is not None and not callable(self.on_error):
+            raise TypeError(f"on_error must be callable, got {self.on_error!r}")
+        if self.max_failures is not None:
+            _check_int("max_failures", self.max_failures, minimum=1)
+
+    @property
+    def timeout_ns(self) -> int | None:
+        return None if self.timeout_s is None else math.ceil(self.timeout_s * 1e9)
+
+
+def _check_int(what: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
+
+
+DEFAULT_POLICY: Final = Policy()
