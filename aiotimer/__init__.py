@@ -9,22 +9,33 @@ import logging
 
 from ._clock import Clock, MonotonicClock
 from ._default import default_scheduler, every_ms, every_s, get_ticks, get_ticks_raw
+from ._dispatch import current_timer
+from ._policy import Missed, Overlap, Policy
 from ._scheduler import Scheduler
+from ._service import Service
 from ._spec import Kind, TimerSpec, Unit
+from ._stats import Distribution, TimerStats
 from ._table import TimerTable
 from ._timer import Tick, Timer, TimerState
 
 __all__ = [
     "Clock",
+    "Distribution",
     "Kind",
+    "Missed",
     "MonotonicClock",
+    "Overlap",
+    "Policy",
     "Scheduler",
+    "Service",
     "Tick",
     "Timer",
     "TimerSpec",
     "TimerState",
+    "TimerStats",
     "TimerTable",
     "Unit",
+    "current_timer",
     "default_scheduler",
     "every_ms",
     "every_s",

@@ -35,6 +35,7 @@ from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
+from ._service import Service
 from ._spec import Kind, TimerSpec, Unit, callback_name, check_interval
 from ._stats import HistogramSlab
 from ._tick_source import TickSource
@@ -84,6 +85,7 @@ class Scheduler(Registrar[Timer]):
         "_now_ns",
         "_on_error",
         "_s",
+        "_services",
         "_start_ns",
         "_started_once",
         "_state",
@@ -143,6 +145,7 @@ class Scheduler(Registrar[Timer]):
         self._thread_limit = thread_limit
         self.random = random.Random(seed)
         self._hist = HistogramSlab()
+        self._services: dict[str, Service] = {}
         self._grid_origin_ns = grid_origin_ns
         self._ms = TickQueue(NS_PER_MS)
         self._s = TickQueue(NS_PER_S)
@@ -368,6 +371,31 @@ class Scheduler(Registrar[Timer]):
             while (due := queue.pop_due(now_tick)) is not None:
                 fire(queue, due[0], due[1], now_tick)
 
+    # -- services ----------------------------------------------------------------------------
+
+    def add_service(self, service: Service) -> None:
+        """Attach a :class:`~aiotimer.Service` (worker processes, a leader lock...): started with
+        the scheduler, stopped with it. Only while the scheduler is stopped.
+
+        :raises ValueError: a service of that name is already attached
+        :raises RuntimeError: the scheduler is not stopped
+        """
+        if not isinstance(service, Service):
+            raise TypeError(f"scheduler {self.name!r}: not a Service: {service!r}")
+        if self._state != "stopped":
+            raise RuntimeError(
+                f"scheduler {self.name!r}: add service {service.name!r} before start()"
+            )
+        if service.name in self._services:
+            raise ValueError(
+                f"scheduler {self.name!r}: a service named {service.name!r} is already attached"
+            )
+        self._services[service.name] = service
+
+    @property
+    def services(self) -> Mapping[str, Service]:
+        return MappingProxyType(self._services)
+
     # -- observability -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -380,6 +408,7 @@ class Scheduler(Registrar[Timer]):
             "wakeups": self._tick_source.wakeups,
             "running": self._dispatcher.inflight,
             "timers": {name: t.stats.as_dict() for name, t in self._timers.items()},
+            **{k: v for svc in self._services.values() for k, v in svc.stats().items()},
         }
 
     # -- ticks -----------------------------------------------------------------------------
@@ -489,10 +518,16 @@ class Scheduler(Registrar[Timer]):
                 self._begin()
                 tg.start_soon(self._run_tick_source, self._tick_scope)
                 self._state = "running"
+                for service in self._services.values():
+                    await tg.start(service.serve, self)
                 on_started()
                 await self._stop_requested.wait()
                 self._state = "stopping"
                 self._tick_scope.cancel()
+                if self._services:
+                    async with anyio.create_task_group() as stopping:
+                        for service in self._services.values():
+                            stopping.start_soon(service.stop, self._grace_ns / NS_PER_S)
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:

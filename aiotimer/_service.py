@@ -1,0 +1,42 @@
+"""Services: things that start and stop with a :class:`~aiotimer.Scheduler`.
+
+The scheduler core knows nothing of worker processes, leader locks or metrics; they attach to
+it as services (``scheduler.add_service(svc)``), started in the scheduler's task group after
+its tick source, stopped before it drains its callbacks, and asked for their numbers by
+``scheduler.stats()``. This keeps the core free of imports from the layers above it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["Service"]
+
+
+@runtime_checkable
+class Service(Protocol):
+    """What a scheduler needs from a service."""
+
+    @property
+    def name(self) -> str:
+        """Unique among a scheduler's services; used in logs and errors."""
+        ...
+
+    async def serve(self, scheduler: Scheduler, *, task_status: TaskStatus[None]) -> None:
+        """Run until cancelled; call ``task_status.started()`` once running (the scheduler's
+        ``start()`` returns only after every service started). Raising before ``started()``
+        fails ``start()``."""
+        ...
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop gracefully within about ``grace_s``; ``serve`` is cancelled right after."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Plain, JSON-ready data merged into ``scheduler.stats()`` (under the service's keys)."""
+        ...
