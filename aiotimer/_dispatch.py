@@ -279,14 +279,23 @@ class Dispatcher:
         watchdog: Timer | None = None
         try:
             if timer._mode & THREAD:
+                overran: list[bool] = []
                 if timeout_ns is not None:
-                    watchdog = scheduler._call_later_internal(
-                        timeout_ns, lambda: self._overran(timer, timeout_ns, still_running=True)
-                    )
+
+                    def report() -> None:
+                        overran.append(True)
+                        self._overran(timer, timeout_ns, still_running=True)
+
+                    watchdog = scheduler._call_later_internal(timeout_ns, report)
                 with scheduler.clock.hold():
                     result = await anyio.to_thread.run_sync(
                         timer._call, *arg, limiter=self.limiter, abandon_on_cancel=True
                     )
+                duration_ns = scheduler._now_ns() - t0
+                if timeout_ns is not None and duration_ns > timeout_ns:
+                    result = _FAILED  # a run past its timeout counts as failed
+                    if not overran:
+                        self._overran(timer, duration_ns)
             else:
                 with anyio.CancelScope() as scope:
                     if timeout_ns is not None:
