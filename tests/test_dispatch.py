@@ -150,7 +150,8 @@ async def test_a_failing_callback_is_logged_counted_and_keeps_its_schedule(
     assert s.timers["flaky"].errors == 5
     assert s.get_timer(aiotimer.TimerSpec(also_flaky, 1, aiotimer.Unit.S).label).errors == 5
     records = [r for r in caplog.records if "flaky" in r.getMessage()]
-    assert records and records[0].exc_info is not None
+    assert records
+    assert records[0].exc_info is not None
     assert "timer 'flaky' failed: ValueError: boom" in caplog.text
 
 

@@ -153,7 +153,8 @@ async def test_coroutine_timeout_cancels_and_counts(virtual_clock: VirtualClock)
         await virtual_clock.advance(2.5)
     assert events == ["start 1000", "cancelled 1250", "start 2000", "cancelled 2250"]
     assert t.timeouts == 2
-    assert all(isinstance(e, TimeoutError) for e in errors) and len(errors) == 2
+    assert all(isinstance(e, TimeoutError) for e in errors)
+    assert len(errors) == 2
 
 
 async def test_sync_callback_in_a_thread_runs_off_the_loop(virtual_clock: VirtualClock) -> None:
@@ -210,7 +211,8 @@ async def test_thread_still_running_past_its_timeout_is_reported_while_it_runs(
         started = time.monotonic()
         await anyio.sleep(0.6)
     assert "timer 'stuck': run is still running after" in caplog.text
-    assert reported_at and reported_at[0] - started < 0.3
+    assert reported_at
+    assert reported_at[0] - started < 0.3
 
 
 async def test_jitter_stays_within_the_grid_and_never_accumulates(
@@ -242,7 +244,8 @@ async def test_max_failures_cancels_after_consecutive_failures(
     async with s:
         await virtual_clock.advance_ms(100)
     assert t.state is aiotimer.TimerState.CANCELLED
-    assert t.runs == 7 and t.errors == 5
+    assert t.runs == 7
+    assert t.errors == 5
     assert "cancelled after 3 consecutive failures" in caplog.text
 
 
