@@ -40,6 +40,7 @@ from ._spec import Kind, TimerSpec, Unit, callback_name, check_interval
 from ._stats import HistogramSlab
 from ._tick_source import TickSource
 from ._timer import Timer, TimerState
+from ._timerfd import Precision, TimerFd, resolve_precision
 
 __all__ = ["Scheduler"]
 
@@ -70,6 +71,11 @@ class Scheduler(Registrar[Timer]):
     :param thread_limit: at most this many ``thread=True`` runs at once (aiotimer's own
         capacity limiter, never the loop's default executor)
     :param seed: seed of the random source for jitter (for reproducible tests)
+    :param precision: how the tick source sleeps: ``"loop"`` on the event loop's timers,
+        ``"timerfd"`` on a Linux timerfd armed at the absolute deadline (sub-millisecond
+        lateness, never early; needs the monotonic clock), ``"auto"`` (default) the timerfd
+        where it works, else the loop
+    :raises ValueError: an unknown ``precision``, or ``"timerfd"`` where it cannot work
     """
 
     __slots__ = (
@@ -94,7 +100,9 @@ class Scheduler(Registrar[Timer]):
         "_thread_limit",
         "_tick_scope",
         "_tick_source",
+        "_timerfd",
         "_timers",
+        "_use_timerfd",
         "name",
         "random",
     )
@@ -109,6 +117,7 @@ class Scheduler(Registrar[Timer]):
         block_warn_s: float | None = DEFAULT_BLOCK_WARN_S,
         thread_limit: int = DEFAULT_THREAD_LIMIT,
         seed: int | None = None,
+        precision: Precision = "auto",
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"scheduler {name!r}: clock must implement Clock, got {clock!r}")
@@ -140,6 +149,8 @@ class Scheduler(Registrar[Timer]):
             )
         self.name = name
         self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._use_timerfd = resolve_precision(precision, self._clock, name)
+        self._timerfd: TimerFd | None = None
         self._now_ns = self._clock.now_ns  # bound once: the hot path calls it per fire
         self._on_error = on_error
         self._thread_limit = thread_limit
@@ -173,6 +184,11 @@ class Scheduler(Registrar[Timer]):
     @property
     def clock(self) -> Clock:
         return self._clock
+
+    @property
+    def precision(self) -> Precision:
+        """The tick source in use: ``"timerfd"`` or ``"loop"``."""
+        return "timerfd" if self._use_timerfd else "loop"
 
     @property
     def timers(self) -> Mapping[str, Timer]:
@@ -538,6 +554,9 @@ class Scheduler(Registrar[Timer]):
             await self._tick_source.run()
 
     def _begin(self) -> None:
+        if self._use_timerfd:
+            self._timerfd = TimerFd()
+            self._tick_source.sleep = self._timerfd.sleep_until
         now_ns = self._clock.now_ns()
         self._start_ns = now_ns
         self._started_once = True
@@ -548,6 +567,10 @@ class Scheduler(Registrar[Timer]):
                 self._arm(timer, now_ns)
 
     def _end(self) -> None:
+        if self._timerfd is not None:
+            self._timerfd.close()
+            self._timerfd = None
+            self._tick_source.sleep = self._clock.sleep_until
         self._dispatcher.task_group = None
         self._ms.clear()
         self._s.clear()
