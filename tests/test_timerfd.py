@@ -23,7 +23,7 @@ def test_unknown_precision_is_refused() -> None:
 
 def test_timerfd_with_a_virtual_clock_is_refused() -> None:
     with pytest.raises(
-        ValueError, match="precision='timerfd' cannot work: .*needs the MonotonicClock"
+        ValueError, match=r"precision='timerfd' cannot work: .*needs the MonotonicClock"
     ):
         aiotimer.Scheduler(clock=VirtualClock(), precision="timerfd")
 
