@@ -241,8 +241,14 @@ class Scheduler(Registrar[Timer]):
     def _new_timer(self, spec: TimerSpec, name: str, mode: int) -> Timer:
         # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
-        queue = self._ms if spec.unit is Unit.MS or spec.policy.jitter_ms else self._s
-        interval = spec.interval * spec.unit.tick_ns // queue.tick_ns
+        interval = spec.interval
+        if spec.unit is Unit.MS:
+            queue = self._ms
+        elif spec.policy.jitter_ms:
+            queue = self._ms
+            interval *= 1000
+        else:
+            queue = self._s
         hist = self._hist.allocate() if not mode & INTERNAL else 0
         return Timer(spec, name, self, queue, interval, hist, mode)
 
@@ -270,7 +276,8 @@ class Scheduler(Registrar[Timer]):
             return False
         self._unqueue(timer)
         timer._state = state
-        timer._queued_run = None
+        if timer._trouble is not None:
+            timer._trouble.queued_run = None
         if not timer._mode & INTERNAL:
             self._hist.release(timer._hist)
         if self._timers.get(timer.name) is timer:
@@ -345,7 +352,8 @@ class Scheduler(Registrar[Timer]):
         if timer._state is TimerState.PAUSED:
             return
         self._unqueue(timer)
-        timer._queued_run = None
+        if timer._trouble is not None:
+            timer._trouble.queued_run = None
         timer._state = TimerState.PAUSED
 
     def _resume(self, timer: Timer) -> None:
@@ -576,7 +584,8 @@ class Scheduler(Registrar[Timer]):
         self._s.clear()
         for timer in self._timers.values():
             timer._due_tick = timer._grid_tick = NOT_QUEUED
-            timer._queued_run = None
+            if timer._trouble is not None:
+                timer._trouble.queued_run = None
             if timer._state is TimerState.ACTIVE:
                 timer._state = TimerState.PENDING
         self._state = "stopped"

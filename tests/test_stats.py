@@ -22,7 +22,7 @@ def test_percentiles_are_within_a_factor_of_two_and_capped_by_max() -> None:
     base = slab.allocate()
     values = [i * 10_000 for i in range(1, 101)]  # 10 µs .. 1 ms, uniform
     for v in values:
-        slab.record(base + bucket_of(v))
+        slab.record(base, v)
     d = slab.distribution(base, max(values))
     assert d.count == 100
     assert d.p50_s is not None
@@ -35,19 +35,20 @@ def test_percentiles_are_within_a_factor_of_two_and_capped_by_max() -> None:
 def test_a_full_bucket_halves_its_histogram_instead_of_overflowing() -> None:
     slab = HistogramSlab()
     base = slab.allocate()
-    for _ in range(70_000):
-        slab.record(base + 5)
-    slab.record(base + 9)
-    counts = slab.counts[base : base + N_BUCKETS]
-    assert counts[5] < 65_536
-    assert counts[9] == 1
-    assert slab.counts[base + DURATION + 5] == 0  # the duration histogram is untouched
+    slab.counts[base + 5] = 2**32 - 1
+    slab.counts[base + 3] = 10
+    slab.record(base, 300_000)  # bucket 5: 262..524 µs
+    assert bucket_of(300_000) == 5
+    counts = slab.buckets(base)
+    assert counts[5] == 2**31
+    assert counts[3] == 5  # the whole histogram halves: its shape is kept
+    assert slab.buckets(base + DURATION) == [0] * N_BUCKETS  # the other one is untouched
 
 
 def test_released_slots_are_zeroed_and_reused() -> None:
     slab = HistogramSlab()
     a = slab.allocate()
-    slab.record(a + 3)
+    slab.record(a, 40_000)
     slab.release(a)
     b = slab.allocate()
     assert b == a
