@@ -460,7 +460,7 @@ class Scheduler(Registrar[Timer]):
 
         :raises RuntimeError: if the scheduler is already starting, running or stopping
         """
-        self._check_startable()
+        self._claim_start()
         started = anyio.Event()
         failure: list[BaseException] = []
 
@@ -475,7 +475,6 @@ class Scheduler(Registrar[Timer]):
                 logger.critical("scheduler %r stopped by %r", self.name, exc, exc_info=exc)
                 raise
 
-        self._state = "starting"
         try:
             spawn_detached(run, name=f"aiotimer scheduler {self.name!r}")
         except BaseException:
@@ -491,8 +490,7 @@ class Scheduler(Registrar[Timer]):
         Use it with a task group: ``await tg.start(scheduler.serve)`` returns once it runs.
         Cancelling the task stops the scheduler at once, without a grace period.
         """
-        self._check_startable()
-        self._state = "starting"
+        self._claim_start()
         await self._serve(task_status.started)
 
     async def stop(self, grace_s: float = DEFAULT_GRACE_S) -> None:
@@ -527,13 +525,16 @@ class Scheduler(Registrar[Timer]):
     ) -> None:
         await self.stop()
 
-    def _check_startable(self) -> None:
+    def _claim_start(self) -> None:
+        """Move to "starting", or raise if not stopped; a stop() from now on is honoured."""
         if self._state != "stopped":
             raise RuntimeError(f"scheduler {self.name!r} is already {self._state}")
-
-    async def _serve(self, on_started: Callable[[], object]) -> None:
+        self._state = "starting"
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
+
+    async def _serve(self, on_started: Callable[[], object]) -> None:
+        assert self._stop_requested is not None
         self._tick_scope = anyio.CancelScope()
         try:
             async with anyio.create_task_group() as tg:
