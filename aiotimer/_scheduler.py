@@ -11,6 +11,8 @@ Ground rules:
 * ``stop()`` stops new runs, lets running coroutine callbacks finish within a grace period on
   the scheduler's clock, then cancels what is left. A stopped scheduler can be started again;
   its timers are re-armed from the new start.
+* Not thread-safe: call a scheduler's methods (and its timers') from its event loop's thread.
+  A ``thread=True`` callback that must change timers goes through ``anyio.from_thread``.
 * The registry maps unique names to live timers. Unnamed timers are named after their callback
   (``module.qualname``, then ``#2``, ``#3``... for the same callback added again); an explicit
   name that is taken, or a function decorated twice, is refused.
