@@ -39,9 +39,10 @@ Metrics:
 and halves it when a bucket fills up, so its buckets are a current, recent-weighted
 distribution that can go down, not ever-growing counters. They are exposed as OpenMetrics
 *gauge histograms* (``# TYPE ... histogram`` in the Prometheus text format) with the log2
-bucket bounds ``le`` = 2**k ns from 16.4 µs to 1.07 s (a value of exactly 2**k ns counts one
-bucket up; no other value crosses a bound), plus ``_gcount``; there is no ``_gsum`` (aiotimer keeps no sums). Query them without
-``rate()``: ``histogram_quantile(0.99, sum by (le) (aiotimer_lateness_seconds_bucket))``.
+bucket bounds ``le`` = 2**k ns from 16.4 µs to 1.07 s, then ``+Inf`` (a value of exactly
+2**k ns counts one bucket up; no other value crosses a bound). There is no ``_gsum`` (aiotimer
+keeps no sums), hence no ``_gcount`` either: the ``+Inf`` bucket is the count. Query them
+without ``rate()``: ``histogram_quantile(0.99, sum by (le) (aiotimer_lateness_seconds_bucket))``.
 Timers of worker processes have counters only.
 
 **Worker processes.** When a worker-process service is attached, ``scheduler.stats()`` has
@@ -258,9 +259,7 @@ def _add_histogram(family: Metric, labels: dict[str, str], counts: Sequence[int]
     for k, le in _BOUNDS:
         cumulative += counts[k]
         family.add_sample(bucket, {**labels, "le": le}, float(cumulative))
-    total = float(sum(counts))
-    family.add_sample(bucket, {**labels, "le": "+Inf"}, total)
-    family.add_sample(family.name + "_gcount", labels, total)
+    family.add_sample(bucket, {**labels, "le": "+Inf"}, float(sum(counts)))
 
 
 def _log2_counts(timer: Timer) -> tuple[Sequence[int], Sequence[int]]:
