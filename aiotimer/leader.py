@@ -88,12 +88,12 @@ class LeaderLock:
         "_guarded",
         "_held",
         "_leader",
+        "_leaderships",
         "_name",
         "_path",
         "_retry_s",
         "_stopping",
         "_timer_names",
-        "leaderships",
     )
 
     def __init__(
@@ -116,6 +116,11 @@ class LeaderLock:
                 f"leader lock {name!r}: retry_s must be a finite number > 0, got {retry_s!r}"
             )
         names: tuple[str, ...] | None = None
+        if isinstance(timers, str):
+            raise TypeError(
+                f"leader lock {name!r}: timers must be a collection of names, got the str "
+                f"{timers!r}; write timers=[{timers!r}]"
+            )
         if timers is not None:
             names = tuple(t.name if isinstance(t, Timer) else t for t in timers)
             if not names:
@@ -136,8 +141,7 @@ class LeaderLock:
         self._stopping = False
         self._guarded: tuple[Timer, ...] = ()
         self._held: list[Timer] = []  # guarded timers this lock paused (resumed on leading)
-        self.leaderships = 0
-        """How many times this process became the leader."""
+        self._leaderships = 0
 
     def __repr__(self) -> str:
         role = "leader" if self._leader else "follower" if self._fd is not None else "idle"
@@ -150,6 +154,11 @@ class LeaderLock:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def leaderships(self) -> int:
+        """How many times this lock became the leader."""
+        return self._leaderships
 
     @property
     def is_leader(self) -> bool:
@@ -208,7 +217,7 @@ class LeaderLock:
                 "is_leader": self._leader,
                 "pid": os.getpid(),
                 "guarded": [t.name for t in self._guarded],
-                "leaderships": self.leaderships,
+                "leaderships": self._leaderships,
             }
         }
 
@@ -250,7 +259,7 @@ class LeaderLock:
     def _lead(self) -> None:
         assert self._fd is not None
         self._leader = True
-        self.leaderships += 1
+        self._leaderships += 1
         pid = os.getpid()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{pid}\n".encode(), 0)

@@ -214,11 +214,9 @@ class _Families:
         for name, timer_stats in stats["timers"].items():
             labels = {**sched, "timer": name}
             self._add_timer(labels, timer_stats)
-            timer = live.get(name)
-            if timer is not None:
-                lateness, duration = _log2_counts(timer)
-                _add_histogram(self.lateness, labels, lateness)
-                _add_histogram(self.duration, labels, duration)
+            lateness, duration = _log2_counts(live[name])  # the same registry, same moment
+            _add_histogram(self.lateness, labels, lateness)
+            _add_histogram(self.duration, labels, duration)
         for service in scheduler.services.values():
             is_leader = getattr(service, "is_leader", None)
             if isinstance(is_leader, bool):

@@ -249,6 +249,7 @@ async def test_one_lock_cannot_serve_two_running_schedulers(
     ("options", "error", "message"),
     [
         ({"timers": []}, ValueError, "timers is empty"),
+        ({"timers": "job"}, TypeError, r"got the str 'job'; write timers=\['job'\]"),
         ({"timers": [3]}, TypeError, "timers must be names or Timer handles, got 3"),
         ({"retry_s": 0}, ValueError, "retry_s must be a finite number > 0, got 0"),
         ({"retry_s": float("nan")}, ValueError, "retry_s must be a finite number > 0, got nan"),
