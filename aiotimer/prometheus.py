@@ -28,22 +28,22 @@ Metrics:
 ``aiotimer_timeouts_total``        counter  runs that exceeded ``timeout_s``
 ``aiotimer_loop_blocks_total``     counter  inline runs that blocked the loop
 ``aiotimer_runs_in_flight``        gauge    asynchronous runs going on now
-``aiotimer_lateness_seconds``      gauge    start of a run after its grid point (histogram)
-``aiotimer_duration_seconds``      gauge    run durations (histogram)
+``aiotimer_lateness_seconds``      histo.   start of a run after its grid point
+``aiotimer_duration_seconds``      histo.   run duration
 ``aiotimer_scheduler_running``     gauge    1 while the scheduler runs
 ``aiotimer_leader``                gauge    1 while a leader service leads (per service)
 ``aiotimer_worker_restarts_total`` counter  restarts of each worker process
 =================================  =======  ================================================
 
-**Histograms are gauge histograms.** aiotimer keeps a log2 histogram per timer in bounded memory
-and halves it when a bucket fills up, so its buckets are a current, recent-weighted
-distribution that can go down, not ever-growing counters. They are exposed as OpenMetrics
-*gauge histograms* (``# TYPE ... histogram`` in the Prometheus text format) with the log2
-bucket bounds ``le`` = 2**k ns from 16.4 µs to 1.07 s, then ``+Inf`` (a value of exactly
-2**k ns counts one bucket up; no other value crosses a bound). There is no ``_gsum`` (aiotimer
-keeps no sums), hence no ``_gcount`` either: the ``+Inf`` bucket is the count. Query them
-without ``rate()``: ``histogram_quantile(0.99, sum by (le) (aiotimer_lateness_seconds_bucket))``.
-Timers of worker processes have counters only.
+**Histograms** are aiotimer's own: per timer, cumulative 32-bit counts in log2 buckets whose
+bounds are ``le`` = 16.4 µs, 32.8 µs, ... 134 ms (powers of two of ns), 1.07 s and ``+Inf``
+(``BUCKET_UPPER_NS`` in ``aiotimer._stats``; a value of exactly a bound counts one bucket
+up). Counts only grow (they reset after 2**32 runs in one bucket, or when a timer is
+replaced), so ``rate()`` works:
+``histogram_quantile(0.99, sum by (le) (rate(aiotimer_lateness_seconds_bucket[5m])))``. They
+have no ``_sum`` (aiotimer keeps no sums), hence no ``_count`` either: the ``+Inf`` bucket is
+the count. They count *timed* runs: all of them unless hundreds of timers are due at once
+(see ``aiotimer._stats``). Timers of worker processes have counters only.
 
 **Worker processes.** When a worker-process service is attached, ``scheduler.stats()`` has
 ``"workers": {worker_name: {"restarts": int, "timers": {timer_name: TimerStats dict}}}``
@@ -51,27 +51,29 @@ Timers of worker processes have counters only.
 numbers come through the parent and no multiprocess directory is needed.
 
 **Threads.** Collect on the event loop's thread, as ``aiotimer.aiohttp.add_metrics_route``
-does. ``prometheus_client.start_http_server`` scrapes from a thread of its own; it works, but a
-scrape that races a timer being added or cancelled can fail (that scrape only).
+does: schedulers are not thread-safe. ``prometheus_client.start_http_server`` collects from a
+thread of its own, where a scrape racing a timer being added or cancelled can fail.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, final
 from weakref import WeakKeyDictionary
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from ._scheduler import Scheduler
-from ._stats import DURATION, N_BUCKETS
+from ._stats import BUCKET_UPPER_NS, DURATION
 from ._timer import Timer
 
 __all__ = ["register", "unregister"]
-
-logger = logging.getLogger("aiotimer.prometheus")
 
 _COUNTERS: Final = (
     ("runs", "aiotimer_runs", "Timer runs started."),
@@ -81,12 +83,8 @@ _COUNTERS: Final = (
     ("timeouts", "aiotimer_timeouts", "Runs that exceeded their timeout_s."),
     ("loop_blocks", "aiotimer_loop_blocks", "Inline sync runs that blocked the event loop."),
 )
-_FIRST_BOUND: Final = 14
-"""The smallest finite bucket bound is 2**14 ns (16.4 µs); below it, values are pooled."""
-_BOUNDS: Final = tuple((k, repr(2**k / 1e9)) for k in range(_FIRST_BOUND, N_BUCKETS - 1))
-"""(log2 bucket, ``le``): bucket b holds values of bit_length b, all < 2**b ns, so the cumulative
-count up to b counts the values <= 2**b ns (but 2**b itself). The last bucket pools everything
-from 2**30 ns up, so it maps to +Inf only."""
+_LE: Final = (*(repr(upper / 1e9) for upper in BUCKET_UPPER_NS[:-1]), "+Inf")
+"""The ``le`` of each bucket: its exclusive upper bound in seconds (the last is infinity)."""
 
 
 def register(scheduler: Scheduler, *, registry: CollectorRegistry | None = None) -> None:
@@ -172,16 +170,15 @@ class _Families:
         self.in_flight = GaugeMetricFamily(
             "aiotimer_runs_in_flight", "Asynchronous runs (coroutines, threads) going on now."
         )
-        self.lateness = Metric(
+        self.lateness = HistogramMetricFamily(
             "aiotimer_lateness_seconds",
-            "How late runs started after their grid point (gauge histogram: recent-weighted, "
-            "log2 buckets).",
-            "gaugehistogram",
+            "How late runs started after their grid point (timed runs).",
+            labels=("scheduler", "timer"),
         )
-        self.duration = Metric(
+        self.duration = HistogramMetricFamily(
             "aiotimer_duration_seconds",
-            "How long runs took (gauge histogram: recent-weighted, log2 buckets).",
-            "gaugehistogram",
+            "How long runs took (timed runs).",
+            labels=("scheduler", "timer"),
         )
         self.running = GaugeMetricFamily(
             "aiotimer_scheduler_running", "1 while the scheduler runs, else 0."
@@ -214,9 +211,9 @@ class _Families:
         for name, timer_stats in stats["timers"].items():
             labels = {**sched, "timer": name}
             self._add_timer(labels, timer_stats)
-            lateness, duration = _log2_counts(live[name])  # the same registry, same moment
-            _add_histogram(self.lateness, labels, lateness)
-            _add_histogram(self.duration, labels, duration)
+            lateness, duration = _raw_buckets(live[name])  # the same registry, same moment
+            self.lateness.add_metric((scheduler.name, name), _cumulative(lateness), None)
+            self.duration.add_metric((scheduler.name, name), _cumulative(duration), None)
         for service in scheduler.services.values():
             is_leader = getattr(service, "is_leader", None)
             if isinstance(is_leader, bool):
@@ -251,24 +248,21 @@ class _Families:
             self.in_flight.add_sample("aiotimer_runs_in_flight", labels, float(running))
 
 
-def _add_histogram(family: Metric, labels: dict[str, str], counts: Sequence[int]) -> None:
-    bucket = family.name + "_bucket"
-    cumulative = sum(counts[:_FIRST_BOUND])
-    for k, le in _BOUNDS:
-        cumulative += counts[k]
-        family.add_sample(bucket, {**labels, "le": le}, float(cumulative))
-    family.add_sample(bucket, {**labels, "le": "+Inf"}, float(sum(counts)))
+def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
+    """``(le, count of values in this bucket or below)`` from per-bucket counts."""
+    total = 0
+    buckets = []
+    for le, count in zip(_LE, counts, strict=True):
+        total += count
+        buckets.append((le, float(total)))
+    return buckets
 
 
-def _log2_counts(timer: Timer) -> tuple[Sequence[int], Sequence[int]]:
-    """The raw log2 bucket weights of a timer's lateness and duration histograms.
+def _raw_buckets(timer: Timer) -> tuple[Sequence[int], Sequence[int]]:
+    """The per-bucket counts of a timer's lateness and duration histograms.
 
-    The one place that reads the core's histogram slab (layout in ``aiotimer._stats``), until
-    the core offers it publicly (proposed: ``Timer.histogram_counts()``).
+    The one place that reaches into the core's histogram slab, until the core offers it on
+    the timer (proposed: ``Timer.histogram_buckets()``).
     """
-    counts = timer.scheduler._hist.counts
-    base = timer._hist
-    return (
-        counts[base : base + N_BUCKETS],
-        counts[base + DURATION : base + DURATION + N_BUCKETS],
-    )
+    slab = timer.scheduler._hist
+    return slab.buckets(timer._hist), slab.buckets(timer._hist + DURATION)
