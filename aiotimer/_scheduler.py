@@ -471,6 +471,10 @@ class Scheduler(Registrar[Timer]):
                 await self._serve(started.set)
             except BaseException as exc:
                 if not started.is_set():
+                    # A service that failed to start comes out of the task group as a group
+                    # of one: raise the error itself, as a caller of start() expects.
+                    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]
                     failure.append(exc)
                     started.set()
                     return

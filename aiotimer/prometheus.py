@@ -41,9 +41,9 @@ bounds are ``le`` = 16.4 µs, 32.8 µs, ... 134 ms (powers of two of ns), 1.07 s
 up). Counts only grow (they reset after 2**32 runs in one bucket, or when a timer is
 replaced), so ``rate()`` works:
 ``histogram_quantile(0.99, sum by (le) (rate(aiotimer_lateness_seconds_bucket[5m])))``. They
-have no ``_sum`` (aiotimer keeps no sums), hence no ``_count`` either: the ``+Inf`` bucket is
-the count. They count *timed* runs: all of them unless hundreds of timers are due at once
-(see ``aiotimer._stats``). Timers of worker processes have counters only.
+have ``_sum`` and ``_count`` (from ``Timer.histograms()``). They count *timed* runs: all of
+them unless hundreds of timers are due at once (see ``aiotimer._stats``). Timers of worker
+processes have counters only.
 
 **Worker processes.** When a worker-process service is attached, ``scheduler.stats()`` has
 ``"workers": {worker_name: {"restarts": int, "timers": {timer_name: TimerStats dict}}}``
@@ -70,8 +70,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from ._scheduler import Scheduler
-from ._stats import BUCKET_UPPER_NS, DURATION
-from ._timer import Timer
+from ._stats import BUCKET_UPPER_NS
 
 __all__ = ["register", "unregister"]
 
@@ -211,9 +210,13 @@ class _Families:
         for name, timer_stats in stats["timers"].items():
             labels = {**sched, "timer": name}
             self._add_timer(labels, timer_stats)
-            lateness, duration = _raw_buckets(live[name])  # the same registry, same moment
-            self.lateness.add_metric((scheduler.name, name), _cumulative(lateness), None)
-            self.duration.add_metric((scheduler.name, name), _cumulative(duration), None)
+            lateness, duration = live[name].histograms()  # the same registry, same moment
+            self.lateness.add_metric(
+                (scheduler.name, name), _cumulative(lateness.counts), lateness.sum_ns / 1e9
+            )
+            self.duration.add_metric(
+                (scheduler.name, name), _cumulative(duration.counts), duration.sum_ns / 1e9
+            )
         for service in scheduler.services.values():
             is_leader = getattr(service, "is_leader", None)
             if isinstance(is_leader, bool):
@@ -256,13 +259,3 @@ def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
         total += count
         buckets.append((le, float(total)))
     return buckets
-
-
-def _raw_buckets(timer: Timer) -> tuple[Sequence[int], Sequence[int]]:
-    """The per-bucket counts of a timer's lateness and duration histograms.
-
-    The one place that reaches into the core's histogram slab, until the core offers it on
-    the timer (proposed: ``Timer.histogram_buckets()``).
-    """
-    slab = timer.scheduler._hist
-    return slab.buckets(timer._hist), slab.buckets(timer._hist + DURATION)

@@ -188,6 +188,10 @@ async def test_histograms_have_log2_ms_scale_buckets_holding_the_runs(
         assert bucket("duration", "+Inf") == runs
         assert bucket("lateness", "1.6384e-05") == runs
         assert bucket("lateness", "1.073741824") == runs
+        assert value(registry, "aiotimer_duration_seconds_count", **labels) == runs
+        assert value(registry, "aiotimer_duration_seconds_sum", **labels) == pytest.approx(
+            runs * 0.003
+        )
 
         text = generate_latest(registry).decode()
         bounds = [
