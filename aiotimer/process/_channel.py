@@ -53,6 +53,7 @@ class Channel:
 
     __slots__ = (
         "_call_soon_threadsafe",
+        "_rbuf",
         "_closed",
         "_decoder",
         "_done",
@@ -83,6 +84,8 @@ class Channel:
         self._on_frame = on_frame
         self._on_error = on_error
         self._decoder = FrameDecoder()
+        # recv() of n bytes allocates n bytes first: 256 KiB would be an mmap per read.
+        self._rbuf = memoryview(bytearray(_READ_SIZE))
         self._wbuf = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -221,9 +224,10 @@ class Channel:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._trio_writer)
-                while self.open:
-                    await anyio.wait_readable(self.sock)
-                    self._on_readable()
+                with contextlib.suppress(anyio.ClosedResourceError):  # close() meanwhile
+                    while self.open:
+                        await anyio.wait_readable(self.sock)
+                        self._on_readable()
                 tg.cancel_scope.cancel()
         finally:
             self._detach()
@@ -235,7 +239,10 @@ class Channel:
                 await self._write_wanted.wait()
                 self._write_wanted = anyio.Event()
             while self._wbuf and not self._closed:
-                await anyio.wait_writable(self.sock)
+                try:
+                    await anyio.wait_writable(self.sock)
+                except anyio.ClosedResourceError:  # close() meanwhile
+                    return
                 self._on_writable()
             self._writer_armed = False
 
@@ -252,35 +259,29 @@ class Channel:
         self._wake_drainers()
 
     def _on_readable(self) -> None:
-        """One ``recv`` (level-triggered: called again while data remains), then the frames."""
-        try:
-            data = self.sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # reset by a dying peer: the same as end of file
-            data = b""
-        if not data:
-            self.eof = True
-            self._finish()
-            return
-        self._decoder.feed(data)
-        self._dispatch()
+        """One read (level-triggered: called again while data remains), then the frames."""
+        if self._read_once():
+            self._dispatch()
 
     def read_available(self) -> None:
         """Read and dispatch whatever is in the socket now (the last frames of a dead child)."""
-        while self.open:
-            try:
-                data = self.sock.recv(_READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.eof = True
-                self._finish()
-                return
-            self._decoder.feed(data)
+        while self.open and self._read_once():
             self._dispatch()
+
+    def _read_once(self) -> bool:
+        """Feed the decoder one read's worth; ``False`` when nothing was read."""
+        try:
+            n = self.sock.recv_into(self._rbuf)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:  # reset by a dying peer: the same as end of file
+            n = 0
+        if not n:
+            self.eof = True
+            self._finish()
+            return False
+        self._decoder.feed(self._rbuf[:n])
+        return True
 
     def _dispatch(self) -> None:
         decoder = self._decoder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, final
 
@@ -25,6 +26,12 @@ logger = logging.getLogger("aiotimer.process.handlers")
 
 Handler = Callable[..., Any]
 _Item = tuple[Handler, tuple[Any, ...]]
+
+
+@functools.lru_cache(maxsize=256)
+def _is_async(handler: Handler) -> bool:
+    """:func:`is_coroutine_callable`, cached: it costs microseconds, paid on every message."""
+    return is_coroutine_callable(handler)
 
 
 @final
@@ -43,7 +50,7 @@ class HandlerPump:
         """Call each handler with ``args``: now if it is sync (unless ``defer``), else from the
         pump task. Never raises."""
         for handler in handlers:
-            if defer or is_coroutine_callable(handler):
+            if defer or _is_async(handler):
                 try:
                     self._send.send_nowait((handler, args))
                 except anyio.ClosedResourceError:
@@ -55,7 +62,7 @@ class HandlerPump:
         """Run deferred handlers until cancelled."""
         async with anyio.create_task_group() as tg:
             async for handler, args in self._receive:
-                if is_coroutine_callable(handler):
+                if _is_async(handler):
                     tg.start_soon(self._call_async, handler, args)
                 else:
                     self._call(handler, args)

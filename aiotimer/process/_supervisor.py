@@ -122,6 +122,7 @@ class ProcessRunner:
         self._kill_reason = ""
         self._failure: dict[str, Any] | None = None
         self._child_stats: dict[str, Any] | None = None
+        self._info = worker.info  # the running process's, handed to message handlers
         self._stats_at: float | None = None
 
     # -- the Runner protocol ---------------------------------------------------------------
@@ -281,6 +282,7 @@ class ProcessRunner:
         _live.add(process)
         self._process = process
         worker.pid = process.pid
+        self._info = worker.info
         channel = self._channel = Channel(
             parent_sock, self._on_frame, self._on_protocol_error, self._label
         )
@@ -355,9 +357,9 @@ class ProcessRunner:
             self._child_stats = obj
             self._stats_at = self._last_seen
         elif kind is Msg.LOG:
-            reemit(obj, worker.info)
+            reemit(obj, self._info)
         elif kind is Msg.USER:
-            self._proc._deliver(worker.info, obj)
+            self._proc._deliver(self._info, obj)
         elif kind is Msg.ERROR:
             worker.callback_errors += 1
             worker.last_error = obj
