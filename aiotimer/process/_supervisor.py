@@ -291,10 +291,8 @@ class ProcessRunner:
         return process, channel
 
     async def _read(self, channel: Channel, process: BaseProcess) -> None:
-        await channel.run()
-        if channel.broken is not None:
-            self._kill(process, f"garbled its pipe ({channel.broken})")
-        elif channel.eof:  # it closed its end, so it is exiting: make sure it does
+        await channel.run()  # a stream out of step was reported (and killed) by on_error
+        if channel.eof:  # it closed its end, so it is exiting: make sure it does
             await anyio.sleep(_EOF_GRACE_S)
             self._kill(process, "closed its pipe but did not exit")
 
