@@ -275,6 +275,13 @@ async def test_an_unknown_frame_is_counted_and_the_worker_kept() -> None:
         assert not crashes.items
 
 
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ],
+)
 async def test_messages_go_both_ways_in_order() -> None:
     inbox = Inbox()
     proc = TimerProcess("msgs", workers=2, **FAST)

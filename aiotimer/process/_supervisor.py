@@ -241,7 +241,8 @@ class ProcessRunner:
             exited.set()
         exitcode = process.exitcode
         pid = process.pid
-        process.close()
+        if exitcode is not None:  # else unreaped after SIGKILL (a D-state child): keep it
+            process.close()
         if self._stopping:
             return None
         return WorkerCrashed(worker.name, worker.index, pid, exitcode, self._kill_reason)
@@ -277,6 +278,12 @@ class ProcessRunner:
             self._kill_reason = f"could not be started ({type(exc).__name__}: {exc})"
             logger.error("%s %s", self._label, self._kill_reason)
             return None, None
+        except BaseException:  # cancelled while the fork server was starting it
+            parent_sock.close()
+            if process.pid is not None:
+                process.kill()
+                _live.add(process)  # reaped at exit at the latest
+            raise
         finally:
             child_sock.close()
         _live.add(process)
