@@ -17,6 +17,7 @@ Run it as ``python -m benchmarks.process [--quick]``; ``--quick`` finishes in a 
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing
 import os
 import signal
@@ -36,6 +37,10 @@ from aiotimer.process import send_to_parent as _send_to_parent
 
 # -- what the workers run (module level: workers import it) ----------------------------------
 
+_MODULE = __spec__.name if __spec__ is not None else __name__
+"""This module's importable name, also when run as ``__main__`` (``python -m``): workers then
+import the callbacks by that name, which a fork server can preload."""
+
 
 def first_tick(tick: aiotimer.Tick) -> None:
     if tick.timer.runs == 1:
@@ -44,6 +49,12 @@ def first_tick(tick: aiotimer.Tick) -> None:
 
 def echo(obj: Any) -> None:
     _send_to_parent(obj)
+
+
+def _worker_fn(name: str) -> Callable[..., Any]:
+    """``name`` from this module under its importable name (see ``_MODULE``)."""
+    fn: Callable[..., Any] = getattr(importlib.import_module(_MODULE), name)
+    return fn
 
 
 def _blocking_echo(sock: socket.socket) -> None:
@@ -87,7 +98,7 @@ async def start_to_first_tick(context: str, runs: int) -> tuple[list[float], lis
     ready_ms, tick_ms = [], []
     for _ in range(runs):
         proc = TimerProcess("bench-start", context=context)  # type: ignore[arg-type]
-        proc.add_every_ms(1, first_tick)
+        proc.add_every_ms(1, _worker_fn("first_tick"))
         firsts = _Firsts()
         proc.on_message(firsts)
         scheduler = aiotimer.Scheduler()
@@ -103,7 +114,7 @@ async def start_to_first_tick(context: str, runs: int) -> tuple[list[float], lis
 async def round_trip(n: int) -> list[float]:
     """Microseconds per parent -> worker -> parent round trip of a small message."""
     proc = TimerProcess("bench-rtt")
-    proc.on_parent_message(echo)
+    proc.on_parent_message(_worker_fn("echo"))
     worker = proc.workers[0]
     warm_up = 200  # round trips not counted
     samples: list[float] = []
@@ -162,7 +173,7 @@ async def kill_to_restart(runs: int) -> tuple[list[float], list[float]]:
     proc = TimerProcess(
         "bench-kill", on_crash=on_crash, restart=RestartPolicy(max_restarts=1000, backoff_s=0)
     )
-    proc.add_every_ms(1, first_tick)
+    proc.add_every_ms(1, _worker_fn("first_tick"))
     firsts = _Firsts()
     proc.on_message(firsts)
     scheduler = aiotimer.Scheduler()
@@ -207,7 +218,7 @@ async def _run(quick: bool, out: Callable[[str], object]) -> None:
     row("spawn: start() to ready, median", f"{statistics.median(ready):.0f} ms")
     row("spawn: start to first tick, median", f"{statistics.median(tick):.0f} ms", "<= 100 ms")
     # Preloading the worker module is what makes forkserver fast (see the README).
-    multiprocessing.set_forkserver_preload(["aiotimer.process._worker", __name__])
+    multiprocessing.set_forkserver_preload(["aiotimer.process._worker"])
     _, cold = await start_to_first_tick("forkserver", 1)
     _, tick = await start_to_first_tick("forkserver", runs)
     row("forkserver: first start (boots the server)", f"{cold[0]:.0f} ms")
