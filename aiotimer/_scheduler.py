@@ -33,7 +33,7 @@ from anyio.abc import TaskStatus
 
 from ._backend import spawn_detached
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, mode_of
+from ._dispatch import INTERNAL, Dispatcher, current_timer, mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
@@ -56,6 +56,13 @@ DEFAULT_GRACE_S: Final = 5.0
 DEFAULT_BLOCK_WARN_S: Final = 0.1
 DEFAULT_THREAD_LIMIT: Final = 8
 _INTERNAL_SPEC_NAME: Final = "aiotimer.internal"
+
+
+def _internal() -> None:
+    """Stands for the callable of an internal one-shot (each brings its own)."""
+
+
+_INTERNAL_SPEC: Final = TimerSpec(_internal, 1, Unit.MS, Kind.ONESHOT, name=_INTERNAL_SPEC_NAME)
 
 
 @final
@@ -341,8 +348,9 @@ class Scheduler(Registrar[Timer]):
         """Run ``fn()`` once after ``delay_ns`` (rounded up to whole ms) on the scheduler's own
         queue and clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
         delay_ms = max(1, -(-delay_ns // NS_PER_MS))
-        spec = TimerSpec(fn, delay_ms, Unit.MS, Kind.ONESHOT, name=_INTERNAL_SPEC_NAME)
-        timer = self._new_timer(spec, _INTERNAL_SPEC_NAME, INTERNAL | SPECIAL)
+        # One shared spec; the callable goes straight into the timer (no signature to read).
+        timer = Timer(_INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self, self._ms, delay_ms, 0, INTERNAL)
+        timer._call = fn
         self._arm(timer, self._clock.now_ns())
         return timer
 

@@ -80,13 +80,21 @@ class _Trouble:
     """Counters of rare events, allocated on a timer's first one (most timers never have any:
     keeping them out of :class:`Timer` saves memory at 100,000 timers)."""
 
-    __slots__ = ("failures_in_row", "loop_blocks", "overlaps", "queued_run", "timeouts")
+    __slots__ = (
+        "failed_run",
+        "failures_in_row",
+        "loop_blocks",
+        "overlaps",
+        "queued_run",
+        "timeouts",
+    )
 
     def __init__(self) -> None:
         self.overlaps = 0
         self.timeouts = 0
         self.loop_blocks = 0
         self.failures_in_row = 0
+        self.failed_run = -1  # the run number of the last failure
         self.queued_run: tuple[int, int] | None = None  # Overlap.QUEUE: (grid tick, missed)
 
 
