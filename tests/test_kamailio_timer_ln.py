@@ -67,8 +67,13 @@ async def test_the_handler_gets_raw_ticks_the_timer_ln_and_its_data(
 ) -> None:
     seen: list[tuple[int, TimerLn, object]] = []
     data = object()
+
+    def f(ticks: int, tl: TimerLn, data: object) -> int:
+        seen.append((ticks, tl, data))
+        return 0
+
     tl = TimerLn()
-    timer_init(tl, lambda ticks, t, d: (seen.append((ticks, t, d)) and 0) or 0, data)
+    timer_init(tl, f, data)
     async with scheduler:
         await virtual_clock.advance_ms(250)
         timer_add(tl, 30)
@@ -277,12 +282,12 @@ def test_timer_add_before_timer_init_raises(scheduler: aiotimer.Scheduler) -> No
     ("call", "error", "match"),
     [
         (lambda tl: timer_add(tl, -1), ValueError, "timer_add: delta takes ticks >= 0, got -1"),
-        (lambda tl: timer_add(tl, 1.5), TypeError, "timer_add: delta .* got float 1.5"),
-        (lambda tl: timer_add("tl", 1), TypeError, "timer_add: tl must be a TimerLn, got str"),
-        (lambda tl: timer_del(None), TypeError, "timer_del: tl must be a TimerLn"),
-        (lambda tl: timer_init(tl, 42, None), TypeError, "timer_init: f must be callable, got int"),
+        (lambda tl: timer_add(tl, 1.5), TypeError, "timer_add: delta .* got float 1.5"),  # type: ignore[arg-type]
+        (lambda tl: timer_add("tl", 1), TypeError, "timer_add: tl must be a TimerLn, got str"),  # type: ignore[arg-type]
+        (lambda tl: timer_del(None), TypeError, "timer_del: tl must be a TimerLn"),  # type: ignore[arg-type]
+        (lambda tl: timer_init(tl, 42, None), TypeError, "timer_init: f must be callable, got int"),  # type: ignore[arg-type]
         (lambda tl: timer_init(tl, print, None, 4), ValueError, "0 or F_TIMER_FAST, got 0x4"),
-        (lambda tl: timer_init(tl, print, None, "1"), TypeError, "flags must be an int, got '1'"),
+        (lambda tl: timer_init(tl, print, None, "1"), TypeError, "flags must be an int, got '1'"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_arguments_raise_naming_the_function_and_the_value(
