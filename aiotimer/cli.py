@@ -483,8 +483,8 @@ def _load_msilo() -> ModuleType:
         return importlib.import_module("aiotimer._examples.msilo")
     except ModuleNotFoundError:
         raise CliError(
-            f"the msilo example is not installed: no {package} (install aiotimer from a clone "
-            "of its repository with 'pip install -e .')",
+            "the msilo example is not part of this install (it lives in examples/msilo of "
+            "aiotimer's repository): install aiotimer from a clone with 'pip install -e .'",
             code=1,
         ) from None
 
