@@ -14,6 +14,7 @@ class here adapts one shape. They are classes, not closures, for three reasons:
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -21,10 +22,24 @@ from ._spec import is_coroutine_callable
 from ._timer import Tick
 
 if TYPE_CHECKING:
+    from ._scheduler import Scheduler
     from ._timer import Timer
     from .kamailio import TimerLn
 
-__all__ = ["PERIODIC", "TimerLnCall", "check_callable", "ticks_call", "worker_call"]
+__all__ = [
+    "PERIODIC",
+    "TimerLnCall",
+    "check_callable",
+    "running_scheduler",
+    "ticks_call",
+    "worker_call",
+]
+
+running_scheduler: contextvars.ContextVar[Scheduler | None] = contextvars.ContextVar(
+    "aiotimer_kamailio_running_scheduler", default=None
+)
+"""The scheduler whose façade callback runs in this context: ``get_ticks()`` and registrations
+inside a callback use it (in a dedicated timer process, the worker's own scheduler)."""
 
 PERIODIC: Final = 0xFFFF_FFFF
 """Kamailio's ``(ticks_t)-1``: a ``timer_ln`` handler's "again, with the same interval"."""
@@ -56,7 +71,11 @@ class _SyncTicksCall(_TicksCall):
     __slots__ = ()
 
     def __call__(self, tick: Tick) -> None:
-        self.func(tick.ticks_raw if self.raw else tick.ticks, self.param)
+        token = running_scheduler.set(tick.timer.scheduler)
+        try:
+            self.func(tick.ticks_raw if self.raw else tick.ticks, self.param)
+        finally:
+            running_scheduler.reset(token)
 
 
 @final
@@ -64,6 +83,7 @@ class _AsyncTicksCall(_TicksCall):
     __slots__ = ()
 
     async def __call__(self, tick: Tick) -> None:
+        running_scheduler.set(tick.timer.scheduler)  # the run's own task context
         await self.func(tick.ticks_raw if self.raw else tick.ticks, self.param)
 
 
@@ -100,7 +120,11 @@ class _SyncWorkerCall(_WorkerCall):
     __slots__ = ()
 
     def __call__(self, tick: Tick) -> None:
-        self.func(tick.ticks_raw if self.raw else tick.ticks, self.worker, self.param)
+        token = running_scheduler.set(tick.timer.scheduler)
+        try:
+            self.func(tick.ticks_raw if self.raw else tick.ticks, self.worker, self.param)
+        finally:
+            running_scheduler.reset(token)
 
 
 @final
@@ -108,6 +132,7 @@ class _AsyncWorkerCall(_WorkerCall):
     __slots__ = ()
 
     async def __call__(self, tick: Tick) -> None:
+        running_scheduler.set(tick.timer.scheduler)
         await self.func(tick.ticks_raw if self.raw else tick.ticks, self.worker, self.param)
 
 
@@ -168,11 +193,14 @@ class SyncTimerLnCall(TimerLnCall):
     def __call__(self, tick: Tick) -> int | None:
         tl = self.tl
         tl._running += 1
+        token = running_scheduler.set(tick.timer.scheduler)
         try:
             result = self.func(tick.ticks_raw, tl, tl.data)
         except BaseException:
             tl._running -= 1
             raise
+        finally:
+            running_scheduler.reset(token)
         return self._result(tick.timer, result)
 
 
@@ -183,6 +211,7 @@ class AsyncTimerLnCall(TimerLnCall):
     async def __call__(self, tick: Tick) -> int | None:
         tl = self.tl
         tl._running += 1
+        running_scheduler.set(tick.timer.scheduler)
         try:
             coro: Awaitable[object] = self.func(tick.ticks_raw, tl, tl.data)
             result = await coro

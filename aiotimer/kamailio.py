@@ -9,8 +9,10 @@ Ground rules:
 * **One current scheduler.** Kamailio has one timer per process; the façade registers on the
   *current scheduler*: :func:`aiotimer.default_scheduler` unless :func:`use_scheduler` chose
   another (``use_scheduler(s)`` sets it; ``with use_scheduler(s): ...`` sets it for a block).
-  Registrations (like Kamailio's ``mod_init``) may come before the scheduler starts: timers are
-  armed when it starts, their first run one interval after the start.
+  Inside a callback run through the façade, it is the scheduler running that callback (so
+  ``get_ticks()`` in a dedicated process's callback reads that worker's ticks). Registrations
+  (like Kamailio's ``mod_init``) may come before the scheduler starts: timers are armed when it
+  starts, their first run one interval after the start.
 * **Ticks start at 0 and never wrap.** A raw tick is 1 ms (Kamailio: 62.5 ms, ``TIMER_TICKS_HZ``
   16); ``get_ticks()`` is whole seconds and ``get_ticks_raw()`` whole milliseconds since the
   scheduler started (Kamailio: a random origin, wrapping at 2**32). Time is the monotonic clock:
@@ -46,6 +48,7 @@ from ._kamailio_calls import (
     AsyncTimerLnCall,
     SyncTimerLnCall,
     check_callable,
+    running_scheduler,
     ticks_call,
 )
 from ._registrar import PolicyOptions
@@ -101,8 +104,12 @@ _current: Scheduler | None = None
 
 
 def current_scheduler() -> Scheduler:
-    """The scheduler the façade registers on: the one set by :func:`use_scheduler`, else
-    :func:`aiotimer.default_scheduler`."""
+    """The scheduler the façade works on: inside a callback registered through the façade, the
+    scheduler running it (in a dedicated timer process, the worker's own); elsewhere the one set
+    by :func:`use_scheduler`, else :func:`aiotimer.default_scheduler`."""
+    running = running_scheduler.get()
+    if running is not None:
+        return running
     return _current if _current is not None else default_scheduler()
 
 

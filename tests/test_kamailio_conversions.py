@@ -132,3 +132,23 @@ def test_use_scheduler_takes_effect_without_a_with_block() -> None:
 def test_use_scheduler_refuses_what_is_not_a_scheduler() -> None:
     with pytest.raises(TypeError, match="use_scheduler\\(\\) takes a Scheduler or None, got str"):
         kamailio.use_scheduler("default")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_inside_a_callback_ticks_are_those_of_the_scheduler_running_it(
+    virtual_clock: VirtualClock, scheduler: aiotimer.Scheduler
+) -> None:
+    other = aiotimer.Scheduler(clock=virtual_clock, name="other")
+    seen: list[tuple[int, int, aiotimer.Scheduler]] = []
+
+    def f(ticks: int, param: object) -> None:
+        seen.append((ticks, kamailio.get_ticks(), kamailio.current_scheduler()))
+
+    with kamailio.use_scheduler(other):
+        kamailio.register_timer(f, None, 1)
+    async with scheduler:  # the current scheduler, started 10 s before `other`
+        await virtual_clock.advance(10)
+        async with other:
+            await virtual_clock.advance(2)
+    assert seen == [(1, 1, other), (2, 2, other)]
+    assert kamailio.current_scheduler() is scheduler
