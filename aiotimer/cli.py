@@ -51,6 +51,7 @@ from ._policy import DEFAULT_POLICY, Policy
 from ._scheduler import DEFAULT_GRACE_S, Scheduler
 from ._spec import TimerSpec
 from ._table import TimerTable
+from .process._hub import HUB_NAME, ProcessHub
 
 __all__ = ["CliError", "load_target", "main"]
 
@@ -219,9 +220,16 @@ def _policy_text(policy: Policy) -> str:
     return ", ".join(parts) or "-"
 
 
-def _timer_rows(scheduler: Scheduler) -> list[tuple[str, TimerSpec, str]]:
-    """``(name, spec, process)`` of every timer of ``scheduler``."""
-    return [(name, timer.spec, "-") for name, timer in scheduler.timers.items()]
+def _timer_rows(scheduler: Scheduler) -> list[tuple[str, TimerSpec, str, str]]:
+    """``(name, spec, mode, process)`` of every timer of ``scheduler`` and of its timer
+    processes (``mode``: ``basic`` or ``sync`` for a process's timer)."""
+    rows = [(name, timer.spec, "", "-") for name, timer in scheduler.timers.items()]
+    hub = scheduler.services.get(HUB_NAME)
+    if isinstance(hub, ProcessHub):
+        for proc in hub.processes.values():
+            where = f"{proc.name} ({len(proc.workers)} worker{'s' * (len(proc.workers) > 1)})"
+            rows += [(t.name, t.spec, t.mode.value, where) for t in proc.timers]
+    return rows
 
 
 def _print_table(rows: Sequence[Sequence[str]], out: IO[str]) -> None:
@@ -233,8 +241,9 @@ def _print_table(rows: Sequence[Sequence[str]], out: IO[str]) -> None:
 
 def _list(scheduler: Scheduler, out: IO[str]) -> None:
     rows = [("TIMER", "INTERVAL", "KIND", "POLICIES", "PROCESS")]
-    for name, spec, process in _timer_rows(scheduler):
-        rows.append((name, spec.describe(), spec.kind.value, _policy_text(spec.policy), process))
+    for name, spec, mode, process in _timer_rows(scheduler):
+        kind = f"{spec.kind.value}, {mode}" if mode else spec.kind.value
+        rows.append((name, spec.describe(), kind, _policy_text(spec.policy), process))
     _print_table(rows, out)
     out.write(f"{len(rows) - 1} timer(s) on scheduler {scheduler.name!r}\n")
 
@@ -256,9 +265,16 @@ _HEADER: Final = ("TIMER", "EVERY", "STATE", "RUNS", "MISSED", "ERRORS", "LATE p
 
 
 def status_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
-    """The status table (header first) from ``scheduler.stats()``."""
+    """The status table (header first) from ``scheduler.stats()``: the scheduler's timers, then
+    those of its timer processes' workers as they last reported (``proc[i] timer``)."""
+    timers: list[tuple[str, dict[str, Any]]] = list(stats["timers"].items())
+    for proc, workers in stats.get("workers", {}).items():
+        for worker in workers:
+            child = worker.get("stats") or {}
+            for name, t in child.get("timers", {}).items():
+                timers.append((f"{proc}[{worker['index']}] {name}", t))
     rows: list[tuple[str, ...]] = [_HEADER]
-    for name, t in stats["timers"].items():
+    for name, t in timers:
         late = t["lateness"]
         rows.append(
             (

@@ -50,10 +50,12 @@ from ._kamailio_calls import (
     check_callable,
     running_scheduler,
     ticks_call,
+    worker_call,
 )
+from ._kamailio_procs import ProcessId, fork, reserve
 from ._registrar import PolicyOptions
 from ._scheduler import Scheduler
-from ._spec import is_coroutine_callable
+from ._spec import Unit, callback_name, is_coroutine_callable
 from ._timer import Tick, Timer, TimerState
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "PERIODIC",
     "PROC_MAIN",
     "PROC_TIMER",
+    "ProcessId",
     "S_TO_TICKS",
     "TICKS_TO_MS",
     "TICKS_TO_S",
@@ -69,10 +72,21 @@ __all__ = [
     "TimerId",
     "TimerLn",
     "current_scheduler",
+    "fork_basic_timer",
+    "fork_basic_timer_w",
+    "fork_basic_utimer",
+    "fork_basic_utimer_w",
+    "fork_dummy_timer",
+    "fork_sync_timer",
+    "fork_sync_utimer",
     "get_ticks",
     "get_ticks_raw",
+    "register_basic_timers",
+    "register_dummy_timers",
     "register_ms_timer",
+    "register_sync_timers",
     "register_timer",
+    "register_timer_process",
     "register_utimer",
     "timer_add",
     "timer_alloc",
@@ -101,6 +115,7 @@ _DEAD: Final = (TimerState.CANCELLED, TimerState.FINISHED)
 
 
 _current: Scheduler | None = None
+_inline_processes = False
 
 
 def current_scheduler() -> Scheduler:
@@ -120,18 +135,20 @@ class _SchedulerChoice:
 
     __slots__ = ("_previous",)
 
-    def __init__(self, previous: Scheduler | None) -> None:
+    def __init__(self, previous: tuple[Scheduler | None, bool]) -> None:
         self._previous = previous
 
     def __enter__(self) -> Scheduler:
         return current_scheduler()
 
     def __exit__(self, *exc: object) -> None:
-        global _current
-        _current = self._previous
+        global _current, _inline_processes
+        _current, _inline_processes = self._previous
 
 
-def use_scheduler(scheduler: Scheduler | None) -> _SchedulerChoice:
+def use_scheduler(
+    scheduler: Scheduler | None, *, inline_processes: bool = False
+) -> _SchedulerChoice:
     """Make ``scheduler`` the current scheduler (``None``: back to the default scheduler).
 
     Takes effect at once; ``with use_scheduler(s): ...`` also restores the previous choice when
@@ -140,16 +157,23 @@ def use_scheduler(scheduler: Scheduler | None) -> _SchedulerChoice:
         with kamailio.use_scheduler(scheduler):
             mod_init()          # register_timer(...) calls land on `scheduler`
 
+    :param inline_processes: the ``fork_*`` functions declare processes whose worker runs on
+        the scheduler's own loop and clock instead of in a child process (to test a module's
+        timer processes on virtual time; see ``TimerProcess(inline=True)``)
     :raises TypeError: ``scheduler`` is not a :class:`~aiotimer.Scheduler` or ``None``
     """
-    global _current
+    global _current, _inline_processes
     if scheduler is not None and not isinstance(scheduler, Scheduler):
         raise TypeError(
             f"use_scheduler() takes a Scheduler or None, got {type(scheduler).__name__} "
             f"{scheduler!r}"
         )
-    choice = _SchedulerChoice(_current)
-    _current = scheduler
+    if not isinstance(inline_processes, bool):
+        raise TypeError(
+            f"use_scheduler(): inline_processes must be a bool, got {inline_processes!r}"
+        )
+    choice = _SchedulerChoice((_current, _inline_processes))
+    _current, _inline_processes = scheduler, inline_processes
     return choice
 
 
@@ -461,3 +485,297 @@ def timer_allow_del() -> None:
 
     (Kamailio: lets the running handler delete its own timer without a bug report.)
     """
+
+
+# -- dedicated timer processes -------------------------------------------------------------------
+#
+# Kamailio: register_basic_timers(n) in mod_init, then in child_init(PROC_MAIN)
+# fork_basic_timer(PROC_TIMER, "MY MOD TIMER", 1, f, param, interval). Here each fork declares a
+# one-worker TimerProcess named `desc`, attached to the current scheduler: its worker starts
+# when the scheduler starts and stops with it. What the worker runs must reach another process:
+# `f` importable (a module-level function), `param` picklable; both are checked at the fork.
+
+
+def register_basic_timers(n: int) -> int:
+    """Reserve ``n`` dedicated timer processes on the current scheduler (call it from your
+    ``mod_init``); the ``fork_*`` functions refuse to fork more than were reserved, as
+    Kamailio's do. Reservations add up. Returns 0.
+
+    :raises TypeError: ``n`` is not an int
+    :raises ValueError: ``n`` < 0
+    """
+    return reserve("register_basic_timers", current_scheduler(), n)
+
+
+register_dummy_timers = register_basic_timers
+"""Kamailio's alias of :func:`register_basic_timers`."""
+
+
+def register_sync_timers(n: int) -> int:
+    """:func:`register_basic_timers` for ``fork_sync_*`` processes (one pool, as in Kamailio)."""
+    return reserve("register_sync_timers", current_scheduler(), n)
+
+
+def _fork(
+    where: str,
+    child_id: int,
+    desc: str,
+    make_sock: int,
+    f: Callable[..., Any],
+    param: Any,
+    callback: Callable[[Tick], Any],
+    interval: int,
+    *,
+    unit: Unit,
+    basic: bool,
+    options: PolicyOptions,
+) -> ProcessId:
+    return fork(
+        where,
+        current_scheduler(),
+        child_id,
+        desc,
+        make_sock,
+        f,
+        param,
+        callback,
+        interval,
+        unit,
+        basic,
+        _inline_processes,
+        options,
+    )
+
+
+def fork_basic_timer(
+    child_id: int,
+    desc: str,
+    make_sock: int,
+    f: Callable[[int, Any], Any],
+    param: Any,
+    interval_s: int,
+    **options: Unpack[PolicyOptions],
+) -> ProcessId:
+    """A dedicated process that runs ``f(ticks, param)``, then sleeps ``interval_s`` seconds,
+    forever: the runs drift by ``f``'s run time, as Kamailio's basic timer does. The first run is
+    one interval after the process starts (with the scheduler).
+
+    Kept: the argument order; ``desc`` names the process (``ps`` shows ``aiotimer: <desc> [0]``);
+    a fork beyond ``register_basic_timers(n)`` is refused.
+    Changed: ``child_id`` (Kamailio's rank, e.g. :data:`PROC_TIMER`) and ``make_sock`` (SIP
+    sockets for the child) are accepted and have no effect; the process is supervised (restarted
+    if it dies) and stopped with the scheduler; ``ticks`` counts from the worker's start.
+
+    :param desc: the process name, unique on the scheduler
+    :param f: a module-level function (the worker imports it), or coroutine function
+    :param param: picklable (it is sent to the worker)
+    :param options: policy keywords for the timer (``thread=True``, ``timeout_s=``...)
+    :return: a :class:`ProcessId`, whose ``.process`` is the ``TimerProcess``
+    :raises RuntimeError: no reserved process left
+    :raises TypeError: ``f`` not importable, ``param`` not picklable, bad argument types
+    """
+    call = ticks_call("fork_basic_timer", f, param, raw=False)
+    return _fork(
+        "fork_basic_timer",
+        child_id,
+        desc,
+        make_sock,
+        f,
+        param,
+        call,
+        interval_s,
+        unit=Unit.S,
+        basic=True,
+        options=options,
+    )
+
+
+fork_dummy_timer = fork_basic_timer
+"""Kamailio's alias of :func:`fork_basic_timer`."""
+
+
+def fork_basic_timer_w(
+    child_id: int,
+    desc: str,
+    make_sock: int,
+    f: Callable[[int, int, Any], Any],
+    worker: int,
+    param: Any,
+    interval_s: int,
+    **options: Unpack[PolicyOptions],
+) -> ProcessId:
+    """:func:`fork_basic_timer` calling ``f(ticks, worker, param)`` (Kamailio's
+    ``timer_function_w``): forking it ``n`` times with ``worker`` = 0..n-1 runs the same work in
+    ``n`` processes that tell themselves apart (rtimer's ``mode=N``)."""
+    call = worker_call(
+        "fork_basic_timer_w", f, _worker("fork_basic_timer_w", worker), param, raw=False
+    )
+    return _fork(
+        "fork_basic_timer_w",
+        child_id,
+        desc,
+        make_sock,
+        f,
+        param,
+        call,
+        interval_s,
+        unit=Unit.S,
+        basic=True,
+        options=options,
+    )
+
+
+def fork_basic_utimer(
+    child_id: int,
+    desc: str,
+    make_sock: int,
+    f: Callable[[int, Any], Any],
+    param: Any,
+    uinterval: int,
+    **options: Unpack[PolicyOptions],
+) -> ProcessId:
+    """:func:`fork_basic_timer` in **microseconds**, calling ``f(ticks_raw, param)`` (raw ticks,
+    i.e. milliseconds: Kamailio's ``TICKS_TO_MS(get_ticks_raw())``).
+
+    ``uinterval`` is in µs as Kamailio's code uses it (its header says ms, its code sleeps µs);
+    aiotimer's resolution is 1 ms, so it is rounded **up** to whole ms (1500 µs -> 2 ms): never
+    shorter than asked.
+    """
+    interval_ms = _us_to_ms("fork_basic_utimer", uinterval)
+    call = ticks_call("fork_basic_utimer", f, param, raw=True)
+    return _fork(
+        "fork_basic_utimer",
+        child_id,
+        desc,
+        make_sock,
+        f,
+        param,
+        call,
+        interval_ms,
+        unit=Unit.MS,
+        basic=True,
+        options=options,
+    )
+
+
+def fork_basic_utimer_w(
+    child_id: int,
+    desc: str,
+    make_sock: int,
+    f: Callable[[int, int, Any], Any],
+    worker: int,
+    param: Any,
+    uinterval: int,
+    **options: Unpack[PolicyOptions],
+) -> ProcessId:
+    """:func:`fork_basic_utimer` calling ``f(ticks_raw, worker, param)``."""
+    interval_ms = _us_to_ms("fork_basic_utimer_w", uinterval)
+    call = worker_call(
+        "fork_basic_utimer_w", f, _worker("fork_basic_utimer_w", worker), param, raw=True
+    )
+    return _fork(
+        "fork_basic_utimer_w",
+        child_id,
+        desc,
+        make_sock,
+        f,
+        param,
+        call,
+        interval_ms,
+        unit=Unit.MS,
+        basic=True,
+        options=options,
+    )
+
+
+def fork_sync_timer(
+    child_id: int,
+    desc: str,
+    make_sock: int,
+    f: Callable[[int, Any], Any],
+    param: Any,
+    interval_s: int,
+    **options: Unpack[PolicyOptions],
+) -> ProcessId:
+    """A dedicated process that runs ``f(ticks, param)`` every ``interval_s`` seconds on the
+    anchored grid (reserve it with :func:`register_sync_timers`).
+
+    Changed: Kamailio's sync timer subtracts the run time from its next sleep at 62.5 ms
+    resolution, so oversleeping still accumulates, and an overrun makes it run again after 1 ms;
+    here run k is due at ``start + k * interval``: no drift, and an overrun skips the grid points
+    it covered (``tick.missed``; see :class:`aiotimer.Missed`).
+    """
+    call = ticks_call("fork_sync_timer", f, param, raw=False)
+    return _fork(
+        "fork_sync_timer",
+        child_id,
+        desc,
+        make_sock,
+        f,
+        param,
+        call,
+        interval_s,
+        unit=Unit.S,
+        basic=False,
+        options=options,
+    )
+
+
+def fork_sync_utimer(
+    child_id: int,
+    desc: str,
+    make_sock: int,
+    f: Callable[[int, Any], Any],
+    param: Any,
+    uinterval: int,
+    **options: Unpack[PolicyOptions],
+) -> ProcessId:
+    """:func:`fork_sync_timer` in microseconds (rounded up to whole ms, see
+    :func:`fork_basic_utimer`), calling ``f(ticks_raw, param)``. (Kamailio's mixes ticks and µs
+    in its compensation, which therefore does not compensate.)"""
+    interval_ms = _us_to_ms("fork_sync_utimer", uinterval)
+    call = ticks_call("fork_sync_utimer", f, param, raw=True)
+    return _fork(
+        "fork_sync_utimer",
+        child_id,
+        desc,
+        make_sock,
+        f,
+        param,
+        call,
+        interval_ms,
+        unit=Unit.MS,
+        basic=False,
+        options=options,
+    )
+
+
+def register_timer_process(
+    f: Callable[[int, Any], Any],
+    param: Any,
+    interval_s: int,
+    **options: Unpack[PolicyOptions],
+) -> ProcessId:
+    """A dedicated process running ``f(ticks, param)`` every ``interval_s`` seconds, from
+    ``mod_init`` in one call: reserves one process and forks a basic timer named after ``f``
+    (``register_basic_timers(1)`` + ``fork_basic_timer(PROC_TIMER, <f's name>, 0, f, param,
+    interval_s)``)."""
+    check_callable("register_timer_process", f)
+    register_basic_timers(1)
+    return fork_basic_timer(PROC_TIMER, callback_name(f), 0, f, param, interval_s, **options)
+
+
+def _us_to_ms(where: str, uinterval: object) -> int:
+    if isinstance(uinterval, bool) or not isinstance(uinterval, int):
+        raise TypeError(f"{where}: uinterval (µs) must be an int, got {uinterval!r}")
+    if uinterval <= 0:
+        raise ValueError(f"{where}: uinterval (µs) must be > 0, got {uinterval}")
+    return -(-uinterval // 1000)
+
+
+def _worker(where: str, worker: object) -> int:
+    if isinstance(worker, bool) or not isinstance(worker, int):
+        raise TypeError(f"{where}: worker must be an int, got {worker!r}")
+    if worker < 0:
+        raise ValueError(f"{where}: worker must be >= 0, got {worker}")
+    return worker

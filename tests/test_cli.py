@@ -70,6 +70,19 @@ def project(tmp_path: Path) -> Path:
 
             kamailio.register_ms_timer(m_clean_silo, None, 100)
         """,
+        "kamproc.py": """
+            import aiotimer
+            from aiotimer import kamailio
+
+            scheduler = aiotimer.Scheduler(name="kam")
+
+            def tick(ticks, param):
+                print("worker tick", ticks, param, flush=True)
+
+            with kamailio.use_scheduler(scheduler):  # mod_init, then child_init
+                kamailio.register_basic_timers(1)
+                kamailio.fork_basic_utimer(kamailio.PROC_TIMER, "KAM TIMER", 1, tick, "p", 100_000)
+        """,
         "hang.py": """
             import anyio
             import aiotimer
@@ -228,6 +241,15 @@ def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None
     assert "scheduler 'mine' running 2 timer(s)" in screen  # log lines still show
 
 
+def test_run_starts_the_timer_processes_and_stops_them(project: Path) -> None:
+    command = Command(project, "run", "kamproc")
+    command.wait_for_stdout("worker tick", count=2, timeout=15)
+    command.signal(signal.SIGTERM)
+    assert command.wait() == 0
+    # a basic timer sleeps 100 ms after each run: the second run drifts by the first's time
+    assert re.search(r"worker tick 100 p\nworker tick 2\d\d p\n", "".join(command.stdout))
+
+
 # -- list --------------------------------------------------------------------------------------
 
 
@@ -239,6 +261,14 @@ def test_list_prints_the_timers_with_interval_kind_policies_and_process(project:
     assert re.match(r"mytimers\.ping +every 100 ms +periodic +- +-$", lines[1])
     assert re.match(r"mytimers\.slow +every 1 s +periodic +timeout_s=2, thread +-$", lines[2])
     assert lines[3] == "2 timer(s) on scheduler 'mine'"
+
+
+def test_list_shows_the_timers_of_timer_processes(project: Path) -> None:
+    result = run(project, "list", "kamproc")
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"kamproc\.tick +every 100 ms +periodic, basic +- +KAM TIMER \(1 worker\)", result.stdout
+    )
 
 
 def test_list_a_timer_table(project: Path) -> None:

@@ -19,6 +19,7 @@ import aiotimer
 from aiotimer import kamailio
 from aiotimer.testing import VirtualClock
 from examples.msilo import MessageStore, Msilo, build
+from examples.msilo.process import fork_cleaner
 from examples.msilo.store import MS_MSG_DONE, MS_MSG_ERRO, MS_MSG_SENT, MS_MSG_TSND
 
 WALL0 = 1_700_000_000  # the wall clock (Unix seconds) at virtual time 0
@@ -172,3 +173,28 @@ async def test_the_demo_keeps_the_table_consistent(virtual_clock: VirtualClock) 
     assert all(row.exp_time > now for row in store.rows())
     assert "52 message(s) stored" in demo.summary()
     demo.close()
+
+
+@pytest.mark.anyio
+async def test_the_dedicated_process_variant_purges_expired_messages(
+    virtual_clock: VirtualClock, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "silo.db")
+    store = MessageStore(db)  # the real wall clock: expired at once, or in an hour
+    expired, kept = msg(store, 0), msg(store, 3600)
+    scheduler = aiotimer.Scheduler(clock=virtual_clock)
+    with kamailio.use_scheduler(scheduler, inline_processes=True):
+        kamailio.register_basic_timers(1)  # mod_init
+        pid = fork_cleaner(db, 60)  # child_init
+    assert pid.process.name == "MSILO CLEANER"
+    async with scheduler:
+        await virtual_clock.advance(59)
+        assert store.ids() == [expired, kept]
+        await virtual_clock.advance(1)
+        assert store.ids() == [kept]
+    store.close()
+
+
+def test_the_cleaner_process_refuses_an_in_memory_database() -> None:
+    with pytest.raises(ValueError, match="needs a database file; an in-memory database is"):
+        fork_cleaner(":memory:", 60)

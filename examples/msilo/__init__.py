@@ -7,7 +7,8 @@ Kamailio's msilo module stores SIP MESSAGEs for offline users and registers
 * :mod:`.store`: the ``silo`` table (SQLite, ``:memory:`` or a file) and the message list;
 * :mod:`.module`: :class:`Msilo` with ``mod_init`` and ``m_clean_silo``;
 * :mod:`.producer`: stands in for the SIP traffic (stores, delivers, fails);
-* :mod:`.demo`: :func:`build` puts them on a scheduler; ``aiotimer demo`` runs it.
+* :mod:`.demo`: :func:`build` puts them on a scheduler; ``aiotimer demo`` runs it;
+* :mod:`.process`: the dedicated-process variant (``fork_basic_timer``) of the expiry purge.
 """
 
 from .demo import Demo, build
