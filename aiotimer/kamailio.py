@@ -31,7 +31,13 @@ Ground rules:
 * **Handlers run on the event loop** (fast or slow alike) unless registered with
   ``thread=True`` (blocking work, e.g. a database); ``async def`` callbacks are accepted too and
   run as tasks. Every registration function takes the core's policy keywords (``thread=``,
-  ``timeout_s=``, ``missed=``... see :class:`aiotimer.Policy`) and ``name=``.
+  ``timeout_s=``, ``missed=``... see :class:`aiotimer.Policy`); ``register_timer``,
+  ``register_ms_timer`` and ``timer_add`` also take the timer's ``name=``.
+* **Dedicated timer processes** (``fork_*``) are :class:`aiotimer.process.TimerProcess` workers
+  with their own event loop, attached to the current scheduler: they start and stop with it, and
+  are supervised (restarted if they die). ``f`` must be importable (a module-level function) and
+  ``param`` picklable; ``register_basic_timers(n)`` must have reserved them, as in Kamailio.
+  ``use_scheduler(s, inline_processes=True)`` runs them on ``s``'s loop and clock, for tests.
 """
 
 from __future__ import annotations
