@@ -429,6 +429,26 @@ def _backend_options(use_uvloop: bool | None) -> dict[str, Any]:
     return {"loop_factory": uvloop.new_event_loop}
 
 
+class _StartFailed(Exception):
+    """The scheduler (or one of its services, e.g. a timer process) could not start."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def _start_failure(exc: BaseException) -> Exception | None:
+    """The cause of a :class:`_StartFailed` in ``exc`` (task groups wrap it in groups)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, _StartFailed):
+        cause = exc.cause
+        while isinstance(cause, ExceptionGroup) and len(cause.exceptions) == 1:
+            cause = cause.exceptions[0]
+        return cause
+    return None
+
+
 async def _serve(
     scheduler: Scheduler, status: _Status, seconds: float | None, grace_s: float
 ) -> int:
@@ -459,7 +479,10 @@ async def _serve(
                 await anyio.sleep(limit_s)
                 await stop(f"{limit_s:g} s are up")
 
-            await tg.start(scheduler.serve)
+            try:
+                await tg.start(scheduler.serve)
+            except Exception as exc:
+                raise _StartFailed(exc) from exc
             logger.info(
                 "scheduler %r running %d timer(s); SIGINT (Ctrl-C) or SIGTERM stops it",
                 scheduler.name,
@@ -475,7 +498,19 @@ async def _serve(
 
 def _run(scheduler: Scheduler, args: argparse.Namespace, status: _Status) -> int:
     options = _backend_options(args.uvloop)
-    code = anyio.run(_serve, scheduler, status, args.seconds, args.grace, backend_options=options)
+    try:
+        code = anyio.run(
+            _serve, scheduler, status, args.seconds, args.grace, backend_options=options
+        )
+    except BaseException as exc:
+        cause = _start_failure(exc)
+        if cause is None:
+            raise
+        logger.debug("scheduler %r failed to start", scheduler.name, exc_info=cause)
+        raise CliError(
+            f"scheduler {scheduler.name!r} failed to start: {type(cause).__name__}: {cause}",
+            code=1,
+        ) from None
     logger.info("scheduler %r stopped", scheduler.name)
     return code
 

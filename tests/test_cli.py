@@ -83,6 +83,24 @@ def project(tmp_path: Path) -> Path:
                 kamailio.register_basic_timers(1)
                 kamailio.fork_basic_utimer(kamailio.PROC_TIMER, "KAM TIMER", 1, tick, "p", 100_000)
         """,
+        "badservice.py": """
+            import aiotimer
+
+            scheduler = aiotimer.Scheduler(name="svc")
+
+            class Bad:
+                name = "bad"
+
+                async def serve(self, scheduler, *, task_status):
+                    raise OSError("address already in use: 5060")
+
+                async def stop(self, grace_s): ...
+
+                def stats(self):
+                    return {}
+
+            scheduler.add_service(Bad())
+        """,
         "hang.py": """
             import anyio
             import aiotimer
@@ -313,6 +331,15 @@ def test_a_users_mistake_ends_with_one_clear_line(
 @pytest.mark.parametrize("target", ["nosuchmod", "broken"])
 def test_run_reports_the_same_mistakes_the_same_way(project: Path, target: str) -> None:
     assert run(project, "run", target).stderr == run(project, "list", target).stderr
+
+
+def test_a_scheduler_that_cannot_start_is_one_clear_line(project: Path) -> None:
+    result = run(project, "run", "badservice")
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        "aiotimer: error: scheduler 'svc' failed to start: OSError: address already in use: 5060\n"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_debug_logging_adds_the_traceback_of_an_import_failure(project: Path) -> None:
