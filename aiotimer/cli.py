@@ -358,7 +358,7 @@ class _TerminalStatus(logging.Handler):
         hint = " · Ctrl-C stops" if stats["state"] == "running" else ""
         lines = [
             f"── {stats['scheduler']} · {stats['state']} · {stats['ticks']} s · "
-            f"{len(stats['timers'])} timer(s) · {stats['wakeups']} wake-ups{hint} ──"[
+            f"{len(status_rows(stats)) - 1} timer(s) · {stats['wakeups']} wake-ups{hint} ──"[
                 : size.columns
             ]
         ]
@@ -486,7 +486,7 @@ async def _serve(
             logger.info(
                 "scheduler %r running %d timer(s); SIGINT (Ctrl-C) or SIGTERM stops it",
                 scheduler.name,
-                len(scheduler.timers),
+                len(_timer_rows(scheduler)),
             )
             tg.start_soon(watch_signals)
             tg.start_soon(status.run, scheduler)

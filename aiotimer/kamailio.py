@@ -765,7 +765,8 @@ def register_timer_process(
     """A dedicated process running ``f(ticks, param)`` every ``interval_s`` seconds, from
     ``mod_init`` in one call: reserves one process and forks a basic timer named after ``f``
     (``register_basic_timers(1)`` + ``fork_basic_timer(PROC_TIMER, <f's name>, 0, f, param,
-    interval_s)``)."""
+    interval_s)``). The process is named after ``f``: for a second process running the same
+    ``f``, use ``fork_basic_timer`` with a ``desc`` of its own."""
     check_callable("register_timer_process", f)
     register_basic_timers(1)
     return fork_basic_timer(PROC_TIMER, callback_name(f), 0, f, param, interval_s, **options)
