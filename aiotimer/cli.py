@@ -350,18 +350,18 @@ class _TerminalStatus(logging.Handler):
         stats = scheduler.stats()
         size = shutil.get_terminal_size()
         rows = status_rows(stats)
+        total = len(rows) - 1
         room = max(3, size.lines - 8)
         hidden = len(rows) - room
         if hidden > 0:
             rows = rows[:room]
         widths = [min(40, max(len(row[i]) for row in rows)) for i in range(len(_HEADER))]
         hint = " · Ctrl-C stops" if stats["state"] == "running" else ""
-        lines = [
-            f"── {stats['scheduler']} · {stats['state']} · {stats['ticks']} s · "
-            f"{len(status_rows(stats)) - 1} timer(s) · {stats['wakeups']} wake-ups{hint} ──"[
-                : size.columns
-            ]
-        ]
+        title = (
+            f"── {stats['scheduler']} · {stats['state']} · {stats['ticks']} s · {total} timer(s)"
+            f" · {stats['wakeups']} wake-ups{hint} ──"
+        )
+        lines = [title[: size.columns]]
         for row in rows:
             cells = [
                 (c if len(c) <= w else c[: w - 1] + "…").ljust(w) if i < 3 else c.rjust(w)
