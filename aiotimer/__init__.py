@@ -14,13 +14,15 @@ from ._policy import Missed, Overlap, Policy
 from ._scheduler import Scheduler
 from ._service import Service
 from ._spec import Kind, TimerSpec, Unit
-from ._stats import Distribution, TimerStats
+from ._stats import BUCKET_UPPER_NS, Distribution, Histogram, TimerStats
 from ._table import TimerTable
 from ._timer import Tick, Timer, TimerState
 
 __all__ = [
+    "BUCKET_UPPER_NS",
     "Clock",
     "Distribution",
+    "Histogram",
     "Kind",
     "Missed",
     "MonotonicClock",

@@ -13,6 +13,9 @@ Ground rules:
   ``KeyboardInterrupt``, ``SystemExit`` and cancellation are never swallowed.
 * A grid point that passes without a run of its own is *missed*: ``runs + missed`` equals the
   grid points due so far (for ``SKIP`` and ``DELAY``; ``BURST`` replays them instead).
+* "Now", for deciding whether a run is late, is re-read after every timed run, so a callback
+  that blocks the loop makes the later timers of its own batch late too. (In a batch bigger
+  than ``SAMPLE_BUDGET``, between timed runs, it is the time of the last timed run.)
 
 The hot path is :meth:`Dispatcher.fire` for a periodic, inline sync, no-argument timer with the
 default policy (mode ``0``). Per fire it costs: one comparison to skip stale entries, integer
@@ -111,7 +114,9 @@ class Dispatcher:
         scheduler = self._scheduler
         now_ns = scheduler._now_ns
         block_ns = self._block_ns
-        scheduled_ns = queue.origin_ns + tick * queue.tick_ns
+        origin_ns = queue.origin_ns
+        tick_ns = queue.tick_ns
+        scheduled_ns = origin_ns + tick * tick_ns
         # Timing: every run of a batch of up to SAMPLE_BUDGET timers is timed; in a bigger
         # batch, one run in `every` is (rotating, so each timer is timed in turn) and the runs
         # in between are timed as a group, for the loop-block watchdog.
@@ -134,6 +139,7 @@ class Dispatcher:
             if timer._mode:
                 self._fire_general(queue, timer, now_tick)
                 t_prev = now_ns()
+                now_tick = (t_prev - origin_ns) // tick_ns  # a run may have held the loop
                 untimed = 0
                 continue
             interval = timer._interval
@@ -174,6 +180,7 @@ class Dispatcher:
             except Exception as exc:
                 self._failed(timer, exc)
             t_prev = now_ns()
+            now_tick = (t_prev - origin_ns) // tick_ns  # a run may have held the loop
             self._record(timer, t0 - scheduled_ns, t_prev - t0, t0)
             if t_prev - t0 >= block_ns:
                 self._blocked(timer, t_prev - t0)

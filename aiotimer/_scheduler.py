@@ -11,6 +11,8 @@ Ground rules:
 * ``stop()`` stops new runs, lets running coroutine callbacks finish within a grace period on
   the scheduler's clock, then cancels what is left. A stopped scheduler can be started again;
   its timers are re-armed from the new start.
+* Not thread-safe: call a scheduler's methods (and its timers') from its event loop's thread.
+  A ``thread=True`` callback that must change timers goes through ``anyio.from_thread``.
 * The registry maps unique names to live timers. Unnamed timers are named after their callback
   (``module.qualname``, then ``#2``, ``#3``... for the same callback added again); an explicit
   name that is taken, or a function decorated twice, is refused.
@@ -460,7 +462,7 @@ class Scheduler(Registrar[Timer]):
 
         :raises RuntimeError: if the scheduler is already starting, running or stopping
         """
-        self._check_startable()
+        self._claim_start()
         started = anyio.Event()
         failure: list[BaseException] = []
 
@@ -469,13 +471,16 @@ class Scheduler(Registrar[Timer]):
                 await self._serve(started.set)
             except BaseException as exc:
                 if not started.is_set():
+                    # A service that failed to start comes out of the task group as a group
+                    # of one: raise the error itself, as a caller of start() expects.
+                    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]
                     failure.append(exc)
                     started.set()
                     return
                 logger.critical("scheduler %r stopped by %r", self.name, exc, exc_info=exc)
                 raise
 
-        self._state = "starting"
         try:
             spawn_detached(run, name=f"aiotimer scheduler {self.name!r}")
         except BaseException:
@@ -491,8 +496,7 @@ class Scheduler(Registrar[Timer]):
         Use it with a task group: ``await tg.start(scheduler.serve)`` returns once it runs.
         Cancelling the task stops the scheduler at once, without a grace period.
         """
-        self._check_startable()
-        self._state = "starting"
+        self._claim_start()
         await self._serve(task_status.started)
 
     async def stop(self, grace_s: float = DEFAULT_GRACE_S) -> None:
@@ -527,13 +531,16 @@ class Scheduler(Registrar[Timer]):
     ) -> None:
         await self.stop()
 
-    def _check_startable(self) -> None:
+    def _claim_start(self) -> None:
+        """Move to "starting", or raise if not stopped; a stop() from now on is honoured."""
         if self._state != "stopped":
             raise RuntimeError(f"scheduler {self.name!r} is already {self._state}")
-
-    async def _serve(self, on_started: Callable[[], object]) -> None:
+        self._state = "starting"
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
+
+    async def _serve(self, on_started: Callable[[], object]) -> None:
+        assert self._stop_requested is not None
         self._tick_scope = anyio.CancelScope()
         try:
             async with anyio.create_task_group() as tg:

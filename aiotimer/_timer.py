@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from ._queue import NOT_QUEUED
 from ._spec import TimerSpec
-from ._stats import DURATION, TimerStats
+from ._stats import DURATION, Histogram, TimerStats
 
 if TYPE_CHECKING:
     from ._queue import TickQueue
@@ -239,6 +239,12 @@ class Timer:
             lateness=slab.distribution(self._hist, self._max_lateness_ns),
             duration=slab.distribution(self._hist + DURATION, self._max_duration_ns),
         )
+
+    def histograms(self) -> tuple[Histogram, Histogram]:
+        """The raw lateness and duration histograms (counts of timed runs per bucket of
+        ``aiotimer.BUCKET_UPPER_NS``, and sums), for exporters such as Prometheus."""
+        slab = self._scheduler._hist
+        return slab.histogram(self._hist), slab.histogram(self._hist + DURATION)
 
     # -- control ---------------------------------------------------------------------------
 

@@ -9,17 +9,12 @@ import textwrap
 
 import anyio
 import pytest
+from timeline import ms
 
 import aiotimer
 from aiotimer.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
-
-MS = 1_000_000
-
-
-def ms(clock: VirtualClock) -> int:
-    return clock.now_ns() // MS
 
 
 async def test_coroutine_callbacks_run_as_tasks(virtual_clock: VirtualClock) -> None:

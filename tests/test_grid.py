@@ -6,17 +6,12 @@ Timelines are in milliseconds from the scheduler's start (virtual time 0).
 from __future__ import annotations
 
 import pytest
+from timeline import MS, ms
 
 import aiotimer
 from aiotimer.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
-
-MS = 1_000_000
-
-
-def ms(clock: VirtualClock) -> int:
-    return clock.now_ns() // MS
 
 
 async def test_ms_timer_runs_on_its_anchored_grid(virtual_clock: VirtualClock) -> None:

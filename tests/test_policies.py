@@ -6,18 +6,13 @@ import logging
 
 import anyio
 import pytest
+from timeline import MS, ms
 
 import aiotimer
 from aiotimer import Missed, Overlap
 from aiotimer.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
-
-MS = 1_000_000
-
-
-def ms(clock: VirtualClock) -> int:
-    return clock.now_ns() // MS
 
 
 def stall_at(clock: VirtualClock, at_ms: int, until_ms: int) -> aiotimer.TimerSpec:

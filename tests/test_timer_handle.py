@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from timeline import MS, ms
 
 import aiotimer
 from aiotimer import TimerState
 from aiotimer.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
-
-MS = 1_000_000
-
-
-def ms(clock: VirtualClock) -> int:
-    return clock.now_ns() // MS
 
 
 async def test_cancel_stops_a_timer_and_frees_its_name(virtual_clock: VirtualClock) -> None:
