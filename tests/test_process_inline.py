@@ -164,12 +164,14 @@ async def test_worker_stats_and_callback_errors_appear_in_the_parents_stats(
     await scheduler.start()
     await virtual_clock.advance_ms(250)
     (worker,) = scheduler.stats()["workers"]["stats"]
-    assert worker["state"] == "running" and worker["mode"] == "inline"
+    assert worker["state"] == "running"
+    assert worker["mode"] == "inline"
     assert worker["callback_errors"] == 2
     assert worker["last_error"]["timer"] == "bad"
     assert "ValueError: boom 7" in worker["last_error"]["traceback"]
     timers = worker["stats"]["timers"]
-    assert timers["good"]["runs"] == 2 and timers["bad"]["errors"] == 2
+    assert timers["good"]["runs"] == 2
+    assert timers["bad"]["errors"] == 2
     await scheduler.stop()
 
 

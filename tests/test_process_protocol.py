@@ -92,7 +92,7 @@ def test_an_absurd_length_loses_the_stream() -> None:
 
 
 def test_encoding_what_does_not_pickle_names_its_type() -> None:
-    with pytest.raises(TypeError, match="cannot send a function .*does not pickle"):
+    with pytest.raises(TypeError, match=r"cannot send a function .*does not pickle"):
         encode(Msg.USER, lambda: None)
 
 
@@ -100,28 +100,30 @@ def test_encoding_what_does_not_pickle_names_its_type() -> None:
 
 
 @pytest.mark.anyio
-async def test_channel_delivers_frames_both_ways_and_reports_end_of_file() -> None:
+async def test_channel_delivers_every_frame_then_reports_end_of_file() -> None:
     left_sock, right_sock = socket.socketpair()
     got: list[tuple[Msg, object]] = []
     errors: list[ProtocolError] = []
-    left = Channel(left_sock, lambda k, o: got.append((k, o)), errors.append, "left")
-    right = Channel(right_sock, lambda k, o: None, errors.append, "right")
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(left.run)
-        big = b"x" * (3 * 1024 * 1024)  # more than a socket buffer: written in pieces
-        right.send(Msg.USER, "small")
-        right.send(Msg.USER, big)
-        right.send_raw(HEADER.pack(MAGIC, 99, 0))
-        right.send(Msg.USER, "last")
-        tg.start_soon(right.run)
-        await right.drain()
-        with anyio.fail_after(5):
-            while len(got) < 3:
-                await anyio.sleep(0.01)
+    left = Channel(left_sock, lambda kind, obj: got.append((kind, obj)), errors.append, "left")
+    right = Channel(right_sock, lambda kind, obj: None, errors.append, "right")
+    big = b"x" * (3 * 1024 * 1024)  # more than a socket buffer: written in pieces
+
+    async def write_then_close() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(right.run)
+            right.send(Msg.USER, "small")
+            right.send(Msg.USER, big)
+            right.send_raw(HEADER.pack(MAGIC, 99, 0))
+            right.send(Msg.USER, "last")
+            await right.drain()
+            tg.cancel_scope.cancel()
         right.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write_then_close)
         with anyio.fail_after(5):
-            while not left.eof:
-                await anyio.sleep(0.01)
+            await left.run()  # returns at the end of file
+    assert left.eof
     left.close()
     assert got == [(Msg.USER, "small"), (Msg.USER, big), (Msg.USER, "last")]
     assert [e.resync for e in errors] == [True]
@@ -137,8 +139,10 @@ async def test_channel_stops_reading_a_stream_out_of_step() -> None:
     with anyio.fail_after(5):
         await left.run()  # returns by itself: the stream is lost
     assert got == [1]
-    assert left.broken is not None and not left.open
-    assert len(errors) == 1 and not errors[0].resync
+    assert left.broken is not None
+    assert not left.open
+    assert len(errors) == 1
+    assert not errors[0].resync
     left.close()
     right_sock.close()
 

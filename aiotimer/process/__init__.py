@@ -15,6 +15,11 @@ how many workers run them, and how they are supervised. Attached to a scheduler
     attach(scheduler, proc)  # or proc.run_inline(scheduler) in tests
     await scheduler.start()  # returns once every worker is ready
 
+Workers start with ``spawn`` by default: a fresh interpreter that imports aiotimer and the
+callbacks' modules (hundreds of milliseconds on a small VM). With ``context="forkserver"`` and
+``multiprocessing.set_forkserver_preload(["aiotimer.process._worker", "your.timers"])`` called
+before the first start, workers are forked from a server that already imported them.
+
 The tree shows the data flow: ``_timer_process`` (the declaration) and ``_spec`` (what crosses
 to a child) -> ``_hub`` (the scheduler's service) -> ``_supervisor`` (parent side, one per
 worker) <- ``_channel`` / ``_protocol`` (framed pipe) -> ``_worker`` (child side); ``_inline``

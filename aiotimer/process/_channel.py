@@ -53,7 +53,6 @@ class Channel:
 
     __slots__ = (
         "_call_soon_threadsafe",
-        "_rbuf",
         "_closed",
         "_decoder",
         "_done",
@@ -62,6 +61,7 @@ class Channel:
         "_loop_thread",
         "_on_error",
         "_on_frame",
+        "_rbuf",
         "_wbuf",
         "_write_wanted",
         "_writer_armed",
@@ -148,8 +148,9 @@ class Channel:
         return len(self._wbuf)
 
     async def drain(self, high_water: int = 0) -> None:
-        """Wait until at most ``high_water`` bytes are buffered (or the channel closed)."""
-        while len(self._wbuf) > high_water and not self._closed and self._loop_thread is not None:
+        """Wait until at most ``high_water`` bytes are buffered, or the channel is closed or
+        has stopped reading (nothing more will be flushed then)."""
+        while len(self._wbuf) > high_water and self.open and not self._stopped:
             if self._drained is None:
                 self._drained = anyio.Event()
             await self._drained.wait()
@@ -193,6 +194,11 @@ class Channel:
             self._loop.remove_writer(self.sock.fileno())
         self._writer_armed = False
         self._wake_drainers()
+
+    @property
+    def _stopped(self) -> bool:
+        """:meth:`run` has ended (or was never needed: closed)."""
+        return self._done is not None and self._done.is_set()
 
     def _wake_drainers(self) -> None:
         if self._drained is not None:
@@ -312,6 +318,7 @@ class Channel:
     def _finish(self) -> None:
         if self._done is not None:
             self._done.set()
+        self._wake_drainers()
 
     def close(self) -> None:
         """Stop reading and writing and close the socket. Idempotent."""

@@ -130,7 +130,11 @@ class Worker:
             "mode": runner.mode if runner is not None else None,
             "state": self.state.value,
             "pid": self.pid,
-            "uptime_s": None if self.started_at is None else time.monotonic() - self.started_at,
+            "uptime_s": (
+                time.monotonic() - self.started_at
+                if self.started_at is not None and self.state is WorkerState.RUNNING
+                else None
+            ),
             "restarts": self.restarts,
             "crashes": self.crashes,
             "last_crash": self.last_crash,

@@ -9,9 +9,9 @@ logged with its name; it never stops the reader, the pump or the other handlers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, final
 

@@ -241,7 +241,8 @@ class ProcessRunner:
             exited.set()
         exitcode = process.exitcode
         pid = process.pid
-        process.close()
+        if exitcode is not None:  # else unreaped after SIGKILL (a D-state child): keep it
+            process.close()
         if self._stopping:
             return None
         return WorkerCrashed(worker.name, worker.index, pid, exitcode, self._kill_reason)
@@ -277,6 +278,12 @@ class ProcessRunner:
             self._kill_reason = f"could not be started ({type(exc).__name__}: {exc})"
             logger.error("%s %s", self._label, self._kill_reason)
             return None, None
+        except BaseException:  # cancelled while the fork server was starting it
+            parent_sock.close()
+            if process.pid is not None:
+                process.kill()
+                _live.add(process)  # reaped at exit at the latest
+            raise
         finally:
             child_sock.close()
         _live.add(process)
@@ -291,10 +298,8 @@ class ProcessRunner:
         return process, channel
 
     async def _read(self, channel: Channel, process: BaseProcess) -> None:
-        await channel.run()
-        if channel.broken is not None:
-            self._kill(process, f"garbled its pipe ({channel.broken})")
-        elif channel.eof:  # it closed its end, so it is exiting: make sure it does
+        await channel.run()  # a stream out of step was reported (and killed) by on_error
+        if channel.eof:  # it closed its end, so it is exiting: make sure it does
             await anyio.sleep(_EOF_GRACE_S)
             self._kill(process, "closed its pipe but did not exit")
 
