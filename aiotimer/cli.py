@@ -45,6 +45,7 @@ from types import ModuleType
 from typing import IO, Any, Final
 
 import anyio
+from anyio.abc import TaskStatus
 
 from ._default import default_scheduler
 from ._policy import DEFAULT_POLICY, Policy
@@ -303,12 +304,12 @@ class _LogStatus:
             return
         while True:
             await anyio.sleep(self.every_s)
-            for row in status_rows(scheduler.stats())[1:]:
+            for name, every, _, runs, missed, errors, p50, p99, top in status_rows(
+                scheduler.stats()
+            )[1:]:
                 logger.info(
                     "status: timer %r %s: runs=%s missed=%s errors=%s late p50=%s p99=%s max=%s",
-                    row[0],
-                    *row[1:2],
-                    *row[3:],
+                    *(name, every, runs, missed, errors, p50, p99, top),
                 )
 
     def finish(self, scheduler: Scheduler) -> None:
@@ -457,10 +458,13 @@ async def _serve(
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
 
+            async def run_scheduler(*, task_status: TaskStatus[None]) -> None:
+                await scheduler.serve(task_status=task_status)
+                tg.cancel_scope.cancel()  # stopped: by a signal, the time limit or itself
+
             async def stop(reason: str) -> None:
                 logger.info("%s: stopping (grace %g s)", reason, grace_s)
                 await scheduler.stop(grace_s)
-                tg.cancel_scope.cancel()
 
             async def watch_signals() -> None:
                 nonlocal exit_code
@@ -480,7 +484,7 @@ async def _serve(
                 await stop(f"{limit_s:g} s are up")
 
             try:
-                await tg.start(scheduler.serve)
+                await tg.start(run_scheduler)
             except Exception as exc:
                 raise _StartFailed(exc) from exc
             logger.info(

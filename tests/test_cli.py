@@ -101,6 +101,17 @@ def project(tmp_path: Path) -> Path:
 
             scheduler.add_service(Bad())
         """,
+        "selfstop.py": """
+            import aiotimer
+
+            scheduler = aiotimer.Scheduler(name="brief")
+
+            @scheduler.every_ms(50)
+            async def countdown(tick: aiotimer.Tick) -> None:
+                print("run", tick.timer.runs, flush=True)
+                if tick.timer.runs == 3:
+                    await scheduler.stop()
+        """,
         "hang.py": """
             import anyio
             import aiotimer
@@ -206,6 +217,13 @@ def test_a_second_signal_stops_at_once(project: Path) -> None:
     assert command.wait(timeout=5) == 128 + signal.SIGTERM
     assert time.monotonic() - started < 3
     assert "SIGTERM received again: stopping now" in "".join(command.stderr)
+
+
+def test_a_scheduler_that_stops_itself_ends_the_command(project: Path) -> None:
+    result = run(project, "run", "selfstop")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "run 1\nrun 2\nrun 3\n"
+    assert "scheduler 'brief' stopped" in result.stderr
 
 
 def test_run_a_file_without_attr_for_some_seconds_on_plain_asyncio(project: Path) -> None:
