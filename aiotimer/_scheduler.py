@@ -26,7 +26,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -43,6 +43,9 @@ from ._stats import HistogramSlab
 from ._tick_source import TickSource
 from ._timer import Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
+
+if TYPE_CHECKING:
+    from .process import TimerProcess
 
 __all__ = ["Scheduler"]
 
@@ -417,6 +420,18 @@ class Scheduler(Registrar[Timer]):
                 f"scheduler {self.name!r}: a service named {service.name!r} is already attached"
             )
         self._services[service.name] = service
+
+    def add_process(self, process: TimerProcess) -> None:
+        """Run a :class:`~aiotimer.TimerProcess`'s workers with this scheduler: started by
+        :meth:`start`, stopped by :meth:`stop`. Only while the scheduler is stopped.
+
+        :raises TypeError: not a TimerProcess
+        :raises ValueError: one of that name is attached, or it is attached elsewhere
+        :raises RuntimeError: the scheduler is not stopped
+        """
+        from .process import attach  # the process layer is imported only by those who use it
+
+        attach(self, process)
 
     @property
     def services(self) -> Mapping[str, Service]:

@@ -14,7 +14,7 @@ import time
 import anyio
 
 import aiotimer
-from aiotimer.process import TimerProcess, WorkerInfo, attach, current_worker, send_to_parent
+from aiotimer.process import TimerProcess, WorkerInfo, current_worker, send_to_parent
 
 cleaner = TimerProcess("cleaner", workers=2, stats_interval_s=0.5)
 
@@ -40,7 +40,7 @@ def show(worker: WorkerInfo, message: tuple[str, int, int]) -> None:
 
 async def main(seconds: float) -> None:
     scheduler = aiotimer.Scheduler()
-    attach(scheduler, cleaner)  # the same as scheduler.add_process(cleaner)
+    scheduler.add_process(cleaner)
     async with scheduler:
         await anyio.sleep(seconds)
         for worker in scheduler.stats()["workers"]["cleaner"]:

@@ -61,7 +61,7 @@ async def test_sync_timers_stay_on_the_grid_and_basic_timers_drift_by_the_run_ti
     proc.add_every_ms(100, pt.record_then_work, name="sync", param=30)
     proc.add_basic_ms(100, pt.record_then_work, name="basic", param=30)
     scheduler = aiotimer.Scheduler(clock=virtual_clock)
-    attach(scheduler, proc)
+    scheduler.add_process(proc)
     await scheduler.start()
     await virtual_clock.advance_ms(450)
     assert runs_of("sync") == [100, 200, 300, 400]
