@@ -20,7 +20,7 @@ from typing import Any, final
 from ._registrar import PolicyOptions
 from ._scheduler import Scheduler
 from ._spec import Unit
-from .process import TimerProcess, attach
+from .process import TimerProcess
 from .process._spec import check_importable, check_picklable
 
 __all__ = ["ProcessId", "fork", "reserve"]
@@ -113,6 +113,6 @@ def fork(
     else:
         add = proc.add_every_s if unit is Unit.S else proc.add_every_ms
     add(interval, callback, **options)
-    attach(scheduler, proc)
+    scheduler.add_process(proc)
     booked.forked.append(desc)
     return ProcessId(len(booked.forked) - 1, proc)

@@ -52,7 +52,6 @@ from ._policy import DEFAULT_POLICY, Policy
 from ._scheduler import DEFAULT_GRACE_S, Scheduler
 from ._spec import TimerSpec
 from ._table import TimerTable
-from .process._hub import HUB_NAME, ProcessHub
 
 __all__ = ["CliError", "load_target", "main"]
 
@@ -225,6 +224,10 @@ def _timer_rows(scheduler: Scheduler) -> list[tuple[str, TimerSpec, str, str]]:
     """``(name, spec, mode, process)`` of every timer of ``scheduler`` and of its timer
     processes (``mode``: ``basic`` or ``sync`` for a process's timer)."""
     rows = [(name, timer.spec, "", "-") for name, timer in scheduler.timers.items()]
+    if "aiotimer.process" not in sys.modules:
+        return rows  # no timer process can exist without the process layer
+    from .process._hub import HUB_NAME, ProcessHub
+
     hub = scheduler.services.get(HUB_NAME)
     if isinstance(hub, ProcessHub):
         for proc in hub.processes.values():

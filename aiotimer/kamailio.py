@@ -46,7 +46,7 @@ import itertools
 import math
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Final, Unpack, final
+from typing import TYPE_CHECKING, Any, Final, Unpack, final
 
 from ._default import default_scheduler
 from ._kamailio_calls import (
@@ -58,11 +58,13 @@ from ._kamailio_calls import (
     ticks_call,
     worker_call,
 )
-from ._kamailio_procs import ProcessId, fork, reserve
 from ._registrar import PolicyOptions
 from ._scheduler import Scheduler
 from ._spec import Unit, callback_name, is_coroutine_callable
 from ._timer import Tick, Timer, TimerState
+
+if TYPE_CHECKING:
+    from ._kamailio_procs import ProcessId
 
 __all__ = [
     "F_TIMER_FAST",
@@ -510,6 +512,8 @@ def register_basic_timers(n: int) -> int:
     :raises TypeError: ``n`` is not an int
     :raises ValueError: ``n`` < 0
     """
+    from ._kamailio_procs import reserve  # the process layer, imported on first use
+
     return reserve("register_basic_timers", current_scheduler(), n)
 
 
@@ -519,6 +523,8 @@ register_dummy_timers = register_basic_timers
 
 def register_sync_timers(n: int) -> int:
     """:func:`register_basic_timers` for ``fork_sync_*`` processes (one pool, as in Kamailio)."""
+    from ._kamailio_procs import reserve
+
     return reserve("register_sync_timers", current_scheduler(), n)
 
 
@@ -536,6 +542,8 @@ def _fork(
     basic: bool,
     options: PolicyOptions,
 ) -> ProcessId:
+    from ._kamailio_procs import fork
+
     return fork(
         where,
         current_scheduler(),
@@ -786,3 +794,13 @@ def _worker(where: str, worker: object) -> int:
     if worker < 0:
         raise ValueError(f"{where}: worker must be >= 0, got {worker}")
     return worker
+
+
+def __getattr__(name: str) -> Any:
+    # ProcessId lives with the process layer, imported on first use (as aiotimer.TimerProcess):
+    # a program without timer processes does not pay for multiprocessing.
+    if name == "ProcessId":
+        from ._kamailio_procs import ProcessId
+
+        return ProcessId
+    raise AttributeError(f"module 'aiotimer.kamailio' has no attribute {name!r}")

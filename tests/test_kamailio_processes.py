@@ -12,7 +12,10 @@ Worker processes import what they run, so the callbacks here are module-level fu
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -280,3 +283,14 @@ async def test_a_real_worker_process_runs_the_callback(anyio_backend: str) -> No
     assert child_pid != os.getpid()
     assert info.pid == child_pid
     assert info.name == "KAM REAL"
+
+
+def test_the_facade_imports_the_process_layer_only_when_processes_are_used() -> None:
+    code = (
+        "import sys; from aiotimer import kamailio; "
+        "assert 'aiotimer.process' not in sys.modules; "
+        "kamailio.register_basic_timers(1); "
+        "assert 'aiotimer.process' in sys.modules"
+    )
+    root = str(Path(aiotimer.__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": root})
