@@ -340,6 +340,7 @@ class Dispatcher:
         if duration_ns > timer._max_duration_ns:
             timer._max_duration_ns = duration_ns
         timer._last_run_ns = started_ns
+        timer._last_lateness_ns = lateness_ns
 
     def _after_run(self, timer: Timer, grid: int, result: object) -> None:
         """Settle a non-periodic timer once its run returned ``result``."""

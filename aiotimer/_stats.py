@@ -173,6 +173,7 @@ class TimerStats:
     loop_blocks: int
     running: int
     last_run_ns: int | None
+    last_lateness_s: float | None
     lateness: Distribution
     duration: Distribution
 

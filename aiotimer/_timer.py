@@ -115,6 +115,7 @@ class Timer:
         "_grid_tick",
         "_hist",
         "_interval",
+        "_last_lateness_ns",
         "_last_run_ns",
         "_max_duration_ns",
         "_max_lateness_ns",
@@ -157,6 +158,7 @@ class Timer:
         self._errors = 0
         self._trouble: _Trouble | None = None
         self._last_run_ns = NOT_QUEUED
+        self._last_lateness_ns = NOT_QUEUED
         self._max_lateness_ns = 0
         self._max_duration_ns = 0
 
@@ -244,6 +246,9 @@ class Timer:
             loop_blocks=trouble.loop_blocks,
             running=self._running,
             last_run_ns=None if self._last_run_ns == NOT_QUEUED else self._last_run_ns,
+            last_lateness_s=(
+                None if self._last_lateness_ns == NOT_QUEUED else self._last_lateness_ns / 1e9
+            ),
             lateness=slab.distribution(self._hist, self._max_lateness_ns),
             duration=slab.distribution(self._hist + DURATION, self._max_duration_ns),
         )

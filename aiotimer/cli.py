@@ -265,7 +265,18 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.2f}s"
 
 
-_HEADER: Final = ("TIMER", "EVERY", "STATE", "RUNS", "MISSED", "ERRORS", "LATE p50", "p99", "max")
+_HEADER: Final = (
+    "TIMER",
+    "EVERY",
+    "STATE",
+    "RUNS",
+    "MISSED",
+    "ERRORS",
+    "LATE last",
+    "p50",
+    "p99",
+    "max",
+)
 
 
 def status_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -288,6 +299,7 @@ def status_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
                 str(t["runs"]),
                 str(t["missed"]),
                 str(t["errors"]),
+                _duration(t.get("last_lateness_s")),
                 _duration(late["p50_s"]),
                 _duration(late["p99_s"]),
                 _duration(late["max_s"]),
@@ -307,12 +319,13 @@ class _LogStatus:
             return
         while True:
             await anyio.sleep(self.every_s)
-            for name, every, _, runs, missed, errors, p50, p99, top in status_rows(
+            for name, every, _, runs, missed, errors, last, p50, p99, top in status_rows(
                 scheduler.stats()
             )[1:]:
                 logger.info(
-                    "status: timer %r %s: runs=%s missed=%s errors=%s late p50=%s p99=%s max=%s",
-                    *(name, every, runs, missed, errors, p50, p99, top),
+                    "status: timer %r %s: runs=%s missed=%s errors=%s "
+                    "late last=%s p50=%s p99=%s max=%s",
+                    *(name, every, runs, missed, errors, last, p50, p99, top),
                 )
 
     def finish(self, scheduler: Scheduler) -> None:

@@ -5,14 +5,17 @@ Each subprocess test is bounded to a few seconds of real time.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import queue
 import re
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
 import time
@@ -244,15 +247,16 @@ def test_status_lines_are_logged_when_stdout_is_not_a_terminal(project: Path) ->
     assert result.returncode == 0, result.stderr
     assert re.search(
         r"status: timer 'mytimers\.ping' every 100 ms: runs=\d+ missed=0 errors=0 "
-        r"late p50=\S+ p99=\S+ max=\S+",
+        r"late last=\S+ p50=\S+ p99=\S+ max=\S+",
         result.stderr,
     )
 
 
 def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None:
     pid, fd = pty.fork()
-    if pid == 0:  # the child: the command, on the pseudo-terminal
+    if pid == 0:  # the child: the command, on a 120-column pseudo-terminal
         os.chdir(project)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         os.execve(
             sys.executable,
             [sys.executable, "-m", "aiotimer", "run", "mytimers", "--seconds", "1.3"],
@@ -271,7 +275,7 @@ def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None
     _, status = os.waitpid(pid, 0)
     screen = b"".join(chunks).decode()
     assert os.waitstatus_to_exitcode(status) == 0
-    assert re.search(r"TIMER +EVERY +STATE +RUNS +MISSED +ERRORS +LATE p50 +p99 +max", screen)
+    assert re.search(r"TIMER +EVERY +STATE +RUNS +MISSED +ERRORS +LATE last +p50 +p99 +max", screen)
     assert re.search(r"mytimers\.ping +every 100 ms +active +\d+ +0 +0", screen)
     assert "\x1b[4F\x1b[J" in screen  # title, header and 2 timers erased before a redraw
     assert "scheduler 'mine' running 2 timer(s)" in screen  # log lines still show
@@ -415,11 +419,12 @@ def test_the_status_table_shows_runs_lateness_and_errors() -> None:
                 "runs": 7,
                 "missed": 1,
                 "errors": 2,
+                "last_lateness_s": 0.0002,
                 "lateness": {"count": 7, "p50_s": 0.00004, "p99_s": 0.0031, "max_s": 1.5},
             }
         }
     }
     assert cli.status_rows(stats) == [
-        ("TIMER", "EVERY", "STATE", "RUNS", "MISSED", "ERRORS", "LATE p50", "p99", "max"),
-        ("t", "every 1 s", "active", "7", "1", "2", "40µs", "3.1ms", "1.50s"),
+        ("TIMER", "EVERY", "STATE", "RUNS", "MISSED", "ERRORS", "LATE last", "p50", "p99", "max"),
+        ("t", "every 1 s", "active", "7", "1", "2", "200µs", "40µs", "3.1ms", "1.50s"),
     ]
