@@ -42,7 +42,7 @@ from anyio.abc import TaskGroup
 from ._policy import Missed
 from ._queue import NOT_QUEUED, TickQueue
 from ._spec import Kind, TimerSpec, check_interval
-from ._stats import DURATION
+from ._stats import DURATION, NO_HISTOGRAM
 from ._timer import Tick, Timer, TimerState
 
 if TYPE_CHECKING:
@@ -129,10 +129,9 @@ class Dispatcher:
             countdown += self._phase % every
         last_tick = NOT_QUEUED
         last_bucket = bucket  # replaced before first use
-        requeued = 0
         stale = 0
-        untimed = 0  # runs since t_prev that were not timed one by one
-        first_untimed: Timer | None = None
+        general = 0  # entries handed to the general path (they re-queue themselves)
+        last_timed: Timer | None = None
         since_start_ns = scheduled_ns - scheduler._start_ns
         ticks = since_start_ns // NS_PER_S
         ticks_raw = since_start_ns // NS_PER_MS
@@ -144,9 +143,9 @@ class Dispatcher:
             mode = timer._mode
             if mode > TAKES_TICK:
                 self._fire_general(queue, timer, now_tick)
+                general += 1
                 t_prev = now_ns()
                 now_tick = (t_prev - origin_ns) // tick_ns  # a run may have held the loop
-                untimed = 0
                 continue
             interval = timer._interval
             if now_tick - tick < interval:
@@ -154,18 +153,14 @@ class Dispatcher:
                 missed = 0
             else:
                 next_tick, missed = _late(timer, tick, now_tick)
-            timer._grid_tick = timer._due_tick = next_tick
+            timer._due_tick = next_tick  # (no jitter: _grid_tick is _due_tick while queued)
             if next_tick != last_tick:
                 last_tick = next_tick
                 last_bucket = queue.bucket_for(next_tick)
             last_bucket.append(timer)
-            requeued += 1
             timer._runs += 1
             countdown -= 1
-            if countdown:
-                if not untimed:
-                    first_untimed = timer
-                untimed += 1
+            if countdown:  # not timed
                 try:
                     if mode:
                         timer._call(
@@ -177,11 +172,10 @@ class Dispatcher:
                     self._failed(timer, exc)
                 continue
             countdown = every
-            if untimed:
+            if every > 1:  # the untimed runs since t_prev, as a group
                 t0 = now_ns()
                 if t0 - t_prev >= block_ns:
-                    self._group_blocked(first_untimed, untimed, t0 - t_prev)
-                untimed = 0
+                    self._group_blocked(last_timed, every - 1, t0 - t_prev)
             else:
                 t0 = t_prev
             try:
@@ -198,11 +192,12 @@ class Dispatcher:
             self._record(timer, t0 - scheduled_ns, t_prev - t0, t0)
             if t_prev - t0 >= block_ns:
                 self._blocked(timer, t_prev - t0)
-        if untimed:
+            last_timed = timer
+        if every > 1:
             t0 = now_ns()
             if t0 - t_prev >= block_ns:
-                self._group_blocked(first_untimed, untimed, t0 - t_prev)
-        queue.added(requeued)
+                self._group_blocked(last_timed, every - 1, t0 - t_prev)
+        queue.added(len(bucket) - stale - general)
         if stale:
             queue.settle(stale)
 
@@ -333,8 +328,11 @@ class Dispatcher:
     def _record(self, timer: Timer, lateness_ns: int, duration_ns: int, started_ns: int) -> None:
         """The stats of a run off the hot path (the same numbers :meth:`fire` keeps inline)."""
         slab = self._scheduler._hist
-        slab.record(timer._hist, lateness_ns)
-        slab.record(timer._hist + DURATION, duration_ns)
+        hist = timer._hist
+        if hist == NO_HISTOGRAM:  # allocated at the first timed run: timers that never run
+            hist = timer._hist = slab.allocate()  # (cancelled per-call one-shots) cost nothing
+        slab.record(hist, lateness_ns)
+        slab.record(hist + DURATION, duration_ns)
         if lateness_ns > timer._max_lateness_ns:
             timer._max_lateness_ns = lateness_ns
         if duration_ns > timer._max_duration_ns:
@@ -418,12 +416,14 @@ class Dispatcher:
                 limit,
             )
 
-    def _group_blocked(self, first: Timer | None, runs: int, duration_ns: int) -> None:
+    def _group_blocked(self, after: Timer | None, runs: int, duration_ns: int) -> None:
         """Untimed runs of a big batch held the loop too long together (see :meth:`fire`)."""
+        where = f"after timer {after.name!r}" if after is not None else "at the start of a batch"
         logger.warning(
-            "%d sync callbacks from timer %r on blocked the event loop for %.1f ms together",
+            "sync callbacks run %s (at most %d of them) blocked the event loop for %.1f ms "
+            "together",
+            where,
             runs,
-            first.name if first is not None else "?",
             duration_ns / 1e6,
         )
 

@@ -39,7 +39,7 @@ from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
 from ._service import Service
 from ._spec import Kind, TimerSpec, Unit, callback_name, check_interval
-from ._stats import HistogramSlab
+from ._stats import NO_HISTOGRAM, HistogramSlab
 from ._tick_source import TickSource
 from ._timer import Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
@@ -98,6 +98,7 @@ class Scheduler(Registrar[Timer]):
         "_grace_ns",
         "_grid_origin_ns",
         "_hist",
+        "_layout",
         "_ms",
         "_name_counts",
         "_now_ns",
@@ -172,6 +173,7 @@ class Scheduler(Registrar[Timer]):
         self._grid_origin_ns = grid_origin_ns
         self._ms = TickQueue(NS_PER_MS)
         self._s = TickQueue(NS_PER_S)
+        self._layout = self._lay_out(_INTERNAL_SPEC)  # the last spec registered, laid out
         self._timers: dict[str, Timer] = {}
         self._name_counts: dict[str, int] = {}
         self._by_callback: dict[Callable[..., Any], Timer] = {}  # decorated functions
@@ -241,8 +243,12 @@ class Scheduler(Registrar[Timer]):
                     f"timer {spec.label!r}: function {callback_name(spec.callback)} is already "
                     f"registered on scheduler {self.name!r} as timer {other.name!r}"
                 )
+        layout = self._layout
+        if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
+            layout = self._layout = self._lay_out(spec)
+        _, mode, queue, interval = layout
         name = self._claim_name(spec)
-        timer = self._new_timer(spec, name, mode_of(spec))
+        timer = Timer(spec, name, self, queue, interval, NO_HISTOGRAM, mode)
         self._timers[name] = timer
         if decorated:
             self._by_callback[spec.callback] = timer
@@ -250,19 +256,15 @@ class Scheduler(Registrar[Timer]):
             self._arm(timer, self._clock.now_ns())
         return timer
 
-    def _new_timer(self, spec: TimerSpec, name: str, mode: int) -> Timer:
+    def _lay_out(self, spec: TimerSpec) -> tuple[TimerSpec, int, TickQueue, int]:
+        """``(spec, dispatch mode, queue, interval in the queue's ticks)`` of a spec."""
         # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
-        interval = spec.interval
         if spec.unit is Unit.MS:
-            queue = self._ms
-        elif spec.policy.jitter_ms:
-            queue = self._ms
-            interval *= 1000
-        else:
-            queue = self._s
-        hist = self._hist.allocate() if not mode & INTERNAL else 0
-        return Timer(spec, name, self, queue, interval, hist, mode)
+            return spec, mode_of(spec), self._ms, spec.interval
+        if spec.policy.jitter_ms:
+            return spec, mode_of(spec), self._ms, spec.interval * 1000
+        return spec, mode_of(spec), self._s, spec.interval
 
     def _claim_name(self, spec: TimerSpec) -> str:
         if spec.name is not None:
@@ -290,8 +292,9 @@ class Scheduler(Registrar[Timer]):
         timer._state = state
         if timer._trouble is not None:
             timer._trouble.queued_run = None
-        if not timer._mode & INTERNAL:
+        if timer._hist != NO_HISTOGRAM:
             self._hist.release(timer._hist)
+            timer._hist = NO_HISTOGRAM
         if self._timers.get(timer.name) is timer:
             del self._timers[timer.name]
         if self._by_callback.get(timer.spec.callback) is timer:
@@ -349,7 +352,9 @@ class Scheduler(Registrar[Timer]):
         queue and clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
         delay_ms = max(1, -(-delay_ns // NS_PER_MS))
         # One shared spec; the callable goes straight into the timer (no signature to read).
-        timer = Timer(_INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self, self._ms, delay_ms, 0, INTERNAL)
+        timer = Timer(
+            _INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self, self._ms, delay_ms, NO_HISTOGRAM, INTERNAL
+        )
         timer._call = fn
         self._arm(timer, self._clock.now_ns())
         return timer
@@ -364,6 +369,8 @@ class Scheduler(Registrar[Timer]):
         self._check_alive(timer, "pause")
         if timer._state is TimerState.PAUSED:
             return
+        if timer._due_tick != NOT_QUEUED and not timer.spec.policy.jitter_ms:
+            timer._grid_tick = timer._due_tick  # the fast path keeps only _due_tick up to date
         self._unqueue(timer)
         if timer._trouble is not None:
             timer._trouble.queued_run = None

@@ -8,8 +8,10 @@ Ground rules:
   within a factor of 2 of the truth (4 above 134 ms) and never above the largest value seen.
 * Counts are cumulative (Prometheus histograms can be built from them) and 32-bit; a bucket
   that would pass 2**32 halves its whole histogram (years at 1 kHz; a counter reset then).
-* All histograms of a scheduler live in one ``array('I')`` (:class:`HistogramSlab`): 128 bytes a
-  timer and no per-timer object. Released slots are zeroed and reused.
+* All histograms of a scheduler live in one ``array('I')`` (:class:`HistogramSlab`): 144 bytes a
+  timer (with the sums) and no per-timer object, allocated at a timer's first timed run (a timer
+  that never runs, such as a cancelled per-call one-shot, has none). Released slots are zeroed
+  and reused.
 * The histograms count *timed* runs: every run of a service with fewer than 256 timers due at
   once; a rotating sample of runs in bigger batches (see ``_dispatch.py``). Run counters are
   always exact.
@@ -51,6 +53,8 @@ SLOT: Final = 2 * N_BUCKETS
 DURATION: Final = N_BUCKETS
 """Offset of the duration histogram inside a timer's slot."""
 _MAX_COUNT: Final = 0xFFFFFFFF
+NO_HISTOGRAM: Final = -1
+"""The slot of a timer that has no histograms yet (none of its runs was timed)."""
 
 
 @final
@@ -156,6 +160,10 @@ class Distribution:
     p50_s: float | None
     p99_s: float | None
     max_s: float | None
+
+
+EMPTY_HISTOGRAM: Final = Histogram((0,) * N_BUCKETS, 0)
+EMPTY_DISTRIBUTION: Final = Distribution(0, None, None, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ safe from any callback: the timer's own, or another one of the same dispatch bat
 Ticks here are ticks of the timer's queue (1 ms, or 1 s on the second grid): ``_interval``,
 ``_grid_tick`` and ``_due_tick`` are in those units. ``_grid_tick`` is the grid point of the
 next run; ``_due_tick`` is when it is queued for, later than the grid point by the run's jitter.
+Without jitter the two are equal, and while such a timer is queued the dispatcher's fast path
+updates only ``_due_tick``: read the grid point of a queued timer through ``_due_tick``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from ._queue import NOT_QUEUED
 from ._spec import TimerSpec
-from ._stats import DURATION, Histogram, TimerStats
+from ._stats import (
+    DURATION,
+    EMPTY_DISTRIBUTION,
+    EMPTY_HISTOGRAM,
+    NO_HISTOGRAM,
+    Histogram,
+    TimerStats,
+)
 
 if TYPE_CHECKING:
     from ._queue import TickQueue
@@ -151,7 +160,7 @@ class Timer:
         self._grid_tick = NOT_QUEUED
         self._due_tick = NOT_QUEUED
         self._state = TimerState.PENDING
-        self._hist = hist  # base index of its histograms in the scheduler's slab
+        self._hist = hist  # its histograms' base index in the scheduler's slab, or NO_HISTOGRAM
         self._running = 0  # async runs (coroutines, threads) in flight
         self._runs = 0
         self._missed = 0
@@ -249,13 +258,23 @@ class Timer:
             last_lateness_s=(
                 None if self._last_lateness_ns == NOT_QUEUED else self._last_lateness_ns / 1e9
             ),
-            lateness=slab.distribution(self._hist, self._max_lateness_ns),
-            duration=slab.distribution(self._hist + DURATION, self._max_duration_ns),
+            lateness=(
+                EMPTY_DISTRIBUTION
+                if self._hist == NO_HISTOGRAM
+                else slab.distribution(self._hist, self._max_lateness_ns)
+            ),
+            duration=(
+                EMPTY_DISTRIBUTION
+                if self._hist == NO_HISTOGRAM
+                else slab.distribution(self._hist + DURATION, self._max_duration_ns)
+            ),
         )
 
     def histograms(self) -> tuple[Histogram, Histogram]:
         """The raw lateness and duration histograms (counts of timed runs per bucket of
         ``aiotimer.BUCKET_UPPER_NS``, and sums), for exporters such as Prometheus."""
+        if self._hist == NO_HISTOGRAM:  # none of its runs was timed yet
+            return EMPTY_HISTOGRAM, EMPTY_HISTOGRAM
         slab = self._scheduler._hist
         return slab.histogram(self._hist), slab.histogram(self._hist + DURATION)
 
