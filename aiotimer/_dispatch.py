@@ -39,7 +39,7 @@ from anyio.abc import TaskGroup
 from ._policy import DEFAULT_POLICY, Missed
 from ._queue import NOT_QUEUED, TickQueue
 from ._spec import Kind, TimerSpec, check_interval
-from ._stats import DURATION, N_BUCKETS
+from ._stats import DURATION
 from ._timer import Tick, Timer, TimerState
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ logger = logging.getLogger("aiotimer.dispatch")
 
 NS_PER_S: Final = 1_000_000_000
 NS_PER_MS: Final = 1_000_000
-_TOP: Final = N_BUCKETS - 1
 SAMPLE_BUDGET: Final = 256
 """Runs timed one by one per batch; a bigger batch times one run in ``1 + len // 256``."""
 
@@ -219,10 +218,11 @@ class Dispatcher:
         else:
             timer._due_tick = NOT_QUEUED  # re-queued or finished once the run returns
         if mode & ASYNC and timer._running >= policy.overlap.limit:
-            if policy.overlap.mode == "queue" and timer._queued_run is None:
-                timer._queued_run = (grid, missed)
+            trouble = timer.trouble()
+            if policy.overlap.mode == "queue" and trouble.queued_run is None:
+                trouble.queued_run = (grid, missed)
             else:
-                timer._overlaps += 1
+                trouble.overlaps += 1
             return
         self._start_run(queue, timer, grid, missed)
 
@@ -264,8 +264,8 @@ class Dispatcher:
         if timeout_ns is not None and duration_ns > timeout_ns:
             self._overran(timer, duration_ns)
             result = _FAILED
-        elif result is not _FAILED:
-            timer._failures_in_row = 0
+        elif result is not _FAILED and timer._trouble is not None:
+            timer._trouble.failures_in_row = 0
         self._after_run(timer, grid, result)
 
     async def _run_async(
@@ -279,14 +279,23 @@ class Dispatcher:
         watchdog: Timer | None = None
         try:
             if timer._mode & THREAD:
+                overran: list[bool] = []
                 if timeout_ns is not None:
-                    watchdog = scheduler._call_later_internal(
-                        timeout_ns, lambda: self._overran(timer, timeout_ns, still_running=True)
-                    )
+
+                    def report() -> None:
+                        overran.append(True)
+                        self._overran(timer, timeout_ns, still_running=True)
+
+                    watchdog = scheduler._call_later_internal(timeout_ns, report)
                 with scheduler.clock.hold():
                     result = await anyio.to_thread.run_sync(
                         timer._call, *arg, limiter=self.limiter, abandon_on_cancel=True
                     )
+                duration_ns = scheduler._now_ns() - t0
+                if timeout_ns is not None and duration_ns > timeout_ns:
+                    result = _FAILED  # a run past its timeout counts as failed
+                    if not overran:
+                        self._overran(timer, duration_ns)
             else:
                 with anyio.CancelScope() as scope:
                     if timeout_ns is not None:
@@ -296,8 +305,8 @@ class Dispatcher:
                 if scope.cancelled_caught:
                     result = _FAILED
                     self._timed_out(timer)
-            if result is not _FAILED:
-                timer._failures_in_row = 0
+            if result is not _FAILED and timer._trouble is not None:
+                timer._trouble.failures_in_row = 0
         except Exception as exc:
             self._failed(timer, exc)
             result = _FAILED
@@ -309,19 +318,17 @@ class Dispatcher:
             self.inflight -= 1
             scheduler._run_finished()
         self._after_run(timer, grid, result)
-        queued = timer._queued_run
-        if queued is not None and timer._state is TimerState.ACTIVE:
-            timer._queued_run = None
-            self._start_run(timer._queue, timer, *queued)
+        trouble = timer._trouble
+        if trouble is not None and trouble.queued_run is not None:
+            queued, trouble.queued_run = trouble.queued_run, None
+            if timer._state is TimerState.ACTIVE:
+                self._start_run(timer._queue, timer, *queued)
 
     def _record(self, timer: Timer, lateness_ns: int, duration_ns: int, started_ns: int) -> None:
         """The stats of a run off the hot path (the same numbers :meth:`fire` keeps inline)."""
         slab = self._scheduler._hist
-        hist = timer._hist
-        b = lateness_ns.bit_length()
-        slab.record(hist + (b if b < N_BUCKETS else _TOP))
-        b = duration_ns.bit_length()
-        slab.record(hist + DURATION + (b if b < N_BUCKETS else _TOP))
+        slab.record(timer._hist, lateness_ns)
+        slab.record(timer._hist + DURATION, duration_ns)
         if lateness_ns > timer._max_lateness_ns:
             timer._max_lateness_ns = lateness_ns
         if duration_ns > timer._max_duration_ns:
@@ -364,7 +371,7 @@ class Dispatcher:
         self._count_failure(timer, exc)
 
     def _timed_out(self, timer: Timer) -> None:
-        timer._timeouts += 1
+        timer.trouble().timeouts += 1
         exc = TimeoutError(
             f"timer {timer.name!r}: run cancelled after timeout_s={timer.spec.policy.timeout_s}"
         )
@@ -373,7 +380,7 @@ class Dispatcher:
 
     def _overran(self, timer: Timer, elapsed_ns: int, *, still_running: bool = False) -> None:
         """A sync run went past its timeout (it cannot be killed, only reported)."""
-        timer._timeouts += 1
+        timer.trouble().timeouts += 1
         what = "is still running" if still_running else "ran"
         exc = TimeoutError(
             f"timer {timer.name!r}: run {what} after {elapsed_ns / 1e6:.1f} ms, past its "
@@ -383,7 +390,8 @@ class Dispatcher:
         self._count_failure(timer, exc)
 
     def _count_failure(self, timer: Timer, exc: BaseException) -> None:
-        timer._failures_in_row += 1
+        trouble = timer.trouble()
+        trouble.failures_in_row += 1
         policy = timer.spec.policy
         for hook in (policy.on_error, self._scheduler._on_error):
             if hook is not None:
@@ -392,11 +400,11 @@ class Dispatcher:
                 except Exception:
                     logger.exception("on_error hook %r failed for timer %r", hook, timer.name)
         limit = policy.max_failures
-        if limit is not None and timer._failures_in_row >= limit and timer.cancel():
+        if limit is not None and trouble.failures_in_row >= limit and timer.cancel():
             logger.error(
                 "timer %r cancelled after %d consecutive failures (max_failures=%d)",
                 timer.name,
-                timer._failures_in_row,
+                trouble.failures_in_row,
                 limit,
             )
 
@@ -410,7 +418,7 @@ class Dispatcher:
         )
 
     def _blocked(self, timer: Timer, duration_ns: int) -> None:
-        timer._loop_blocks += 1
+        timer.trouble().loop_blocks += 1
         logger.warning(
             "timer %r blocked the event loop for %.1f ms (sync callback; consider thread=True "
             "or an async def)",

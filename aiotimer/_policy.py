@@ -25,12 +25,16 @@ ErrorHook = Callable[["Timer", BaseException], Any]
 class Missed(enum.Enum):
     """What a periodic timer does after a stall made it miss grid points.
 
-    period 100 ms, loop blocked from 120 to 390 ms::
+    period 100 ms, loop blocked from 120 to 390 ms (grid points 200 and 300 pass)::
 
-        grid:   |0    |100  |200  |300  |400  |500
-        SKIP:   |0    |100        390   |400  |500    run at 390 has tick.missed == 2
-        BURST:  |0    |100        390,390,390 |400    one run per missed point (max_catchup)
-        DELAY:  |0    |100        390   |     490   the grid restarts from the late run
+        grid:   |100  |200  |300  |400  |500  |600
+        SKIP:   |100        390   |400  |500  |600    390 is 200's run; 300 merged: missed == 1
+        BURST:  |100        390,390     |400  |500    200's and 300's runs back to back
+        DELAY:  |100        390      |490  |590       the grid restarts from the late run
+
+    A grid point *missed* is one that passed without a run of its own: for ``SKIP`` and
+    ``DELAY``, ``runs + missed`` is the number of grid points due so far. ``BURST`` replays at
+    most ``max_catchup`` missed points after a stall; older ones are missed.
 
     ``SKIP`` is the default: the work of a periodic timer is usually "bring things up to date",
     which one run does; replaying missed runs back to back (``BURST``) only suits timers that
@@ -46,14 +50,13 @@ class Missed(enum.Enum):
 class Overlap:
     """What happens when a run is due while the previous run of the same timer still runs.
 
-    period 100 ms, each run takes 250 ms::
+    period 100 ms, each run takes 260 ms::
 
-        grid:           |0    |100  |200  |300  |400  |500
-        SKIP:           |0=========   |300=========   |    100, 200 skipped (counted)
-        QUEUE:          |0=========|==========|========== one run waits, the rest skipped
-        CONCURRENT(3):  |0=========                        up to 3 runs at once
-                              |100========
-                                    |200========
+        grid:           |100  |200  |300  |400  |500  |600
+        SKIP:           |100=======360  |400=======660       200, 300, 500, 600 skipped
+        QUEUE:          |100=======|360=======|620======     one run waits; 300, 500, 600 skipped
+        CONCURRENT(2):  |100=======360  |400=======660
+                              |200=======460  |500========   300 and 600 skipped
 
     Only asynchronous runs (coroutines, and sync callbacks in a thread) can overlap: an inline
     sync callback holds the loop, so the next run is simply late (see :class:`Missed`).

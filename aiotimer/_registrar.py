@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Generic, TypedDict, TypeVar, Unpack
+from typing import Any, Final, Generic, TypedDict, TypeVar, Unpack
 
 from ._policy import DEFAULT_POLICY, ErrorHook, Missed, Overlap, Policy
 from ._spec import Kind, TimerSpec, Unit, callback_name
@@ -72,11 +72,13 @@ class Registrar(ABC, Generic[R]):
         param: Any,
         options: PolicyOptions,
     ) -> TimerSpec:
-        policy = (
-            build_policy(name if isinstance(name, str) else callback_name(callback), options)
-            if options
-            else DEFAULT_POLICY
-        )
+        if options:
+            label = name if isinstance(name, str) else callback_name(callback)
+            policy = build_policy(label, options)
+        elif name is None and param is None and type(interval) is int:
+            return _shared_spec(callback, interval, unit, kind)
+        else:
+            policy = DEFAULT_POLICY
         return TimerSpec(callback, interval, unit, kind, name=name, param=param, policy=policy)
 
     # -- decorators: return the function unchanged ------------------------------------------
@@ -192,6 +194,27 @@ class Registrar(ABC, Generic[R]):
         """Run ``callback`` once, ``delay_s`` seconds from now, on the second grid."""
         spec = self._spec(callback, delay_s, Unit.S, Kind.ONESHOT, name, param, options)
         return self._register(spec, decorated=False)
+
+
+_SHARED_MAX: Final = 1024
+_shared: dict[tuple[object, int, Unit, Kind], TimerSpec] = {}
+
+
+def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: Kind) -> TimerSpec:
+    """One spec for every anonymous, param-less, default-policy timer of the same callback and
+    interval: specs are immutable, and a service adding 100,000 such timers (per-call timers,
+    say) then pays for one spec, not 100,000 (~110 bytes and ~2 µs each)."""
+    try:
+        key = (callback, interval, unit, kind)
+        spec = _shared.get(key)
+    except TypeError:  # an unhashable callable
+        return TimerSpec(callback, interval, unit, kind)
+    if spec is None:
+        spec = TimerSpec(callback, interval, unit, kind)
+        if len(_shared) >= _SHARED_MAX:
+            _shared.clear()
+        _shared[key] = spec
+    return spec
 
 
 def _periodic_kind(returns_interval: bool) -> Kind:

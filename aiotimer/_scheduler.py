@@ -11,6 +11,8 @@ Ground rules:
 * ``stop()`` stops new runs, lets running coroutine callbacks finish within a grace period on
   the scheduler's clock, then cancels what is left. A stopped scheduler can be started again;
   its timers are re-armed from the new start.
+* Not thread-safe: call a scheduler's methods (and its timers') from its event loop's thread.
+  A ``thread=True`` callback that must change timers goes through ``anyio.from_thread``.
 * The registry maps unique names to live timers. Unnamed timers are named after their callback
   (``module.qualname``, then ``#2``, ``#3``... for the same callback added again); an explicit
   name that is taken, or a function decorated twice, is refused.
@@ -40,6 +42,7 @@ from ._spec import Kind, TimerSpec, Unit, callback_name, check_interval
 from ._stats import HistogramSlab
 from ._tick_source import TickSource
 from ._timer import Timer, TimerState
+from ._timerfd import Precision, TimerFd, resolve_precision
 
 __all__ = ["Scheduler"]
 
@@ -70,6 +73,11 @@ class Scheduler(Registrar[Timer]):
     :param thread_limit: at most this many ``thread=True`` runs at once (aiotimer's own
         capacity limiter, never the loop's default executor)
     :param seed: seed of the random source for jitter (for reproducible tests)
+    :param precision: how the tick source sleeps: ``"loop"`` on the event loop's timers,
+        ``"timerfd"`` on a Linux timerfd armed at the absolute deadline (sub-millisecond
+        lateness, never early; needs the monotonic clock), ``"auto"`` (default) the timerfd
+        where it works, else the loop
+    :raises ValueError: an unknown ``precision``, or ``"timerfd"`` where it cannot work
     """
 
     __slots__ = (
@@ -94,7 +102,9 @@ class Scheduler(Registrar[Timer]):
         "_thread_limit",
         "_tick_scope",
         "_tick_source",
+        "_timerfd",
         "_timers",
+        "_use_timerfd",
         "name",
         "random",
     )
@@ -109,6 +119,7 @@ class Scheduler(Registrar[Timer]):
         block_warn_s: float | None = DEFAULT_BLOCK_WARN_S,
         thread_limit: int = DEFAULT_THREAD_LIMIT,
         seed: int | None = None,
+        precision: Precision = "auto",
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"scheduler {name!r}: clock must implement Clock, got {clock!r}")
@@ -140,6 +151,8 @@ class Scheduler(Registrar[Timer]):
             )
         self.name = name
         self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._use_timerfd = resolve_precision(precision, self._clock, name)
+        self._timerfd: TimerFd | None = None
         self._now_ns = self._clock.now_ns  # bound once: the hot path calls it per fire
         self._on_error = on_error
         self._thread_limit = thread_limit
@@ -173,6 +186,11 @@ class Scheduler(Registrar[Timer]):
     @property
     def clock(self) -> Clock:
         return self._clock
+
+    @property
+    def precision(self) -> Precision:
+        """The tick source in use: ``"timerfd"`` or ``"loop"``."""
+        return "timerfd" if self._use_timerfd else "loop"
 
     @property
     def timers(self) -> Mapping[str, Timer]:
@@ -225,8 +243,14 @@ class Scheduler(Registrar[Timer]):
     def _new_timer(self, spec: TimerSpec, name: str, mode: int) -> Timer:
         # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
-        queue = self._ms if spec.unit is Unit.MS or spec.policy.jitter_ms else self._s
-        interval = spec.interval * spec.unit.tick_ns // queue.tick_ns
+        interval = spec.interval
+        if spec.unit is Unit.MS:
+            queue = self._ms
+        elif spec.policy.jitter_ms:
+            queue = self._ms
+            interval *= 1000
+        else:
+            queue = self._s
         hist = self._hist.allocate() if not mode & INTERNAL else 0
         return Timer(spec, name, self, queue, interval, hist, mode)
 
@@ -254,7 +278,8 @@ class Scheduler(Registrar[Timer]):
             return False
         self._unqueue(timer)
         timer._state = state
-        timer._queued_run = None
+        if timer._trouble is not None:
+            timer._trouble.queued_run = None
         if not timer._mode & INTERNAL:
             self._hist.release(timer._hist)
         if self._timers.get(timer.name) is timer:
@@ -329,7 +354,8 @@ class Scheduler(Registrar[Timer]):
         if timer._state is TimerState.PAUSED:
             return
         self._unqueue(timer)
-        timer._queued_run = None
+        if timer._trouble is not None:
+            timer._trouble.queued_run = None
         timer._state = TimerState.PAUSED
 
     def _resume(self, timer: Timer) -> None:
@@ -436,7 +462,7 @@ class Scheduler(Registrar[Timer]):
 
         :raises RuntimeError: if the scheduler is already starting, running or stopping
         """
-        self._check_startable()
+        self._claim_start()
         started = anyio.Event()
         failure: list[BaseException] = []
 
@@ -451,7 +477,6 @@ class Scheduler(Registrar[Timer]):
                 logger.critical("scheduler %r stopped by %r", self.name, exc, exc_info=exc)
                 raise
 
-        self._state = "starting"
         try:
             spawn_detached(run, name=f"aiotimer scheduler {self.name!r}")
         except BaseException:
@@ -467,8 +492,7 @@ class Scheduler(Registrar[Timer]):
         Use it with a task group: ``await tg.start(scheduler.serve)`` returns once it runs.
         Cancelling the task stops the scheduler at once, without a grace period.
         """
-        self._check_startable()
-        self._state = "starting"
+        self._claim_start()
         await self._serve(task_status.started)
 
     async def stop(self, grace_s: float = DEFAULT_GRACE_S) -> None:
@@ -503,13 +527,16 @@ class Scheduler(Registrar[Timer]):
     ) -> None:
         await self.stop()
 
-    def _check_startable(self) -> None:
+    def _claim_start(self) -> None:
+        """Move to "starting", or raise if not stopped; a stop() from now on is honoured."""
         if self._state != "stopped":
             raise RuntimeError(f"scheduler {self.name!r} is already {self._state}")
-
-    async def _serve(self, on_started: Callable[[], object]) -> None:
+        self._state = "starting"
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
+
+    async def _serve(self, on_started: Callable[[], object]) -> None:
+        assert self._stop_requested is not None
         self._tick_scope = anyio.CancelScope()
         try:
             async with anyio.create_task_group() as tg:
@@ -538,6 +565,9 @@ class Scheduler(Registrar[Timer]):
             await self._tick_source.run()
 
     def _begin(self) -> None:
+        if self._use_timerfd:
+            self._timerfd = TimerFd()
+            self._tick_source.sleep = self._timerfd.sleep_until
         now_ns = self._clock.now_ns()
         self._start_ns = now_ns
         self._started_once = True
@@ -548,12 +578,17 @@ class Scheduler(Registrar[Timer]):
                 self._arm(timer, now_ns)
 
     def _end(self) -> None:
+        if self._timerfd is not None:
+            self._timerfd.close()
+            self._timerfd = None
+            self._tick_source.sleep = self._clock.sleep_until
         self._dispatcher.task_group = None
         self._ms.clear()
         self._s.clear()
         for timer in self._timers.values():
             timer._due_tick = timer._grid_tick = NOT_QUEUED
-            timer._queued_run = None
+            if timer._trouble is not None:
+                timer._trouble.queued_run = None
             if timer._state is TimerState.ACTIVE:
                 timer._state = TimerState.PENDING
         self._state = "stopped"

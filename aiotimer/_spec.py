@@ -12,7 +12,8 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any, final
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, final
 
 from ._policy import DEFAULT_POLICY, Policy
 
@@ -24,6 +25,8 @@ class Unit(enum.Enum):
 
     MS = 1_000_000
     S = 1_000_000_000
+
+    __hash__ = object.__hash__  # members are singletons: identity hashing, at C speed
 
     @property
     def tick_ns(self) -> int:
@@ -37,6 +40,8 @@ class Unit(enum.Enum):
 class Kind(enum.Enum):
     """How a timer's next run is decided."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hashing, at C speed
+
     PERIODIC = "periodic"
     """Run every ``interval`` on an anchored grid; return values are ignored."""
     ONESHOT = "oneshot"
@@ -48,6 +53,18 @@ class Kind(enum.Enum):
 
 def callback_name(callback: object) -> str:
     """A readable default name: ``module.qualname`` of the callback."""
+    try:
+        return _callback_name_cached(callback)
+    except TypeError:  # unhashable
+        return _callback_name(callback)
+
+
+@functools.lru_cache(maxsize=1024)
+def _callback_name_cached(callback: object) -> str:
+    return _callback_name(callback)
+
+
+def _callback_name(callback: object) -> str:
     target = getattr(callback, "func", callback)  # functools.partial
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
     module = getattr(target, "__module__", None)
@@ -214,43 +231,40 @@ class TimerSpec(tuple[Any, ...]):
             policy=fields["policy"],
         )
 
-    @property
-    def callback(self) -> Callable[..., Any]:
-        return self[0]  # type: ignore[no-any-return]
+    if TYPE_CHECKING:  # typed views for the checker; C-level itemgetters at run time
 
-    @property
-    def interval(self) -> int:
-        """The period, or a one-shot's delay, in ``unit``."""
-        return self[1]  # type: ignore[no-any-return]
+        @property
+        def callback(self) -> Callable[..., Any]: ...
+        @property
+        def interval(self) -> int:
+            """The period, or a one-shot's delay, in ``unit``."""
 
-    @property
-    def unit(self) -> Unit:
-        return self[2]  # type: ignore[no-any-return]
+        @property
+        def unit(self) -> Unit: ...
+        @property
+        def kind(self) -> Kind: ...
+        @property
+        def name(self) -> str | None: ...
+        @property
+        def param(self) -> Any: ...
+        @property
+        def policy(self) -> Policy: ...
+        @property
+        def takes_tick(self) -> bool:
+            """The callback takes the :class:`~aiotimer.Tick` (else it takes no argument)."""
 
-    @property
-    def kind(self) -> Kind:
-        return self[3]  # type: ignore[no-any-return]
-
-    @property
-    def name(self) -> str | None:
-        return self[4]  # type: ignore[no-any-return]
-
-    @property
-    def param(self) -> Any:
-        return self[5]
-
-    @property
-    def policy(self) -> Policy:
-        return self[6]  # type: ignore[no-any-return]
-
-    @property
-    def takes_tick(self) -> bool:
-        """The callback takes the :class:`~aiotimer.Tick` (else it takes no argument)."""
-        return self[7]  # type: ignore[no-any-return]
-
-    @property
-    def is_coroutine(self) -> bool:
-        return self[8]  # type: ignore[no-any-return]
+        @property
+        def is_coroutine(self) -> bool: ...
+    else:
+        callback = property(itemgetter(0), doc="The function called on each run.")
+        interval = property(itemgetter(1), doc="The period, or a one-shot's delay, in unit.")
+        unit = property(itemgetter(2), doc="Unit.MS or Unit.S.")
+        kind = property(itemgetter(3), doc="Periodic, one-shot or returns-interval.")
+        name = property(itemgetter(4), doc="The given name, or None.")
+        param = property(itemgetter(5), doc="Handed to the callback as tick.param.")
+        policy = property(itemgetter(6), doc="The timer's Policy.")
+        takes_tick = property(itemgetter(7), doc="The callback takes the Tick.")
+        is_coroutine = property(itemgetter(8), doc="The callback is a coroutine function.")
 
     @property
     def label(self) -> str:

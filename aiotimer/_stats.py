@@ -2,14 +2,17 @@
 
 Ground rules:
 
-* Histograms are log2-bucketed: bucket ``b`` counts values whose ``int.bit_length()`` is ``b``
-  (so bucket 20 holds 0.52 ms to 1.05 ms), up to :data:`N_BUCKETS` - 1, the catch-all above
-  ~1.07 s. Percentiles are interpolated inside a bucket, clamped to the exact maximum, so they
-  are within a factor of 2 of the truth and never above the largest value seen.
-* All histograms of a scheduler live in one ``array('H')`` (:class:`HistogramSlab`): 2 bytes a
-  bucket and no per-timer object, so 100,000 timers cost 12.8 MB less than per-timer arrays
-  would. A bucket that reaches 65,535 halves every bucket of its histogram: percentiles then
-  weigh recent runs more (a decaying histogram); the run counters stay exact.
+* Histograms have :data:`N_BUCKETS` log2 buckets of nanoseconds (:data:`BUCKET_UPPER_NS`):
+  16 µs and below, then one per power of two up to 134 ms, then up to 1.07 s, then above.
+  Percentiles are interpolated inside a bucket and clamped to the exact maximum, so they are
+  within a factor of 2 of the truth (4 above 134 ms) and never above the largest value seen.
+* Counts are cumulative (Prometheus histograms can be built from them) and 32-bit; a bucket
+  that would pass 2**32 halves its whole histogram (years at 1 kHz; a counter reset then).
+* All histograms of a scheduler live in one ``array('I')`` (:class:`HistogramSlab`): 128 bytes a
+  timer and no per-timer object. Released slots are zeroed and reused.
+* The histograms count *timed* runs: every run of a service with fewer than 256 timers due at
+  once; a rotating sample of runs in bigger batches (see ``_dispatch.py``). Run counters are
+  always exact.
 * Snapshots are plain data (``dict``/``int``/``float``/``str``/``None``), ready for JSON.
 """
 
@@ -19,15 +22,34 @@ from array import array
 from dataclasses import asdict, dataclass
 from typing import Any, Final, final
 
-__all__ = ["N_BUCKETS", "Distribution", "HistogramSlab", "TimerStats"]
+__all__ = [
+    "BUCKET_UPPER_NS",
+    "N_BUCKETS",
+    "Distribution",
+    "HistogramSlab",
+    "TimerStats",
+    "bucket_of",
+]
 
-N_BUCKETS: Final = 32
-"""Buckets per histogram: values up to 2**31 ns (~2.1 s) are resolved, larger ones pooled."""
+N_BUCKETS: Final = 16
+BUCKET_UPPER_NS: Final[tuple[int, ...]] = (
+    *(1 << bits for bits in range(14, 28)),  # 16.4 µs, 32.8 µs, ... 134 ms
+    1 << 30,  # 1.07 s
+    1 << 62,  # and above
+)
+"""The exclusive upper bound of each bucket, in ns (the last one stands for infinity)."""
+# bucket of a value, by the value's bit_length (0..64): one tuple lookup on the timing path.
+_BUCKET_OF_BITS: Final[tuple[int, ...]] = tuple(
+    next(b for b, upper in enumerate(BUCKET_UPPER_NS) if (1 << bits) - 1 < upper)
+    if bits < 62
+    else N_BUCKETS - 1
+    for bits in range(65)
+)
 SLOT: Final = 2 * N_BUCKETS
 """Array items per timer: its lateness histogram, then its duration histogram."""
 DURATION: Final = N_BUCKETS
 """Offset of the duration histogram inside a timer's slot."""
-_MAX_COUNT: Final = 0xFFFF
+_MAX_COUNT: Final = 0xFFFFFFFF
 
 
 @final
@@ -37,7 +59,7 @@ class HistogramSlab:
     __slots__ = ("_free", "counts")
 
     def __init__(self) -> None:
-        self.counts = array("H")
+        self.counts = array("I")
         self._free: list[int] = []
 
     def allocate(self) -> int:
@@ -52,15 +74,18 @@ class HistogramSlab:
         self.counts[base : base + SLOT] = _ZEROS
         self._free.append(base)
 
-    def record(self, index: int) -> None:
-        """Count one value at ``index`` (base + offset + bucket) the slow way, halving on
-        overflow; the dispatcher's hot path increments directly and calls this on overflow."""
+    def record(self, start: int, value_ns: int) -> None:
+        """Count ``value_ns`` in the histogram at ``start`` (a slot base, + DURATION)."""
         counts = self.counts
+        index = start + _BUCKET_OF_BITS[value_ns.bit_length()]
         if counts[index] >= _MAX_COUNT:
-            start = index - (index % N_BUCKETS)
             for i in range(start, start + N_BUCKETS):
                 counts[i] >>= 1
         counts[index] += 1
+
+    def buckets(self, start: int) -> list[int]:
+        """The counts of the histogram at ``start`` (not cumulative), for exporters."""
+        return self.counts[start : start + N_BUCKETS].tolist()
 
     def distribution(self, start: int, max_ns: int) -> Distribution:
         """The :class:`Distribution` of the histogram at ``start`` whose largest value is
@@ -77,13 +102,12 @@ class HistogramSlab:
         )
 
 
-_ZEROS: Final = array("H", bytes(2 * SLOT))
+_ZEROS: Final = array("I", bytes(4 * SLOT))
 
 
 def bucket_of(value_ns: int) -> int:
-    """The bucket of a value (what the hot path computes inline)."""
-    b = value_ns.bit_length()
-    return b if b < N_BUCKETS else N_BUCKETS - 1
+    """The bucket a value falls in."""
+    return _BUCKET_OF_BITS[value_ns.bit_length()]
 
 
 def _percentile(buckets: array[int], total: int, q: float, max_ns: int) -> float:
@@ -91,8 +115,8 @@ def _percentile(buckets: array[int], total: int, q: float, max_ns: int) -> float
     seen = 0
     for b, count in enumerate(buckets):
         if count and seen + count >= rank:
-            low = 0 if b == 0 else 1 << (b - 1)
-            high = 1 << b if b < N_BUCKETS - 1 else max(max_ns, 1 << b)
+            low = 0 if b == 0 else BUCKET_UPPER_NS[b - 1]
+            high = BUCKET_UPPER_NS[b] if b < N_BUCKETS - 1 else max(max_ns, low)
             value = low + (high - low) * (rank - seen) / count
             return min(max(value, low), max_ns)
         seen += count

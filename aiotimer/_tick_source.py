@@ -13,7 +13,7 @@ Ground rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import final
 
 import anyio
@@ -28,7 +28,7 @@ __all__ = ["TickSource"]
 class TickSource:
     """Drives ``queues`` on ``clock``: calls ``on_due(now_ns)`` whenever something is due."""
 
-    __slots__ = ("_armed_ns", "_clock", "_on_due", "_queues", "_sleep_scope", "wakeups")
+    __slots__ = ("_armed_ns", "_clock", "_on_due", "_queues", "_sleep_scope", "sleep", "wakeups")
 
     def __init__(
         self, clock: Clock, queues: Sequence[TickQueue], on_due: Callable[[int], None]
@@ -38,6 +38,8 @@ class TickSource:
         self._on_due = on_due
         self._sleep_scope: anyio.CancelScope | None = None
         self._armed_ns: int | None = None  # the deadline we sleep for; None = until woken
+        # How to sleep until a deadline: the clock's own sleep, or a precise one (timerfd).
+        self.sleep: Callable[[int], Awaitable[None]] = clock.sleep_until
         self.wakeups = 0  # times the loop woke us (for benchmarks and the tickless tests)
 
     def next_deadline_ns(self) -> int | None:
@@ -62,7 +64,7 @@ class TickSource:
                     if deadline_ns is None:
                         await anyio.sleep_forever()
                     else:
-                        await clock.sleep_until(deadline_ns)
+                        await self.sleep(deadline_ns)
                 self._sleep_scope = None
                 self.wakeups += 1
                 continue  # re-read the clock: never dispatch before the deadline

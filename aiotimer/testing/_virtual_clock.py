@@ -117,6 +117,14 @@ class VirtualClock:
         """Sleep ``seconds`` of virtual time."""
         await self.sleep_until(self._now_ns + _to_ns(seconds, "seconds"))
 
+    def spend(self, seconds: float) -> None:
+        """Move time forward *without* letting the loop run: what a blocking call does.
+
+        Call it from a sync callback to simulate one that holds the loop for ``seconds``;
+        sleepers whose deadline passed wake (late) at the next :meth:`advance`.
+        """
+        self._now_ns += _to_ns(seconds, "seconds")
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking sleepers deadline by deadline."""
         await self.advance_to(self._now_ns + _to_ns(seconds, "seconds"))

@@ -1,0 +1,88 @@
+"""The precise tick source: a Linux timerfd armed at absolute deadlines."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import anyio
+import pytest
+
+import aiotimer
+from aiotimer._timerfd import timerfd_available
+from aiotimer.testing import VirtualClock
+
+linux_only = pytest.mark.skipif(not timerfd_available(), reason="timerfd is Linux-only")
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"scheduler 's': precision must be one of .*got 'fast'"):
+        aiotimer.Scheduler(name="s", precision="fast")  # type: ignore[arg-type]
+
+
+def test_timerfd_with_a_virtual_clock_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"precision='timerfd' cannot work: .*needs the MonotonicClock"
+    ):
+        aiotimer.Scheduler(clock=VirtualClock(), precision="timerfd")
+
+
+def test_auto_keeps_the_loop_source_on_a_virtual_clock() -> None:
+    assert aiotimer.Scheduler(clock=VirtualClock()).precision == "loop"
+
+
+@linux_only
+def test_auto_picks_the_timerfd_on_linux() -> None:
+    assert aiotimer.Scheduler().precision == "timerfd"
+    assert aiotimer.Scheduler(precision="loop").precision == "loop"
+
+
+def test_timerfd_where_unavailable_is_refused_and_auto_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiotimer._timerfd as timerfd
+
+    monkeypatch.setattr(timerfd, "timerfd_available", lambda: False)
+    with pytest.raises(ValueError, match="timerfd is Linux-only and unavailable"):
+        aiotimer.Scheduler(precision="timerfd")
+    assert aiotimer.Scheduler(precision="auto").precision == "loop"
+
+
+def open_fds() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+@linux_only
+@pytest.mark.anyio
+async def test_the_timerfd_is_closed_on_stop_no_leak_across_cycles() -> None:
+    s = aiotimer.Scheduler(precision="timerfd")
+    s.add_every_ms(1, lambda: None)
+    await s.start()
+    await s.stop()
+    before = open_fds()
+    for _ in range(20):
+        await s.start()
+        assert open_fds() == before + 1
+        await anyio.sleep(0.003)
+        await s.stop()
+    assert open_fds() == before
+
+
+@linux_only
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("precision", ["timerfd", "loop"])
+async def test_a_1ms_timer_never_fires_early(precision: str) -> None:
+    """Real time, 300 ms of a 1 ms timer: every run at or after its grid point."""
+    s = aiotimer.Scheduler(precision=precision)  # type: ignore[arg-type]
+    late_ns: list[int] = []
+    s.add_every_ms(1, lambda t: late_ns.append(time.monotonic_ns() - t.scheduled_ns))
+    async with s:
+        await anyio.sleep(0.3)
+    assert len(late_ns) > 50  # generous: a loaded 2-core CI machine may skip many
+    assert min(late_ns) >= 0
+
+
+def test_timerfd_module_reports_platform() -> None:
+    assert timerfd_available() == sys.platform.startswith("linux")
