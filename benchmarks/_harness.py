@@ -236,7 +236,7 @@ async def measure_window(
     fires0 = fires()
     w0, c0 = time.monotonic_ns(), cpu_s()
     for s in range(1, window_s + 1):
-        await sleep_until(start_ns + s * NS_PER_S)
+        await sleep_until(w0 + s * NS_PER_S)  # from w0: both ends at the same phase
         progress(workload, f"{tag}: measuring {s}/{window_s} s")
     w1, c1 = time.monotonic_ns(), cpu_s()
     fires1 = fires()

@@ -79,16 +79,17 @@ def _register(tag: str, n: int, add: Callable[[], object]) -> dict[str, Any]:
 # -- aiotimer ------------------------------------------------------------------------------------
 
 
-def _log2_percentile(buckets: list[int], q: float, max_ns: int) -> float:
-    """Percentile of a log2 histogram (bucket b: values of bit length b), interpolated inside
-    the bucket and clamped to the largest value seen, like aiotimer's own stats."""
+def _hist_percentile(buckets: list[int], upper_ns: list[int], q: float, max_ns: int) -> float:
+    """Percentile of a histogram (bucket b holds values below ``upper_ns[b]`` and at or above
+    the previous bound), interpolated inside the bucket and clamped to the largest value seen,
+    as aiotimer's own stats do."""
     total = sum(buckets)
     rank = q * total
     seen = 0
     for b, count in enumerate(buckets):
         if count and seen + count >= rank:
-            low = 0 if b == 0 else 1 << (b - 1)
-            high = max(1 << b, max_ns) if b == len(buckets) - 1 else 1 << b
+            low = 0 if b == 0 else upper_ns[b - 1]
+            high = upper_ns[b] if b < len(buckets) - 1 else max(max_ns, low)
             return float(min(low + (high - low) * (rank - seen) / count, max_ns))
         seen += count
     return float(max_ns)
@@ -106,6 +107,16 @@ def merged_histogram(scheduler: Any) -> list[int] | None:
     return [sum(counts[b::SLOT]) for b in range(N_BUCKETS)]
 
 
+def _bucket_bounds() -> list[int]:
+    try:
+        from aiotimer._stats import BUCKET_UPPER_NS
+    except ImportError:  # the first layout: bucket b held the values of bit length b
+        from aiotimer._stats import N_BUCKETS
+
+        return [1 << b for b in range(N_BUCKETS)]
+    return list(BUCKET_UPPER_NS)
+
+
 def aiotimer_lateness(
     scheduler: Any, before: list[int] | None, after: list[int] | None
 ) -> dict[str, Any]:
@@ -119,14 +130,15 @@ def aiotimer_lateness(
         max_ns = max(t._max_lateness_ns for t in timers)  # since start: an upper bound here
     except AttributeError:
         max_ns = 1 << 62
+    upper_ns = _bucket_bounds()
     top = max((b for b, c in enumerate(window) if c), default=0)
     return {
         "method": "aiotimer's own stats: its per-timer log2 histograms merged over all timers "
         "and taken over the window (so within 2x); max = upper edge of the top bucket",
         "count": sum(window),
-        "p50_ms": _log2_percentile(window, 0.50, max_ns) / 1e6,
-        "p99_ms": _log2_percentile(window, 0.99, max_ns) / 1e6,
-        "max_ms": min(1 << top, max_ns) / 1e6,
+        "p50_ms": _hist_percentile(window, upper_ns, 0.50, max_ns) / 1e6,
+        "p99_ms": _hist_percentile(window, upper_ns, 0.99, max_ns) / 1e6,
+        "max_ms": min(upper_ns[top], max_ns) / 1e6,
         "early": 0,  # aiotimer's lateness is never negative: it does not fire early
     }
 
