@@ -8,10 +8,12 @@ Workloads (all by default, in this order):
 * ``memory``: memory and registration cost of 1,000,000 timers;
 * ``process``: timer processes (``benchmarks/process.py``, when present).
 
-Each workload runs in a process of its own, bounded in time; its tables go to stdout, progress
-to stderr. ``results.json`` in ``--out`` gathers every workload's results with the machine they
-ran on; PNG plots go next to it. ``--quick`` is the CI smoke run (well under a minute). The exit
-status is non-zero when a workload failed to run; missed targets are reported, not failures.
+Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
+order asked for), progress to stderr. The full mode runs one workload at a time; ``--quick``
+runs two at a time (``--jobs``) to stay well under a minute on 2 cores, so its numbers are
+indicative only. ``results.json`` in ``--out`` gathers every workload's results with the
+machine they ran on; PNG plots go next to it. ``--quick`` is the CI smoke run. The exit status
+is non-zero when a workload failed to run; missed targets are reported, not failures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ TIMEOUT_S = {
     "process": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0
+QUICK_JOBS = 2
+"""Workloads run at a time in the quick mode (CI on 2 cores); the full mode runs one at a time."""
 PROCESS_RUNNER = "import sys\nfrom benchmarks.process import main\nsys.exit(main(sys.argv[1:]))"
 
 
@@ -60,6 +65,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="short runs, for CI (< 1 min)")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"workloads at a time (default: 1, or {QUICK_JOBS} with --quick)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=h.DEFAULT_OUT, help="results directory (default: %(default)s)"
     )
     args = parser.parse_args(argv)
@@ -68,18 +80,36 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(
             f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
         )
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     args.workloads = list(dict.fromkeys(args.workloads)) or list(WORKLOADS)
     return args
 
 
-def _run_process_workload(quick: bool, timeout_s: float) -> dict[str, Any]:
-    """``benchmarks/process.py`` is another engineer's module: run its ``main(argv)``."""
-    if importlib.util.find_spec(WORKLOADS["process"]) is None:
-        note = "skipped: benchmarks/process.py is not present in this checkout"
-        print(f"process: {note}\n")
-        return {"workload": "process", "skipped": note, "ok": True}
-    error = h.run_child(["-c", PROCESS_RUNNER, *(["--quick"] if quick else [])], timeout_s)
-    return {"workload": "process", "error": error, "ok": error is None}
+def _run_workload(
+    name: str, label: str, quick: bool, out: Path, timeout_s: float
+) -> tuple[dict[str, Any], str]:
+    """Run one workload in a child; its results and the tables it printed."""
+    h.progress("benchmarks", label)
+    args = ["--quick"] if quick else []
+    if name == "process":  # another engineer's module: its main(argv) is the interface
+        if importlib.util.find_spec(WORKLOADS[name]) is None:
+            note = "skipped: benchmarks/process.py is not present in this checkout"
+            return {"workload": name, "skipped": note, "ok": True}, f"process: {note}\n"
+        error, stdout = h.run_child_captured(["-c", PROCESS_RUNNER, *args], timeout_s)
+        return {"workload": name, "error": error, "ok": error is None}, stdout
+    result_file = out / f"{name}.json"
+    result_file.unlink(missing_ok=True)
+    error, stdout = h.run_child_captured(
+        ["-m", WORKLOADS[name], "--out", str(out), *args], timeout_s
+    )
+    if not result_file.exists():
+        return {"workload": name, "error": error or "wrote no results", "ok": False}, stdout
+    data: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+    if error is not None:
+        data["error"] = error
+        data["ok"] = False
+    return data, stdout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,28 +117,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     machine = h.machine_info()
     print(h.machine_line(machine), end="\n\n", flush=True)
+    jobs = args.jobs if args.jobs is not None else (QUICK_JOBS if args.quick else 1)
+    if jobs > 1:
+        print(
+            f"note: {jobs} workloads at a time (the quick default): the numbers are indicative; "
+            "run without --quick (one at a time) for numbers to quote\n",
+            flush=True,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
+    mode = "quick" if args.quick else "full"
     workloads: dict[str, Any] = {}
-    for i, name in enumerate(args.workloads, 1):
-        mode = "quick" if args.quick else "full"
-        h.progress("benchmarks", f"workload {i}/{len(args.workloads)}: {name} ({mode})")
-        timeout_s = QUICK_TIMEOUT_S if args.quick else TIMEOUT_S[name]
-        if name == "process":
-            workloads[name] = _run_process_workload(args.quick, timeout_s)
-            continue
-        result_file = args.out / f"{name}.json"
-        result_file.unlink(missing_ok=True)
-        quick = ["--quick"] if args.quick else []
-        sys.stdout.flush()
-        error = h.run_child(["-m", WORKLOADS[name], "--out", str(args.out), *quick], timeout_s)
-        if result_file.exists():
-            workloads[name] = json.loads(result_file.read_text(encoding="utf-8"))
-            if error is not None:
-                workloads[name]["error"] = error
-        else:
-            workloads[name] = {"workload": name, "error": error or "wrote no results", "ok": False}
-        if error is not None:
-            h.progress("benchmarks", f"workload {name} failed: {error}")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        for i, name in enumerate(args.workloads, 1):
+            timeout_s = QUICK_TIMEOUT_S if args.quick else TIMEOUT_S[name]
+            label = f"workload {i}/{len(args.workloads)}: {name} ({mode})"
+            futures[name] = pool.submit(_run_workload, name, label, args.quick, args.out, timeout_s)
+        for name, future in futures.items():  # tables in the order asked for
+            data, stdout = future.result()
+            workloads[name] = data
+            print(stdout, end="", flush=True)
+            if data.get("error"):
+                h.progress("benchmarks", f"workload {name} failed: {data['error']}")
 
     targets = [
         {**t, "target": f"{name}: {t['target']}"}
@@ -122,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine,
         "command": ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
         "quick": args.quick,
+        "jobs": jobs,
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(elapsed, 1),
         "workloads": workloads,

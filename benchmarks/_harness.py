@@ -366,13 +366,27 @@ def child_env() -> dict[str, str]:
 
 def run_child(args: Sequence[str], timeout_s: float) -> str | None:
     """Run ``python args...`` bounded by ``timeout_s`` (killed past it); the error, if any."""
+    return run_child_captured(args, timeout_s, capture=False)[0]
+
+
+def run_child_captured(
+    args: Sequence[str], timeout_s: float, *, capture: bool = True
+) -> tuple[str | None, str]:
+    """:func:`run_child`, returning ``(error, stdout)`` with stdout captured (stderr is not)."""
     try:
         proc = subprocess.run(
-            [sys.executable, *args], env=child_env(), timeout=timeout_s, check=False
+            [sys.executable, *args],
+            env=child_env(),
+            timeout=timeout_s,
+            check=False,
+            stdout=subprocess.PIPE if capture else None,
+            text=True,
         )
-    except subprocess.TimeoutExpired:
-        return f"timed out after {timeout_s:.0f} s (killed)"
-    return f"exited with code {proc.returncode}" if proc.returncode else None
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        return f"timed out after {timeout_s:.0f} s (killed)", out
+    error = f"exited with code {proc.returncode}" if proc.returncode else None
+    return error, proc.stdout or ""
 
 
 def workload_main(

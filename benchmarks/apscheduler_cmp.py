@@ -191,6 +191,8 @@ async def _run(tag: str, lib: str, mode: str, window_s: int, mem_jobs: int) -> d
         await jobs.stop()
     result["lateness"] = jobs.recorder.lateness(window.before, window.after)
     result["log_records"] = dict(jobs.log_records)
+    if lib == "aiotimer":
+        result["tick_source"] = getattr(jobs.scheduler, "precision", "loop")
 
     # Memory: a second scheduler, built under tracemalloc (which would distort the timings).
     h.progress(NAME, f"{tag}: memory of {mem_jobs:,} jobs (tracemalloc)")
@@ -232,7 +234,7 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
         lat = r["lateness"]
         rows.append(
             [
-                variant,
+                f"{variant}[{r['tick_source']}]" if "tick_source" in r else variant,
                 r["register_us_per_job"],
                 r["bytes_per_job"],
                 r["cpu_per_wall_s"],
