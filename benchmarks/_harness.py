@@ -121,7 +121,7 @@ def machine_info() -> dict[str, Any]:
             for name in ("aiotimer", "anyio", "uvloop", "trio", "apscheduler", "matplotlib")
         },
         "git": _git_commit(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average": _loadavg(),
     }
 
 
@@ -356,6 +356,10 @@ class Report:
     plots: list[str] = field(default_factory=list)
 
 
+def _loadavg() -> tuple[float, float, float] | None:
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
 def child_env() -> dict[str, str]:
     """The environment for child interpreters: this checkout first on the import path."""
     env = dict(os.environ)
@@ -422,6 +426,7 @@ def workload_main(
         return 0
 
     started = time.perf_counter()
+    load_start = _loadavg()
     names = variants(args.quick)
     results: dict[str, dict[str, Any]] = {}
     failed = False
@@ -444,6 +449,13 @@ def workload_main(
 
     args.out.mkdir(parents=True, exist_ok=True)
     rep = report(results, args.quick, args.out)
+    load_end = _loadavg()
+    if load_start is not None and load_end is not None:
+        rep.notes.append(
+            f"1-minute load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the "
+            f"end ({os.cpu_count()} cores): a load above ~1 means other processes competed for "
+            "the CPU, which inflates lateness (CPU seconds are per process and hold up better)"
+        )
     for table in rep.tables:
         print(table, end="\n\n")
     if rep.targets:
@@ -457,6 +469,7 @@ def workload_main(
         "workload": name,
         "quick": args.quick,
         "seconds": round(time.perf_counter() - started, 2),
+        "load_average": {"start": load_start, "end": load_end},
         **rep.data,
         "variants": results if not rep.data.get("variants") else rep.data["variants"],
         "targets": rep.targets,

@@ -48,10 +48,13 @@ def bars(
         values = [get(results[n]) for n in names]
         heights = [v if v is not None and v > 0 and math.isfinite(v) else 0 for v in values]
         colors = ["tab:blue" if n.startswith("aiotimer") else "tab:gray" for n in names]
-        ax.bar(range(len(names)), heights, color=colors)
+        bars = ax.bar(range(len(names)), heights, color=colors)
+        ax.bar_label(bars, labels=[f"{v:.3g}" if v else "-" for v in heights], fontsize=8)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        if any(heights):
+        positive = [v for v in heights if v > 0]
+        if positive:
             ax.set_yscale("log")
+            ax.set_ylim(min(positive) / 4, max(positive) * 3)
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
