@@ -6,6 +6,7 @@ public names; the implementation lives in the private modules next to it.
 """
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, MonotonicClock
 from ._default import default_scheduler, every_ms, every_s, get_ticks, get_ticks_raw
@@ -14,13 +15,18 @@ from ._policy import Missed, Overlap, Policy
 from ._scheduler import Scheduler
 from ._service import Service
 from ._spec import Kind, TimerSpec, Unit
-from ._stats import Distribution, TimerStats
+from ._stats import BUCKET_UPPER_NS, Distribution, Histogram, TimerStats
 from ._table import TimerTable
 from ._timer import Tick, Timer, TimerState
 
+if TYPE_CHECKING:
+    from .process import TimerProcess
+
 __all__ = [
+    "BUCKET_UPPER_NS",
     "Clock",
     "Distribution",
+    "Histogram",
     "Kind",
     "Missed",
     "MonotonicClock",
@@ -30,6 +36,7 @@ __all__ = [
     "Service",
     "Tick",
     "Timer",
+    "TimerProcess",
     "TimerSpec",
     "TimerState",
     "TimerStats",
@@ -44,3 +51,13 @@ __all__ = [
 ]
 
 logging.getLogger("aiotimer").addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    # aiotimer.TimerProcess is imported on first use: worker processes need multiprocessing,
+    # sockets and ctypes, which a program without timer processes should not pay to import.
+    if name == "TimerProcess":
+        from .process import TimerProcess
+
+        return TimerProcess
+    raise AttributeError(f"module 'aiotimer' has no attribute {name!r}")

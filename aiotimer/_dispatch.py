@@ -13,6 +13,9 @@ Ground rules:
   ``KeyboardInterrupt``, ``SystemExit`` and cancellation are never swallowed.
 * A grid point that passes without a run of its own is *missed*: ``runs + missed`` equals the
   grid points due so far (for ``SKIP`` and ``DELAY``; ``BURST`` replays them instead).
+* "Now", for deciding whether a run is late, is re-read after every timed run, so a callback
+  that blocks the loop makes the later timers of its own batch late too. (In a batch bigger
+  than ``SAMPLE_BUDGET``, between timed runs, it is the time of the last timed run.)
 
 The hot path is :meth:`Dispatcher.fire` for a periodic, inline sync, no-argument timer with the
 default policy (mode ``0``). Per fire it costs: one comparison to skip stale entries, integer
@@ -36,7 +39,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from ._policy import DEFAULT_POLICY, Missed
+from ._policy import Missed
 from ._queue import NOT_QUEUED, TickQueue
 from ._spec import Kind, TimerSpec, check_interval
 from ._stats import DURATION
@@ -59,11 +62,11 @@ current_timer: contextvars.ContextVar[Timer | None] = contextvars.ContextVar(
 )
 """The timer whose asynchronous run is going on in this task, if any."""
 
-# Mode bits. 0 is the fast path: periodic, inline sync, no argument, default policy.
+# Mode bits. 0 and TAKES_TICK take the fast path: periodic, inline sync, no jitter or timeout.
 TAKES_TICK: Final = 1
 COROUTINE: Final = 2
 THREAD: Final = 4
-SPECIAL: Final = 8  # not periodic, or a non-default policy
+SPECIAL: Final = 8  # not periodic, or jittered, or with a timeout
 INTERNAL: Final = 16  # the scheduler's own one-shots (run timeouts): no stats, no registry
 ASYNC: Final = COROUTINE | THREAD
 
@@ -76,7 +79,9 @@ def mode_of(spec: TimerSpec) -> int:
     policy = spec.policy
     if policy.thread and not spec.is_coroutine:
         mode |= THREAD
-    if spec.kind is not Kind.PERIODIC or policy is not DEFAULT_POLICY:
+    # The fast path handles periodic inline runs with any missed policy, error hooks and
+    # max_failures (they act only on late or failed runs); these need the general path:
+    if spec.kind is not Kind.PERIODIC or policy.jitter_ms or policy.timeout_s is not None:
         mode |= SPECIAL
     return mode
 
@@ -111,7 +116,9 @@ class Dispatcher:
         scheduler = self._scheduler
         now_ns = scheduler._now_ns
         block_ns = self._block_ns
-        scheduled_ns = queue.origin_ns + tick * queue.tick_ns
+        origin_ns = queue.origin_ns
+        tick_ns = queue.tick_ns
+        scheduled_ns = origin_ns + tick * tick_ns
         # Timing: every run of a batch of up to SAMPLE_BUDGET timers is timed; in a bigger
         # batch, one run in `every` is (rotating, so each timer is timed in turn) and the runs
         # in between are timed as a group, for the loop-block watchdog.
@@ -126,24 +133,27 @@ class Dispatcher:
         stale = 0
         untimed = 0  # runs since t_prev that were not timed one by one
         first_untimed: Timer | None = None
+        since_start_ns = scheduled_ns - scheduler._start_ns
+        ticks = since_start_ns // NS_PER_S
+        ticks_raw = since_start_ns // NS_PER_MS
         t_prev = now_ns()
         for timer in bucket:
             if timer._due_tick != tick:
                 stale += 1  # cancelled, paused or moved since it was queued here
                 continue
-            if timer._mode:
+            mode = timer._mode
+            if mode > TAKES_TICK:
                 self._fire_general(queue, timer, now_tick)
                 t_prev = now_ns()
+                now_tick = (t_prev - origin_ns) // tick_ns  # a run may have held the loop
                 untimed = 0
                 continue
             interval = timer._interval
-            late = now_tick - tick
-            if late < interval:
+            if now_tick - tick < interval:
                 next_tick = tick + interval
-            else:  # Missed.SKIP: merge the passed grid points into this run
-                missed = late // interval
-                timer._missed += missed
-                next_tick = tick + (missed + 1) * interval
+                missed = 0
+            else:
+                next_tick, missed = _late(timer, tick, now_tick)
             timer._grid_tick = timer._due_tick = next_tick
             if next_tick != last_tick:
                 last_tick = next_tick
@@ -157,7 +167,12 @@ class Dispatcher:
                     first_untimed = timer
                 untimed += 1
                 try:
-                    timer._call()
+                    if mode:
+                        timer._call(
+                            Tick(ticks, ticks_raw, scheduled_ns, missed, timer.spec.param, timer)
+                        )
+                    else:
+                        timer._call()
                 except Exception as exc:
                     self._failed(timer, exc)
                 continue
@@ -170,10 +185,16 @@ class Dispatcher:
             else:
                 t0 = t_prev
             try:
-                timer._call()
+                if mode:
+                    timer._call(
+                        Tick(ticks, ticks_raw, scheduled_ns, missed, timer.spec.param, timer)
+                    )
+                else:
+                    timer._call()
             except Exception as exc:
                 self._failed(timer, exc)
             t_prev = now_ns()
+            now_tick = (t_prev - origin_ns) // tick_ns  # a run may have held the loop
             self._record(timer, t0 - scheduled_ns, t_prev - t0, t0)
             if t_prev - t0 >= block_ns:
                 self._blocked(timer, t_prev - t0)
@@ -197,23 +218,12 @@ class Dispatcher:
         spec = timer.spec
         policy = spec.policy
         grid = timer._grid_tick
-        interval = timer._interval
-        late = now_tick - grid
-        passed = late // interval if late >= interval else 0  # grid points passed after `grid`
         missed = 0
         if spec.kind is Kind.PERIODIC:
-            if not passed:
-                next_grid = grid + interval
-            elif policy.missed is Missed.SKIP:
-                missed = passed
-                next_grid = grid + (passed + 1) * interval
-            elif policy.missed is Missed.BURST:  # replay, but at most max_catchup of them
-                missed = max(0, passed - policy.max_catchup)
-                next_grid = grid + (missed + 1) * interval
-            else:  # Missed.DELAY: restart the grid from this late run
-                missed = passed
-                next_grid = now_tick + interval
-            timer._missed += missed
+            if now_tick - grid < timer._interval:
+                next_grid = grid + timer._interval
+            else:
+                next_grid, missed = _late(timer, grid, now_tick)
             self._scheduler._queue_grid(timer, next_grid)
         else:
             timer._due_tick = NOT_QUEUED  # re-queued or finished once the run returns
@@ -264,8 +274,6 @@ class Dispatcher:
         if timeout_ns is not None and duration_ns > timeout_ns:
             self._overran(timer, duration_ns)
             result = _FAILED
-        elif result is not _FAILED and timer._trouble is not None:
-            timer._trouble.failures_in_row = 0
         self._after_run(timer, grid, result)
 
     async def _run_async(
@@ -305,8 +313,6 @@ class Dispatcher:
                 if scope.cancelled_caught:
                     result = _FAILED
                     self._timed_out(timer)
-            if result is not _FAILED and timer._trouble is not None:
-                timer._trouble.failures_in_row = 0
         except Exception as exc:
             self._failed(timer, exc)
             result = _FAILED
@@ -334,6 +340,7 @@ class Dispatcher:
         if duration_ns > timer._max_duration_ns:
             timer._max_duration_ns = duration_ns
         timer._last_run_ns = started_ns
+        timer._last_lateness_ns = lateness_ns
 
     def _after_run(self, timer: Timer, grid: int, result: object) -> None:
         """Settle a non-periodic timer once its run returned ``result``."""
@@ -390,8 +397,11 @@ class Dispatcher:
         self._count_failure(timer, exc)
 
     def _count_failure(self, timer: Timer, exc: BaseException) -> None:
+        # Consecutive: the previous failure was the previous run (no bookkeeping per success).
         trouble = timer.trouble()
-        trouble.failures_in_row += 1
+        in_row = trouble.failed_run == timer._runs - 1
+        trouble.failures_in_row = trouble.failures_in_row + 1 if in_row else 1
+        trouble.failed_run = timer._runs
         policy = timer.spec.policy
         for hook in (policy.on_error, self._scheduler._on_error):
             if hook is not None:
@@ -425,3 +435,22 @@ class Dispatcher:
             timer.name,
             duration_ns / 1e6,
         )
+
+
+def _late(timer: Timer, grid: int, now_tick: int) -> tuple[int, int]:
+    """``(next grid point, missed)`` for a periodic run for ``grid`` that happens at
+    ``now_tick``, one interval or more late: the timer's :class:`~aiotimer.Missed` policy."""
+    interval = timer._interval
+    passed = (now_tick - grid) // interval  # grid points that passed after `grid`
+    policy = timer.spec.policy
+    if policy.missed is Missed.SKIP:  # merge them into this run
+        missed = passed
+        next_grid = grid + (passed + 1) * interval
+    elif policy.missed is Missed.BURST:  # replay them, but at most max_catchup
+        missed = max(0, passed - policy.max_catchup)
+        next_grid = grid + (missed + 1) * interval
+    else:  # Missed.DELAY: restart the grid from this late run
+        missed = passed
+        next_grid = now_tick + interval
+    timer._missed += missed
+    return next_grid, missed

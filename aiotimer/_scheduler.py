@@ -26,14 +26,14 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import anyio
 from anyio.abc import TaskStatus
 
 from ._backend import spawn_detached
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, mode_of
+from ._dispatch import INTERNAL, Dispatcher, current_timer, mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
@@ -44,6 +44,9 @@ from ._tick_source import TickSource
 from ._timer import Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
 
+if TYPE_CHECKING:
+    from .process import TimerProcess
+
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("aiotimer.scheduler")
@@ -53,6 +56,13 @@ DEFAULT_GRACE_S: Final = 5.0
 DEFAULT_BLOCK_WARN_S: Final = 0.1
 DEFAULT_THREAD_LIMIT: Final = 8
 _INTERNAL_SPEC_NAME: Final = "aiotimer.internal"
+
+
+def _internal() -> None:
+    """Stands for the callable of an internal one-shot (each brings its own)."""
+
+
+_INTERNAL_SPEC: Final = TimerSpec(_internal, 1, Unit.MS, Kind.ONESHOT, name=_INTERNAL_SPEC_NAME)
 
 
 @final
@@ -338,8 +348,9 @@ class Scheduler(Registrar[Timer]):
         """Run ``fn()`` once after ``delay_ns`` (rounded up to whole ms) on the scheduler's own
         queue and clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
         delay_ms = max(1, -(-delay_ns // NS_PER_MS))
-        spec = TimerSpec(fn, delay_ms, Unit.MS, Kind.ONESHOT, name=_INTERNAL_SPEC_NAME)
-        timer = self._new_timer(spec, _INTERNAL_SPEC_NAME, INTERNAL | SPECIAL)
+        # One shared spec; the callable goes straight into the timer (no signature to read).
+        timer = Timer(_INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self, self._ms, delay_ms, 0, INTERNAL)
+        timer._call = fn
         self._arm(timer, self._clock.now_ns())
         return timer
 
@@ -418,6 +429,18 @@ class Scheduler(Registrar[Timer]):
             )
         self._services[service.name] = service
 
+    def add_process(self, process: TimerProcess) -> None:
+        """Run a :class:`~aiotimer.TimerProcess`'s workers with this scheduler: started by
+        :meth:`start`, stopped by :meth:`stop`. Only while the scheduler is stopped.
+
+        :raises TypeError: not a TimerProcess
+        :raises ValueError: one of that name is attached, or it is attached elsewhere
+        :raises RuntimeError: the scheduler is not stopped
+        """
+        from .process import attach  # the process layer is imported only by those who use it
+
+        attach(self, process)
+
     @property
     def services(self) -> Mapping[str, Service]:
         return MappingProxyType(self._services)
@@ -471,6 +494,10 @@ class Scheduler(Registrar[Timer]):
                 await self._serve(started.set)
             except BaseException as exc:
                 if not started.is_set():
+                    # A service that failed to start comes out of the task group as a group
+                    # of one: raise the error itself, as a caller of start() expects.
+                    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]
                     failure.append(exc)
                     started.set()
                     return

@@ -26,6 +26,7 @@ __all__ = [
     "BUCKET_UPPER_NS",
     "N_BUCKETS",
     "Distribution",
+    "Histogram",
     "HistogramSlab",
     "TimerStats",
     "bucket_of",
@@ -56,10 +57,11 @@ _MAX_COUNT: Final = 0xFFFFFFFF
 class HistogramSlab:
     """The lateness and duration histograms of every timer of a scheduler, in one array."""
 
-    __slots__ = ("_free", "counts")
+    __slots__ = ("_free", "counts", "sums")
 
     def __init__(self) -> None:
         self.counts = array("I")
+        self.sums = array("Q")  # the sum of the values of each histogram, in ns
         self._free: list[int] = []
 
     def allocate(self) -> int:
@@ -68,10 +70,12 @@ class HistogramSlab:
             return self._free.pop()
         base = len(self.counts)
         self.counts.extend(_ZEROS)
+        self.sums.extend(_NO_SUMS)
         return base
 
     def release(self, base: int) -> None:
         self.counts[base : base + SLOT] = _ZEROS
+        self.sums[base // N_BUCKETS : base // N_BUCKETS + 2] = _NO_SUMS
         self._free.append(base)
 
     def record(self, start: int, value_ns: int) -> None:
@@ -81,11 +85,15 @@ class HistogramSlab:
         if counts[index] >= _MAX_COUNT:
             for i in range(start, start + N_BUCKETS):
                 counts[i] >>= 1
+            self.sums[start // N_BUCKETS] >>= 1
         counts[index] += 1
+        self.sums[start // N_BUCKETS] += value_ns
 
-    def buckets(self, start: int) -> list[int]:
-        """The counts of the histogram at ``start`` (not cumulative), for exporters."""
-        return self.counts[start : start + N_BUCKETS].tolist()
+    def histogram(self, start: int) -> Histogram:
+        """The histogram at ``start``, as plain data (for exporters)."""
+        return Histogram(
+            tuple(self.counts[start : start + N_BUCKETS]), self.sums[start // N_BUCKETS]
+        )
 
     def distribution(self, start: int, max_ns: int) -> Distribution:
         """The :class:`Distribution` of the histogram at ``start`` whose largest value is
@@ -103,6 +111,7 @@ class HistogramSlab:
 
 
 _ZEROS: Final = array("I", bytes(4 * SLOT))
+_NO_SUMS: Final = array("Q", bytes(16))
 
 
 def bucket_of(value_ns: int) -> int:
@@ -121,6 +130,19 @@ def _percentile(buckets: array[int], total: int, q: float, max_ns: int) -> float
             return min(max(value, low), max_ns)
         seen += count
     return float(max_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """One histogram: ``counts[b]`` values fell in bucket ``b`` (below ``BUCKET_UPPER_NS[b]``,
+    at or above the bucket before it; not cumulative), ``sum_ns`` is their sum."""
+
+    counts: tuple[int, ...]
+    sum_ns: int
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +173,7 @@ class TimerStats:
     loop_blocks: int
     running: int
     last_run_ns: int | None
+    last_lateness_s: float | None
     lateness: Distribution
     duration: Distribution
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from ._queue import NOT_QUEUED
 from ._spec import TimerSpec
-from ._stats import DURATION, TimerStats
+from ._stats import DURATION, Histogram, TimerStats
 
 if TYPE_CHECKING:
     from ._queue import TickQueue
@@ -80,13 +80,21 @@ class _Trouble:
     """Counters of rare events, allocated on a timer's first one (most timers never have any:
     keeping them out of :class:`Timer` saves memory at 100,000 timers)."""
 
-    __slots__ = ("failures_in_row", "loop_blocks", "overlaps", "queued_run", "timeouts")
+    __slots__ = (
+        "failed_run",
+        "failures_in_row",
+        "loop_blocks",
+        "overlaps",
+        "queued_run",
+        "timeouts",
+    )
 
     def __init__(self) -> None:
         self.overlaps = 0
         self.timeouts = 0
         self.loop_blocks = 0
         self.failures_in_row = 0
+        self.failed_run = -1  # the run number of the last failure
         self.queued_run: tuple[int, int] | None = None  # Overlap.QUEUE: (grid tick, missed)
 
 
@@ -107,6 +115,7 @@ class Timer:
         "_grid_tick",
         "_hist",
         "_interval",
+        "_last_lateness_ns",
         "_last_run_ns",
         "_max_duration_ns",
         "_max_lateness_ns",
@@ -149,6 +158,7 @@ class Timer:
         self._errors = 0
         self._trouble: _Trouble | None = None
         self._last_run_ns = NOT_QUEUED
+        self._last_lateness_ns = NOT_QUEUED
         self._max_lateness_ns = 0
         self._max_duration_ns = 0
 
@@ -236,9 +246,18 @@ class Timer:
             loop_blocks=trouble.loop_blocks,
             running=self._running,
             last_run_ns=None if self._last_run_ns == NOT_QUEUED else self._last_run_ns,
+            last_lateness_s=(
+                None if self._last_lateness_ns == NOT_QUEUED else self._last_lateness_ns / 1e9
+            ),
             lateness=slab.distribution(self._hist, self._max_lateness_ns),
             duration=slab.distribution(self._hist + DURATION, self._max_duration_ns),
         )
+
+    def histograms(self) -> tuple[Histogram, Histogram]:
+        """The raw lateness and duration histograms (counts of timed runs per bucket of
+        ``aiotimer.BUCKET_UPPER_NS``, and sums), for exporters such as Prometheus."""
+        slab = self._scheduler._hist
+        return slab.histogram(self._hist), slab.histogram(self._hist + DURATION)
 
     # -- control ---------------------------------------------------------------------------
 

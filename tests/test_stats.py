@@ -39,10 +39,10 @@ def test_a_full_bucket_halves_its_histogram_instead_of_overflowing() -> None:
     slab.counts[base + 3] = 10
     slab.record(base, 300_000)  # bucket 5: 262..524 µs
     assert bucket_of(300_000) == 5
-    counts = slab.buckets(base)
+    counts = slab.histogram(base).counts
     assert counts[5] == 2**31
     assert counts[3] == 5  # the whole histogram halves: its shape is kept
-    assert slab.buckets(base + DURATION) == [0] * N_BUCKETS  # the other one is untouched
+    assert slab.histogram(base + DURATION).counts == (0,) * N_BUCKETS  # the other: untouched
 
 
 def test_released_slots_are_zeroed_and_reused() -> None:
@@ -67,6 +67,10 @@ async def test_timer_stats_count_runs_lateness_and_duration(virtual_clock: Virtu
     assert st.duration.p50_s == pytest.approx(0.002, rel=1)
     assert st.lateness.max_s == 0
     assert st.last_run_ns == 100 * MS
+    lateness, duration = t.histograms()
+    assert lateness.count == duration.count == 10
+    assert duration.sum_ns == 10 * 2 * MS
+    assert lateness.sum_ns == 0
 
 
 async def test_10000_failing_runs_leave_the_scheduler_running_and_memory_flat(

@@ -146,7 +146,7 @@ class VirtualClock:
             if deadline_ns is None or deadline_ns > time_ns:
                 break
             self._jump_to(deadline_ns)
-        self._now_ns = time_ns
+        self._now_ns = max(self._now_ns, time_ns)  # a callback may have spent past it
         await self.run_until_idle()
 
     async def run_until_idle(self) -> None:

@@ -1,0 +1,56 @@
+"""Dedicated timer processes: workers with their own event loop, connected by pipes.
+
+Kamailio forks a timer process for slow timer work (``register_basic_timers`` then
+``fork_basic_timer`` / ``fork_sync_timer``), so that it delays no other timer. Here a
+:class:`TimerProcess` declares such a process: its timers (``every_s`` / ``every_ms`` for grid
+("sync") timers, ``add_basic_s`` / ``add_basic_ms`` for "basic" ones that sleep after each run),
+how many workers run them, and how they are supervised. Attached to a scheduler
+(``attach(scheduler, proc)``), its workers start and stop with it::
+
+    proc = TimerProcess("msilo-cleaner", workers=1)
+
+    @proc.every_s(5)
+    def clean(tick: aiotimer.Tick) -> None: ...
+
+    attach(scheduler, proc)  # or proc.run_inline(scheduler) in tests
+    await scheduler.start()  # returns once every worker is ready
+
+Workers start with ``spawn`` by default: a fresh interpreter that imports aiotimer and the
+callbacks' modules (hundreds of milliseconds on a small VM). With ``context="forkserver"`` and
+``multiprocessing.set_forkserver_preload(["aiotimer.process._worker", "your.timers"])`` called
+before the first start, workers are forked from a server that already imported them.
+
+The tree shows the data flow: ``_timer_process`` (the declaration) and ``_spec`` (what crosses
+to a child) -> ``_hub`` (the scheduler's service) -> ``_supervisor`` (parent side, one per
+worker) <- ``_channel`` / ``_protocol`` (framed pipe) -> ``_worker`` (child side); ``_inline``
+replaces the last three in tests; ``_context`` is what a worker's callbacks see.
+"""
+
+from ._context import WorkerInfo, current_worker, send_to_parent
+from ._errors import ProcessError, ProtocolError, WorkerCrashed, WorkerStartError
+from ._handle import Worker, WorkerState
+from ._hub import attach
+from ._protocol import PROTOCOL_VERSION
+from ._restart import RestartMode, RestartPolicy
+from ._spec import Mode, ProcessTimer
+from ._timer_process import ContextName, TimerProcess
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ContextName",
+    "Mode",
+    "ProcessError",
+    "ProcessTimer",
+    "ProtocolError",
+    "RestartMode",
+    "RestartPolicy",
+    "TimerProcess",
+    "Worker",
+    "WorkerCrashed",
+    "WorkerInfo",
+    "WorkerStartError",
+    "WorkerState",
+    "attach",
+    "current_worker",
+    "send_to_parent",
+]

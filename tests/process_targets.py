@@ -1,0 +1,95 @@
+"""Callbacks and handlers for the timer-process tests.
+
+Worker processes import what they run by module and name, so everything here is module-level.
+Inline tests read ``RUNS``; real-process tests learn what happened from messages to the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from typing import Any
+
+import aiotimer
+from aiotimer.process import current_worker, send_to_parent
+
+logger = logging.getLogger("process_targets")
+
+RUNS: list[tuple[str, int, int]] = []
+"""Inline runs: (timer name, worker index, clock time in ns when the run started)."""
+
+
+def record(tick: aiotimer.Tick) -> None:
+    RUNS.append((tick.timer.name, current_worker().index, tick.timer.scheduler.clock.now_ns()))
+
+
+async def record_then_work(tick: aiotimer.Tick) -> None:
+    """Record the run, then work ``tick.param`` ms of the scheduler's (virtual) clock."""
+    record(tick)
+    clock = tick.timer.scheduler.clock
+    await clock.sleep_until(clock.now_ns() + tick.param * 1_000_000)
+
+
+def report_tick(tick: aiotimer.Tick) -> None:
+    """Tell the parent a worker timer ran."""
+    info = current_worker()
+    send_to_parent(("tick", info.index, info.pid, tick.timer.name, time.monotonic_ns()))
+
+
+def report_tick_once(tick: aiotimer.Tick) -> None:
+    info = current_worker()
+    if tick.timer.runs == 1:
+        send_to_parent(("first", info.index, info.pid, time.monotonic_ns()))
+
+
+def fail(tick: aiotimer.Tick) -> None:
+    raise ValueError(f"boom {tick.param}")
+
+
+def noop() -> None:
+    pass
+
+
+def echo_to_parent(obj: Any) -> None:
+    """``on_parent_message`` handler: commands from the tests."""
+    info = current_worker()
+    if obj == "ping":
+        send_to_parent(("pong", info.index, info.pid))
+    elif obj == "hang":
+        time.sleep(60)  # blocks the worker's loop: no more heartbeats
+    elif obj == "log":
+        logger.warning("hello from worker %d", info.index, extra={"colour": "blue"})
+    elif obj == "garbage":
+        _worker_socket().sendall(b"this is not a frame at all, not even close")
+    elif obj == "unknown-kind":
+        _worker_socket().sendall(struct.pack("!2sBI", b"\xa7\x1e", 200, 3) + b"abc")
+        send_to_parent(("after-unknown", info.index))
+    elif obj == "exit":
+        os._exit(3)
+    else:
+        send_to_parent(obj)
+
+
+async def async_echo(obj: Any) -> None:
+    send_to_parent(("async", obj))
+
+
+def _worker_socket() -> Any:
+    from aiotimer.process import _context
+
+    link: Any = _context._process_wide[0]
+    return link.channel.sock
+
+
+def ping_pong(obj: Any) -> None:
+    """Benchmark handler: answer at once."""
+    send_to_parent(obj)
+
+
+def not_importable_factory() -> Any:
+    def inner() -> None:
+        pass
+
+    return inner

@@ -1,0 +1,395 @@
+"""aiotimer.prometheus: scheduler stats as Prometheus metrics; the aiohttp /metrics route."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp import web
+from anyio.abc import TaskStatus
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
+
+import aiotimer.prometheus
+from aiotimer import Overlap, Scheduler
+from aiotimer.aiohttp import add_metrics_route, setup
+from aiotimer.testing import VirtualClock
+
+TIMER_METRICS = (
+    "aiotimer_runs_total",
+    "aiotimer_missed_total",
+    "aiotimer_overlaps_total",
+    "aiotimer_errors_total",
+    "aiotimer_timeouts_total",
+    "aiotimer_loop_blocks_total",
+    "aiotimer_runs_in_flight",
+)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def families(registry: CollectorRegistry) -> dict[str, str]:
+    """Family name -> type, as a Prometheus server parses the text format."""
+    text = generate_latest(registry).decode()
+    return {f.name: f.type for f in text_string_to_metric_families(text)}
+
+
+@asynccontextmanager
+async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
+    """``async with scheduler`` without a grace period at the end: virtual time stands still
+    unless the test moves it, so a grace period would never pass for a run in flight."""
+    await scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        await scheduler.stop(0)
+
+
+class FakeWorkers:
+    """A service reporting worker processes the way the worker-process service does."""
+
+    name = "workers"
+
+    def __init__(self, workers: dict[str, Any]) -> None:
+        self.workers = workers
+
+    async def serve(self, scheduler: Scheduler, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+    async def stop(self, grace_s: float) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {"workers": self.workers}
+
+
+# -- names, types, labels ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_metrics_are_named_by_prometheus_conventions_and_labelled_by_timer(
+    virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    scheduler = Scheduler(clock=virtual_clock, name="svc")
+    scheduler.add_every_ms(20, lambda: None, name="rtp")
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    async with running(scheduler):
+        await virtual_clock.advance(1.0)
+        assert families(registry) == {
+            "aiotimer_runs": "counter",
+            "aiotimer_missed": "counter",
+            "aiotimer_overlaps": "counter",
+            "aiotimer_errors": "counter",
+            "aiotimer_timeouts": "counter",
+            "aiotimer_loop_blocks": "counter",
+            "aiotimer_runs_in_flight": "gauge",
+            "aiotimer_lateness_seconds": "histogram",
+            "aiotimer_duration_seconds": "histogram",
+            "aiotimer_scheduler_running": "gauge",
+            "aiotimer_leader": "gauge",
+            "aiotimer_worker_restarts": "counter",
+        }
+        for name in TIMER_METRICS:
+            assert value(registry, name, scheduler="svc", timer="rtp") is not None, name
+        assert value(registry, "aiotimer_runs_total", scheduler="svc", timer="rtp") == 50
+
+
+@pytest.mark.anyio
+async def test_the_exposition_parses_as_openmetrics_too(
+    virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
+    scheduler = Scheduler(clock=virtual_clock)
+    scheduler.add_every_ms(20, lambda: None, name="rtp")
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    async with running(scheduler):
+        await virtual_clock.advance(0.1)
+        parsed = {
+            f.name: f.type for f in openmetrics_families(openmetrics_latest(registry).decode())
+        }
+    assert parsed["aiotimer_lateness_seconds"] == "histogram"
+    assert parsed["aiotimer_runs"] == "counter"
+
+
+# -- values --------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_counters_are_the_timers_own_counters(
+    virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    async def slow() -> None:  # 250 ms runs every 100 ms: overlaps
+        await virtual_clock.sleep(0.25)
+
+    scheduler = Scheduler(clock=virtual_clock, name="s")
+    scheduler.add_every_ms(100, broken, name="broken")
+    scheduler.add_every_ms(100, slow, name="slow", overlap=Overlap.SKIP)
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    async with running(scheduler):
+        await virtual_clock.advance(1.0)
+        for timer in scheduler.timers.values():
+            stats = timer.stats
+            labels = {"scheduler": "s", "timer": timer.name}
+            assert value(registry, "aiotimer_runs_total", **labels) == stats.runs
+            assert value(registry, "aiotimer_errors_total", **labels) == stats.errors
+            assert value(registry, "aiotimer_overlaps_total", **labels) == stats.overlaps
+            assert value(registry, "aiotimer_runs_in_flight", **labels) == stats.running
+        assert value(registry, "aiotimer_errors_total", scheduler="s", timer="broken") == 10
+        assert value(registry, "aiotimer_overlaps_total", scheduler="s", timer="slow") == 6
+        assert value(registry, "aiotimer_runs_in_flight", scheduler="s", timer="slow") == 1
+
+
+@pytest.mark.anyio
+async def test_histograms_have_log2_ms_scale_buckets_holding_the_runs(
+    virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    # Each run takes 3 ms of virtual time: between the bounds 2**21 ns (2.1 ms) and 2**22 ns
+    # (4.2 ms). Runs start on time: lateness 0, in the first bucket.
+    async def three_ms() -> None:
+        await virtual_clock.sleep(0.003)
+
+    scheduler = Scheduler(clock=virtual_clock, name="s")
+    scheduler.add_every_ms(10, three_ms, name="t")
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    async with running(scheduler):
+        await virtual_clock.advance(0.2)
+        timer = scheduler.get_timer("t")
+        assert (timer.runs, timer.running) == (20, 1)
+        runs = 19  # recorded when they end: the 20th is in flight
+        labels = {"scheduler": "s", "timer": "t"}
+
+        def bucket(metric: str, le: str) -> float | None:
+            return value(registry, f"aiotimer_{metric}_seconds_bucket", le=le, **labels)
+
+        assert bucket("duration", "0.002097152") == 0
+        assert bucket("duration", "0.004194304") == runs
+        assert bucket("duration", "+Inf") == runs
+        assert bucket("lateness", "1.6384e-05") == runs
+        assert bucket("lateness", "1.073741824") == runs
+        assert value(registry, "aiotimer_duration_seconds_count", **labels) == runs
+        assert value(registry, "aiotimer_duration_seconds_sum", **labels) == pytest.approx(
+            runs * 0.003
+        )
+
+        text = generate_latest(registry).decode()
+        bounds = [
+            s.labels["le"]
+            for f in text_string_to_metric_families(text)
+            if f.name == "aiotimer_lateness_seconds"
+            for s in f.samples
+            if s.name.endswith("_bucket")
+        ]
+        assert bounds[0] == "1.6384e-05"
+        assert bounds[-3:] == ["0.134217728", "1.073741824", "+Inf"]
+        assert len(bounds) == 16  # 2**14 .. 2**27 ns, 2**30 ns, +Inf
+
+
+@pytest.mark.anyio
+async def test_the_scheduler_running_gauge_follows_the_lifecycle(
+    virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    scheduler = Scheduler(clock=virtual_clock, name="s")
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    assert value(registry, "aiotimer_scheduler_running", scheduler="s") == 0
+    async with running(scheduler):
+        assert value(registry, "aiotimer_scheduler_running", scheduler="s") == 1
+    assert value(registry, "aiotimer_scheduler_running", scheduler="s") == 0
+
+
+@pytest.mark.anyio
+async def test_worker_restarts_and_worker_timers_come_from_the_scheduler_stats(
+    virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    scheduler = Scheduler(clock=virtual_clock, name="s")
+    scheduler.add_service(
+        FakeWorkers(
+            {
+                "slow-work": {"restarts": 2, "timers": {"crunch": {"runs": 7, "errors": 1}}},
+                "no-timers-yet": {"restarts": 0},
+            }
+        )
+    )
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    async with running(scheduler):
+        assert (
+            value(registry, "aiotimer_worker_restarts_total", scheduler="s", worker="slow-work")
+            == 2
+        )
+        assert (
+            value(registry, "aiotimer_worker_restarts_total", scheduler="s", worker="no-timers-yet")
+            == 0
+        )
+        labels = {"scheduler": "s", "worker": "slow-work", "timer": "crunch"}
+        assert value(registry, "aiotimer_runs_total", **labels) == 7
+        assert value(registry, "aiotimer_errors_total", **labels) == 1
+
+
+@pytest.mark.anyio
+async def test_without_workers_there_is_no_restart_series(
+    virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    scheduler = Scheduler(clock=virtual_clock, name="s")
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    text = generate_latest(registry).decode()
+    assert "aiotimer_worker_restarts_total{" not in text
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+async def test_a_leader_service_exposes_its_role(
+    virtual_clock: VirtualClock, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    from aiotimer.leader import LeaderLock
+
+    lock_file = tmp_path / "t.lock"
+    a, b = Scheduler(clock=virtual_clock, name="a"), Scheduler(clock=virtual_clock, name="b")
+    for s in (a, b):
+        s.add_service(LeaderLock(lock_file, name="host-leader"))
+        aiotimer.prometheus.register(s, registry=registry)
+    async with running(a), running(b):
+        assert value(registry, "aiotimer_leader", scheduler="a", service="host-leader") == 1
+        assert value(registry, "aiotimer_leader", scheduler="b", service="host-leader") == 0
+
+
+# -- registration --------------------------------------------------------------------------
+
+
+def test_several_schedulers_share_a_registry_by_name(registry: CollectorRegistry) -> None:
+    a, b = Scheduler(name="a"), Scheduler(name="b")
+    a.add_every_s(1, lambda: None, name="t")
+    b.add_every_s(1, lambda: None, name="t")
+    aiotimer.prometheus.register(a, registry=registry)
+    aiotimer.prometheus.register(b, registry=registry)
+    assert value(registry, "aiotimer_runs_total", scheduler="a", timer="t") == 0
+    assert value(registry, "aiotimer_runs_total", scheduler="b", timer="t") == 0
+
+    aiotimer.prometheus.unregister(a, registry=registry)
+    assert value(registry, "aiotimer_runs_total", scheduler="a", timer="t") is None
+    assert value(registry, "aiotimer_runs_total", scheduler="b", timer="t") == 0
+    aiotimer.prometheus.unregister(b, registry=registry)
+    assert families(registry) == {}
+
+
+def test_two_schedulers_of_one_name_on_one_registry_are_refused(
+    registry: CollectorRegistry,
+) -> None:
+    aiotimer.prometheus.register(Scheduler(name="svc"), registry=registry)
+    with pytest.raises(ValueError, match="another scheduler named 'svc' is already registered"):
+        aiotimer.prometheus.register(Scheduler(name="svc"), registry=registry)
+
+
+def test_registering_a_scheduler_twice_is_refused(registry: CollectorRegistry) -> None:
+    scheduler = Scheduler(name="svc")
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    with pytest.raises(ValueError, match="scheduler 'svc' is already registered"):
+        aiotimer.prometheus.register(scheduler, registry=registry)
+
+
+def test_unregistering_an_unknown_scheduler_is_refused(registry: CollectorRegistry) -> None:
+    with pytest.raises(ValueError, match="scheduler 'svc' is not registered"):
+        aiotimer.prometheus.unregister(Scheduler(name="svc"), registry=registry)
+
+
+def test_a_clash_with_other_aiotimer_metrics_on_the_registry_is_refused(
+    registry: CollectorRegistry,
+) -> None:
+    class Foreign:
+        def collect(self) -> list[CounterMetricFamily]:
+            return [CounterMetricFamily("aiotimer_runs", "not ours")]
+
+        describe = collect
+
+    registry.register(Foreign())
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        aiotimer.prometheus.register(Scheduler(), registry=registry)
+
+
+def test_the_default_registry_is_prometheus_clients_global_one() -> None:
+    scheduler = Scheduler(name="aiotimer-test-default-registry")
+    aiotimer.prometheus.register(scheduler)
+    try:
+        assert (
+            REGISTRY.get_sample_value(
+                "aiotimer_scheduler_running", {"scheduler": "aiotimer-test-default-registry"}
+            )
+            == 0
+        )
+    finally:
+        aiotimer.prometheus.unregister(scheduler)
+
+
+def test_register_takes_a_scheduler(registry: CollectorRegistry) -> None:
+    with pytest.raises(TypeError, match="register\\(\\) takes a Scheduler, got 'svc'"):
+        aiotimer.prometheus.register("svc", registry=registry)  # type: ignore[arg-type]
+
+
+# -- the aiohttp route ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_metrics_route_exposes_the_metric_names_while_the_app_runs(
+    aiohttp_client: AiohttpClient, virtual_clock: VirtualClock, registry: CollectorRegistry
+) -> None:
+    scheduler = Scheduler(clock=virtual_clock, name="svc")
+    scheduler.add_every_ms(20, lambda: None, name="rtp")
+    app = web.Application()
+    setup(app, scheduler)
+    add_metrics_route(app, registry=registry)
+    assert families(registry) == {}  # registered while the app runs only
+
+    client = await aiohttp_client(app)
+    await virtual_clock.advance(1.0)
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await response.text()
+    for name in (*TIMER_METRICS, "aiotimer_lateness_seconds_bucket"):
+        assert f"{name}{{" in text, name
+    assert 'aiotimer_runs_total{scheduler="svc",timer="rtp"} 50.0' in text
+
+    response = await client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert "# TYPE aiotimer_lateness_seconds histogram" in await response.text()
+    assert (await client.post("/metrics")).status == 405
+
+    await client.close()
+    assert families(registry) == {}
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/timers"])
+def test_a_metrics_path_that_is_taken_is_refused(path: str, registry: CollectorRegistry) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    setup(app, Scheduler())
+    app.router.add_get(path, handler)
+    with pytest.raises(ValueError, match=f"add_metrics_route: path '{path}' is already routed"):
+        add_metrics_route(app, path, registry=registry)
+
+
+def test_the_metrics_route_before_setup_is_refused(registry: CollectorRegistry) -> None:
+    with pytest.raises(RuntimeError, match=r"add_metrics_route: app .* has no scheduler"):
+        add_metrics_route(web.Application(), registry=registry)
