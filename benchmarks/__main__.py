@@ -136,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, future in futures.items():  # tables in the order asked for
             data, stdout = future.result()
             workloads[name] = data
-            print(stdout, end="", flush=True)
+            print(stdout if stdout.endswith("\n\n") or not stdout else stdout + "\n", end="")
+            sys.stdout.flush()
             if data.get("error"):
                 h.progress("benchmarks", f"workload {name} failed: {data['error']}")
 

@@ -64,8 +64,10 @@ DEFAULT_OUT = PACKAGE_DIR / "results"
 
 
 def progress(workload: str, message: str) -> None:
-    """One progress line on stderr (stdout is kept for the tables)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {workload}: {message}", file=sys.stderr, flush=True)
+    """One progress line on stderr (stdout is kept for the tables); one write per line, so
+    lines from concurrent workloads do not interleave."""
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {workload}: {message}\n")
+    sys.stderr.flush()
 
 
 # -- the machine ---------------------------------------------------------------------------------
