@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = h.machine_info()
     print(h.machine_line(machine), end="\n\n", flush=True)
     jobs = args.jobs if args.jobs is not None else (QUICK_JOBS if args.quick else 1)
-    if jobs > 1:
+    if jobs > 1 and len(args.workloads) > 1:
         print(
             f"note: {jobs} workloads at a time (the quick default): the numbers are indicative; "
             "run without --quick (one at a time) for numbers to quote\n",
