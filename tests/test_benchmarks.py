@@ -1,0 +1,90 @@
+"""The benchmark suite runs end to end: ``python -m benchmarks memory --quick`` in a subprocess
+prints a machine line and well-formed tables, and writes ``results.json`` with measured numbers.
+
+A smoke test, not a performance test: it asserts the shape of the output, never a target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_TIMEOUT_S = 45
+
+
+def _table_rows(stdout: str, title_prefix: str) -> tuple[str, list[str]]:
+    """The header and data rows of the table whose title starts with ``title_prefix``."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title_prefix))
+    header, rule = lines[start + 1], lines[start + 2]
+    assert set(rule) == {"-"}, f"no rule under the header of {title_prefix!r}: {rule!r}"
+    rows = []
+    for line in lines[start + 3 :]:
+        if not line.strip():
+            break
+        rows.append(line)
+    return header, rows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_quick_memory_workload_prints_tables_and_writes_results(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "memory", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("machine: "), proc.stdout[:500]
+    assert "memory: " in proc.stderr  # progress goes to stderr
+
+    header, rows = _table_rows(proc.stdout, "memory: 100,000 periodic 1 s timers")
+    assert header.split() == [
+        "loop",
+        "impl",
+        "reg",
+        "us/timer",
+        "RSS",
+        "B/timer",
+        "tracemalloc",
+        "B/timer",
+    ]
+    assert any(row.split()[:2] == ["asyncio", "aiotimer"] for row in rows)
+    assert any(row.split()[:2] == ["asyncio", "call_at"] for row in rows)
+    for row in rows:
+        assert len(row.split()) == 5, row
+    _, targets = _table_rows(proc.stdout, "targets")
+    assert targets
+    assert all(row.split()[-1] in ("met", "MISSED", "n/a") for row in targets)
+
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    machine = results["machine"]
+    assert machine["cpu_model"]
+    assert machine["cores"] >= 1
+    assert machine["python"]
+    memory = results["workloads"]["memory"]
+    assert memory["ok"]
+    assert memory["quick"]
+    aiotimer = memory["variants"]["aiotimer/asyncio"]
+    for key in ("register_us_per_timer", "rss_bytes_per_timer", "traced_bytes_per_timer"):
+        assert isinstance(aiotimer[key], float), key
+        assert math.isfinite(aiotimer[key]), key
+    assert aiotimer["register_us_per_timer"] > 0
+    assert aiotimer["traced_bytes_per_timer"] > 0
+    assert {t["met"] for t in memory["targets"]} <= {True, False, None}
+    assert (tmp_path / "memory.json").is_file()
