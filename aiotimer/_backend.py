@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-__all__ = ["Backend", "current_backend", "spawn_detached"]
+__all__ = ["Backend", "current_backend", "native_checkpoint", "spawn_detached"]
 
 Backend = Literal["asyncio", "trio"]
 
@@ -33,6 +33,20 @@ def current_backend() -> Backend:
     if trio is not None and trio.lowlevel.in_trio_run():
         return "trio"
     raise RuntimeError("aiotimer needs a running asyncio or trio event loop")
+
+
+def native_checkpoint() -> Callable[[], Awaitable[None]]:
+    """The running backend's own "yield to the loop once", looked up once by a caller that
+    yields on every tick (``anyio.lowlevel.checkpoint`` asks which backend runs, every call)."""
+    if current_backend() == "trio":
+        import trio
+
+        return trio.lowlevel.checkpoint
+
+    async def asyncio_checkpoint() -> None:
+        await asyncio.sleep(0)
+
+    return asyncio_checkpoint
 
 
 def spawn_detached(fn: Callable[[], Awaitable[None]], name: str) -> None:

@@ -39,7 +39,7 @@ from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
 from ._service import Service
 from ._spec import Kind, TimerSpec, Unit, callback_name, check_interval
-from ._stats import NO_HISTOGRAM, HistogramSlab
+from ._stats import NO_HISTOGRAM, Histogram, HistogramSlab
 from ._tick_source import TickSource
 from ._timer import Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
@@ -467,6 +467,12 @@ class Scheduler(Registrar[Timer]):
             **{k: v for svc in self._services.values() for k, v in svc.stats().items()},
         }
 
+    def histograms(self) -> tuple[Histogram, Histogram]:
+        """The lateness and the duration histograms of every timer, added up (timed runs; see
+        :meth:`Timer.histograms`): the scheduler's own distribution, for benchmarks and
+        exporters."""
+        return self._hist.totals()
+
     # -- ticks -----------------------------------------------------------------------------
 
     def get_ticks(self) -> int:
@@ -574,8 +580,7 @@ class Scheduler(Registrar[Timer]):
         self._tick_scope = anyio.CancelScope()
         try:
             async with anyio.create_task_group() as tg:
-                self._dispatcher.task_group = tg
-                self._dispatcher.limiter = anyio.CapacityLimiter(self._thread_limit)
+                self._dispatcher.open(tg, self._thread_limit)
                 self._begin()
                 tg.start_soon(self._run_tick_source, self._tick_scope)
                 self._state = "running"
@@ -590,6 +595,7 @@ class Scheduler(Registrar[Timer]):
                         for service in self._services.values():
                             stopping.start_soon(service.stop, self._grace_ns / NS_PER_S)
                 await self._drain()
+                await self._dispatcher.cancel_runs()
                 tg.cancel_scope.cancel()
         finally:
             self._end()
@@ -601,7 +607,7 @@ class Scheduler(Registrar[Timer]):
     def _begin(self) -> None:
         if self._use_timerfd:
             self._timerfd = TimerFd()
-            self._tick_source.sleep = self._timerfd.sleep_until
+            self._tick_source.use_timerfd(self._timerfd)
         now_ns = self._clock.now_ns()
         self._start_ns = now_ns
         self._started_once = True
@@ -612,11 +618,11 @@ class Scheduler(Registrar[Timer]):
                 self._arm(timer, now_ns)
 
     def _end(self) -> None:
+        self._dispatcher.close()
         if self._timerfd is not None:
+            self._tick_source.use_timerfd(None)
             self._timerfd.close()
             self._timerfd = None
-            self._tick_source.sleep = self._clock.sleep_until
-        self._dispatcher.task_group = None
         self._ms.clear()
         self._s.clear()
         for timer in self._timers.values():

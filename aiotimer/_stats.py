@@ -21,7 +21,7 @@ Ground rules:
 from __future__ import annotations
 
 from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Final, final
 
 __all__ = [
@@ -92,6 +92,18 @@ class HistogramSlab:
             self.sums[start // N_BUCKETS] >>= 1
         counts[index] += 1
         self.sums[start // N_BUCKETS] += value_ns
+
+    def totals(self) -> tuple[Histogram, Histogram]:
+        """Every timer's lateness histograms added up, and their duration histograms (freed
+        slots are zero, so they add nothing)."""
+        counts, sums = self.counts, self.sums
+        return (
+            Histogram(tuple(sum(counts[b::SLOT]) for b in range(N_BUCKETS)), sum(sums[0::2])),
+            Histogram(
+                tuple(sum(counts[DURATION + b :: SLOT]) for b in range(N_BUCKETS)),
+                sum(sums[1::2]),
+            ),
+        )
 
     def histogram(self, start: int) -> Histogram:
         """The histogram at ``start``, as plain data (for exporters)."""
@@ -186,4 +198,32 @@ class TimerStats:
     duration: Distribution
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data for JSON (by hand: ``dataclasses.asdict`` is 10x slower, which a status
+        route over 100,000 timers feels)."""
+        lateness, duration = self.lateness, self.duration
+        return {
+            "name": self.name,
+            "state": self.state,
+            "every": self.every,
+            "runs": self.runs,
+            "missed": self.missed,
+            "overlaps": self.overlaps,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "loop_blocks": self.loop_blocks,
+            "running": self.running,
+            "last_run_ns": self.last_run_ns,
+            "last_lateness_s": self.last_lateness_s,
+            "lateness": {
+                "count": lateness.count,
+                "p50_s": lateness.p50_s,
+                "p99_s": lateness.p99_s,
+                "max_s": lateness.max_s,
+            },
+            "duration": {
+                "count": duration.count,
+                "p50_s": duration.p50_s,
+                "p99_s": duration.p99_s,
+                "max_s": duration.max_s,
+            },
+        }

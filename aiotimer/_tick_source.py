@@ -13,13 +13,17 @@ Ground rules:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, final
 
 import anyio
 
+from ._backend import native_checkpoint
 from ._clock import Clock
 from ._queue import TickQueue
+
+if TYPE_CHECKING:
+    from ._timerfd import TimerFd
 
 __all__ = ["TickSource"]
 
@@ -28,7 +32,16 @@ __all__ = ["TickSource"]
 class TickSource:
     """Drives ``queues`` on ``clock``: calls ``on_due(now_ns)`` whenever something is due."""
 
-    __slots__ = ("_armed_ns", "_clock", "_on_due", "_queues", "_sleep_scope", "sleep", "wakeups")
+    __slots__ = (
+        "_armed_ns",
+        "_clock",
+        "_on_due",
+        "_queues",
+        "_sleep_scope",
+        "_timerfd",
+        "_waiting",
+        "wakeups",
+    )
 
     def __init__(
         self, clock: Clock, queues: Sequence[TickQueue], on_due: Callable[[int], None]
@@ -38,35 +51,54 @@ class TickSource:
         self._on_due = on_due
         self._sleep_scope: anyio.CancelScope | None = None
         self._armed_ns: int | None = None  # the deadline we sleep for; None = until woken
-        # How to sleep until a deadline: the clock's own sleep, or a precise one (timerfd).
-        self.sleep: Callable[[int], Awaitable[None]] = clock.sleep_until
+        self._timerfd: TimerFd | None = None  # the precise source, while the scheduler runs
+        self._waiting = False  # sleeping on the timerfd
         self.wakeups = 0  # times the loop woke us (for benchmarks and the tickless tests)
 
     def next_deadline_ns(self) -> int | None:
         deadlines = [d for q in self._queues if (d := q.next_deadline_ns()) is not None]
         return min(deadlines) if deadlines else None
 
+    def use_timerfd(self, timerfd: TimerFd | None) -> None:
+        """Sleep on ``timerfd`` (the precise source) from now on; ``None``: on the clock."""
+        self._timerfd = timerfd
+
     def wake_for(self, deadline_ns: int) -> None:
         """A timer was queued for ``deadline_ns``: cut the current sleep short if it ends later."""
-        scope = self._sleep_scope
-        if scope is not None and (self._armed_ns is None or deadline_ns < self._armed_ns):
-            scope.cancel()
+        if self._armed_ns is not None and deadline_ns >= self._armed_ns:
+            return
+        if self._timerfd is not None:
+            if self._waiting:
+                self._armed_ns = deadline_ns
+                self._timerfd.arm(deadline_ns)  # the fd is the wake-up channel too
+        elif self._sleep_scope is not None:
+            self._sleep_scope.cancel()
 
     async def run(self) -> None:
         """Loop until cancelled (the scheduler cancels it when it stops)."""
         clock = self._clock
+        checkpoint = native_checkpoint()
         while True:
             deadline_ns = self.next_deadline_ns()
             if deadline_ns is None or clock.now_ns() < deadline_ns:
                 self._armed_ns = deadline_ns
-                with anyio.CancelScope() as scope:
-                    self._sleep_scope = scope
-                    if deadline_ns is None:
-                        await anyio.sleep_forever()
-                    else:
-                        await self.sleep(deadline_ns)
-                self._sleep_scope = None
+                timerfd = self._timerfd
+                if timerfd is not None:
+                    timerfd.arm(deadline_ns)
+                    self._waiting = True
+                    try:
+                        await timerfd.wait()
+                    finally:
+                        self._waiting = False
+                else:
+                    with anyio.CancelScope() as scope:
+                        self._sleep_scope = scope
+                        if deadline_ns is None:
+                            await anyio.sleep_forever()
+                        else:
+                            await clock.sleep_until(deadline_ns)
+                    self._sleep_scope = None
                 self.wakeups += 1
                 continue  # re-read the clock: never dispatch before the deadline
             self._on_due(clock.now_ns())
-            await anyio.lowlevel.checkpoint()
+            await checkpoint()

@@ -14,20 +14,24 @@ Ground rules:
 * One fd per running scheduler, opened by ``start()`` and closed by ``stop()``.
 * ``os.timerfd_create`` is used where Python has it (3.13+), else a small ``ctypes`` binding to
   libc's ``timerfd_create`` / ``timerfd_settime``.
-* The fd is waited on with ``anyio.wait_readable``, so it works on asyncio, uvloop and trio.
+* It works on asyncio and uvloop (one reader callback for the fd's life) and trio.
+* It is also the tick source's wake-up channel: a timer added with an earlier deadline re-arms
+  the fd earlier, so the tick source needs no cancel scope per sleep.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import ctypes.util
-import errno
 import os
 import sys
 from typing import Final, Literal, final
 
 import anyio
 
+from ._backend import current_backend
 from ._clock import NS_PER_S, Clock, MonotonicClock
 
 __all__ = ["Precision", "TimerFd", "resolve_precision", "timerfd_available"]
@@ -115,9 +119,14 @@ def resolve_precision(precision: object, clock: Clock, scheduler: str) -> bool:
 
 @final
 class TimerFd:
-    """One timerfd: :meth:`sleep_until` arms it at an absolute deadline and waits for it."""
+    """One timerfd, armed at absolute deadlines; :meth:`wait` returns when it expires.
 
-    __slots__ = ("_fd", "_spec")
+    On asyncio (and uvloop) the fd has one reader callback for its whole life, which clears the
+    expiration and wakes the waiter: no reader added and removed per wait. On trio each wait is
+    a ``wait_readable``.
+    """
+
+    __slots__ = ("_fd", "_loop", "_spec", "_waiter")
 
     def __init__(self) -> None:
         flags = _TFD_NONBLOCK | _TFD_CLOEXEC
@@ -130,14 +139,18 @@ class TimerFd:
                 raise OSError(err, f"timerfd_create: {os.strerror(err)}")
             self._fd = fd
         self._spec = _Itimerspec()  # reused: no allocation per arm
+        self._loop: asyncio.AbstractEventLoop | None = None  # whose reader watches the fd
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def fileno(self) -> int:
         return self._fd
 
-    def arm(self, deadline_ns: int) -> None:
-        """Expire at ``deadline_ns`` on CLOCK_MONOTONIC (now, if it has passed)."""
-        deadline_ns = max(deadline_ns, 1)  # 0 would disarm it
+    def arm(self, deadline_ns: int | None) -> None:
+        """Expire at ``deadline_ns`` on CLOCK_MONOTONIC (at once if it has passed); ``None``
+        disarms it."""
+        # an all-zero it_value disarms; 1 ns is long past: expire at once
+        deadline_ns = 0 if deadline_ns is None else max(deadline_ns, 1)
         if hasattr(os, "timerfd_settime_ns"):
             os.timerfd_settime_ns(self._fd, flags=_TFD_TIMER_ABSTIME, initial=deadline_ns)
             return
@@ -147,19 +160,35 @@ class TimerFd:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
-    async def sleep_until(self, deadline_ns: int) -> None:
-        """Sleep until ``deadline_ns``; never returns before it (the kernel's guarantee)."""
-        self.arm(deadline_ns)
-        await anyio.wait_readable(self._fd)
+    async def wait(self) -> None:
+        """Wait until the armed deadline passes (never before: the kernel's guarantee)."""
+        if current_backend() == "trio":
+            await anyio.wait_readable(self._fd)
+            self._clear()
+            return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._fd, self._on_readable)
+        waiter = self._waiter = self._loop.create_future()
         try:
-            os.read(self._fd, 8)  # the expiration count: reading clears readability
-        except BlockingIOError:
-            pass  # a re-arm raced the read: nothing to clear
-        except OSError as exc:  # pragma: no cover - only on a closed fd
-            if exc.errno != errno.EBADF:
-                raise
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _on_readable(self) -> None:
+        self._clear()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _clear(self) -> None:
+        # Read the expiration count to clear readability; re-armed since: nothing to clear.
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._fd, 8)
 
     def close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(fd)
             os.close(fd)

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiotimer
+
 from . import _harness as h
 from . import plots
 
@@ -95,43 +97,19 @@ def _hist_percentile(buckets: list[int], upper_ns: list[int], q: float, max_ns: 
     return float(max_ns)
 
 
-def merged_histogram(scheduler: Any) -> list[int] | None:
-    """aiotimer's lateness histograms of every timer of ``scheduler``, added up; ``None`` if
-    its internals moved (aiotimer has no public aggregate yet: see the report)."""
-    try:
-        from aiotimer._stats import N_BUCKETS, SLOT
-
-        counts = scheduler._hist.counts
-    except (AttributeError, ImportError):
-        return None
-    return [sum(counts[b::SLOT]) for b in range(N_BUCKETS)]
+def merged_histogram(scheduler: Any) -> list[int]:
+    """aiotimer's lateness histograms of every timer of ``scheduler``, added up."""
+    lateness, _ = scheduler.histograms()
+    return list(lateness.counts)
 
 
-def _bucket_bounds() -> list[int]:
-    try:
-        from aiotimer._stats import BUCKET_UPPER_NS
-    except ImportError:  # the first layout: bucket b held the values of bit length b
-        from aiotimer._stats import N_BUCKETS
-
-        return [1 << b for b in range(N_BUCKETS)]
-    return list(BUCKET_UPPER_NS)
-
-
-def aiotimer_lateness(
-    scheduler: Any, before: list[int] | None, after: list[int] | None
-) -> dict[str, Any]:
+def aiotimer_lateness(scheduler: Any, before: list[int], after: list[int]) -> dict[str, Any]:
     """Lateness of the runs between two :func:`merged_histogram` snapshots, from aiotimer's own
-    statistics; without them, the public ``timer.stats.lateness`` of every run so far."""
-    timers = list(scheduler.timers.values())
-    if before is None or after is None:
-        return _lateness_from_public_stats(timers)
+    statistics."""
     window = [a - b for a, b in zip(after, before, strict=True)]
-    try:
-        max_ns = max(t._max_lateness_ns for t in timers)  # since start: an upper bound here
-    except AttributeError:
-        max_ns = 1 << 62
-    upper_ns = _bucket_bounds()
+    upper_ns = list(aiotimer.BUCKET_UPPER_NS)
     top = max((b for b, c in enumerate(window) if c), default=0)
+    max_ns = upper_ns[top]  # the upper edge of the top bucket: within 2x of the true maximum
     return {
         "method": "aiotimer's own stats: its per-timer log2 histograms merged over all timers "
         "and taken over the window (so within 2x); max = upper edge of the top bucket",
@@ -140,37 +118,6 @@ def aiotimer_lateness(
         "p99_ms": _hist_percentile(window, upper_ns, 0.99, max_ns) / 1e6,
         "max_ms": min(upper_ns[top], max_ns) / 1e6,
         "early": 0,  # aiotimer's lateness is never negative: it does not fire early
-    }
-
-
-def _lateness_from_public_stats(timers: list[Any]) -> dict[str, Any]:
-    p50: list[tuple[float, int]] = []
-    p99: list[tuple[float, int]] = []
-    max_s = 0.0
-    for t in timers:
-        d = t.stats.lateness
-        if d.count:
-            p50.append((d.p50_s, d.count))
-            p99.append((d.p99_s, d.count))
-            max_s = max(max_s, d.max_s)
-
-    def weighted(pairs: list[tuple[float, int]], q: float) -> float:
-        pairs.sort()
-        total = sum(c for _, c in pairs)
-        seen = 0
-        for value, c in pairs:
-            seen += c
-            if seen >= q * total:
-                return value
-        return math.nan
-
-    return {
-        "method": "public timer.stats.lateness of every run so far, count-weighted across timers",
-        "count": sum(c for _, c in p50),
-        "p50_ms": weighted(p50, 0.5) * 1e3,
-        "p99_ms": weighted(p99, 0.99) * 1e3,
-        "max_ms": max_s * 1e3,
-        "early": 0,
     }
 
 
@@ -195,9 +142,6 @@ async def _run_aiotimer(tag: str, n: int, window_s: int) -> dict[str, Any]:
     finally:
         await scheduler.stop()
     return result
-
-
-# -- raw loop.call_at chains ----------------------------------------------------------------------
 
 
 def _chain(

@@ -86,3 +86,33 @@ async def test_a_1ms_timer_never_fires_early(precision: str) -> None:
 
 def test_timerfd_module_reports_platform() -> None:
     assert timerfd_available() == sys.platform.startswith("linux")
+
+
+@linux_only
+@pytest.mark.anyio
+async def test_an_earlier_timer_rearms_the_sleeping_timerfd() -> None:
+    """The tick source sleeps on the fd until the 60 s timer; a 20 ms one-shot added then
+    re-arms the fd and runs on time (real time, generous bound)."""
+    s = aiotimer.Scheduler(precision="timerfd")
+    s.add_every_s(60, lambda: None)
+    fired = anyio.Event()
+    async with s:
+        await anyio.sleep(0.01)
+        added = time.monotonic()
+        s.add_once_ms(20, fired.set)
+        with anyio.fail_after(5):
+            await fired.wait()
+        assert 0.02 <= time.monotonic() - added < 1.0
+
+
+@linux_only
+@pytest.mark.anyio
+async def test_an_idle_scheduler_sleeps_on_a_disarmed_timerfd() -> None:
+    s = aiotimer.Scheduler(precision="timerfd")
+    async with s:
+        await anyio.sleep(0.05)
+        assert s.stats()["wakeups"] == 0
+        fired = anyio.Event()
+        s.add_once_ms(5, fired.set)
+        with anyio.fail_after(5):
+            await fired.wait()
