@@ -3,7 +3,8 @@
 Ground rules:
 
 * Sync callbacks run inline on the loop, one after the other, in the order their bucket holds
-  them; coroutine callbacks run as tasks of the scheduler's task group; sync callbacks marked
+  them; coroutine callbacks run as tasks (plain tasks of the loop on asyncio, tracked and
+  cancelled by the scheduler; tasks of its task group on trio); sync callbacks marked
   ``thread=True`` run in a worker thread through the scheduler's own capacity limiter.
 * A periodic timer is re-queued on its grid *before* its callback runs, so the callback may
   cancel, pause or reschedule its own timer (or any other timer of the same batch) safely:
@@ -17,15 +18,17 @@ Ground rules:
   that blocks the loop makes the later timers of its own batch late too. (In a batch bigger
   than ``SAMPLE_BUDGET``, between timed runs, it is the time of the last timed run.)
 
-The hot path is :meth:`Dispatcher.fire` for a periodic, inline sync, no-argument timer with the
-default policy (mode ``0``). Per fire it costs: one comparison to skip stale entries, integer
-arithmetic for the next grid point, a list append to re-queue (the target bucket is looked up
-once per run of timers sharing a next tick), two counters and the call itself: about 0.35 µs on
-a 2-vCPU VM. Timing a run (two clock reads, two histogram increments, maxima, the loop-block
-check) costs about 1 µs more there, so a batch times at most ``SAMPLE_BUDGET`` runs one by one
-and, beyond that, one run in ``1 + len // SAMPLE_BUDGET`` (rotating), timing the others as
-groups for the loop-block watchdog. Counters (runs, missed, errors) are always exact; every
-timer of a service with fewer than 256 timers due at once is timed on every run.
+The hot path is :meth:`Dispatcher.fire` for a periodic, inline sync timer without jitter or
+timeout (mode ``0``, or ``TAKES_TICK``; the missed policy and error hooks act only on late or
+failed runs). Per fire it costs: one comparison to skip stale entries, integer arithmetic for
+the next grid point, a list append to re-queue (the target bucket is looked up once per run of
+timers sharing a next tick), one counter and the call itself (plus a ``Tick`` for callbacks
+that take one): about 0.4 µs on a 2-vCPU VM. Timing a run (two clock reads, two histogram
+increments, maxima, the loop-block check) costs about 1 µs more there, so a batch times at most
+``SAMPLE_BUDGET`` runs one by one and, beyond that, one run in ``1 + len // SAMPLE_BUDGET``
+(rotating), timing the others as groups for the loop-block watchdog. Counters (runs, missed,
+errors) are always exact; every timer of a service with fewer than 256 timers due at once is
+timed on every run.
 """
 
 from __future__ import annotations

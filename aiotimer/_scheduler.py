@@ -33,7 +33,7 @@ from anyio.abc import TaskStatus
 
 from ._backend import spawn_detached
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import INTERNAL, Dispatcher, current_timer, mode_of
+from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
@@ -319,8 +319,11 @@ class Scheduler(Registrar[Timer]):
     def _queue_grid(self, timer: Timer, grid_tick: int) -> None:
         """Queue a timer for its grid point ``grid_tick`` (plus a fresh jitter, if it has one)."""
         queue = timer._queue
-        jitter_ms = timer.spec.policy.jitter_ms
-        due_tick = grid_tick + self.random.randrange(jitter_ms) if jitter_ms else grid_tick
+        due_tick = grid_tick
+        if timer._mode & SPECIAL:  # (only those can have a jitter: skip the lookups otherwise)
+            jitter_ms = timer.spec.policy.jitter_ms
+            if jitter_ms:
+                due_tick += self.random.randrange(jitter_ms)
         timer._grid_tick = grid_tick
         timer._due_tick = due_tick
         queue.push(timer, due_tick)

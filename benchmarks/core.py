@@ -14,10 +14,11 @@ What is measured, and how:
 * fires per second: aiotimer's ``timer.runs`` (read outside the CPU window), the baseline's
   own count;
 * lateness, over the window only (the registrations hold the loop for seconds, and the batches
-  they delay are no steady state): aiotimer's own statistics (its per-timer log2 histograms,
-  merged over all timers and differenced across the window, so percentiles are within a factor
-  of 2; in big batches aiotimer times a rotating sample of runs, see ``_dispatch.py``); the
-  baseline measures every fire in its callback with ``time.monotonic``.
+  they delay are no steady state): for aiotimer, exactly, by one timer in ``PROBE_EVERY`` that
+  takes the Tick and records ``time.monotonic_ns() - tick.scheduled_ns`` (probes are spread
+  evenly through the batch, so they see its lateness profile; its own log2 statistics, within
+  a factor of 2, are kept in the JSON as ``lateness_own_stats``); the baseline measures every
+  fire in its callback with ``time.monotonic``.
 """
 
 from __future__ import annotations
@@ -121,23 +122,55 @@ def aiotimer_lateness(scheduler: Any, before: list[int], after: list[int]) -> di
     }
 
 
+PROBE_EVERY = 100
+"""One timer in 100 is a probe: it takes the Tick and records its own lateness exactly."""
+
+
 async def _run_aiotimer(tag: str, n: int, window_s: int) -> dict[str, Any]:
     import aiotimer
 
     origin_ns = time.monotonic_ns()
     scheduler = aiotimer.Scheduler(grid_origin_ns=origin_ns, name="bench-core")
+    samples_ns: list[int] = []
+    recording = False
+
+    def probe(tick: aiotimer.Tick) -> None:
+        if recording:
+            samples_ns.append(time.monotonic_ns() - tick.scheduled_ns)
+
+    def mark() -> list[int]:  # read at both ends of the window: toggles the probes
+        nonlocal recording
+        recording = not recording
+        return merged_histogram(scheduler)
+
+    count = 0
+
+    def add() -> None:
+        nonlocal count
+        count += 1
+        scheduler.add_every_s(1, probe if count % PROBE_EVERY == 0 else _noop)
+
     await scheduler.start()
     try:
-        result = _register(tag, n, lambda: scheduler.add_every_s(1, _noop))
+        result = _register(tag, n, add)
 
         def fires() -> int:
             return sum(t.runs for t in scheduler.timers.values())
 
-        window = await h.measure_window(
-            NAME, tag, origin_ns, window_s, fires, lambda: merged_histogram(scheduler)
-        )
+        window = await h.measure_window(NAME, tag, origin_ns, window_s, fires, mark)
         result.update(window.as_dict())
-        result["lateness"] = aiotimer_lateness(scheduler, window.before, window.after)
+        samples_ms = sorted(v / 1e6 for v in samples_ns)
+        result["lateness"] = {
+            "method": f"exact, from 1 timer in {PROBE_EVERY} (probes spread evenly through the "
+            "batch, each recording time.monotonic_ns() - tick.scheduled_ns), every fire of "
+            "the window",
+            "count": len(samples_ms),
+            "p50_ms": h.percentile(samples_ms, 0.50),
+            "p99_ms": h.percentile(samples_ms, 0.99),
+            "max_ms": samples_ms[-1] if samples_ms else math.nan,
+            "early": sum(1 for v in samples_ms if v < 0),
+        }
+        result["lateness_own_stats"] = aiotimer_lateness(scheduler, window.before, window.after)
         result["tick_source"] = getattr(scheduler, "precision", "loop")
     finally:
         await scheduler.stop()
