@@ -126,7 +126,7 @@ class Registrar(ABC, Generic[R]):
                 f"every_{unit.suffix} needs an interval: write @every_{unit.suffix}(20), "
                 f"not @every_{unit.suffix}"
             )
-        kind = _periodic_kind(returns_interval)
+        kind = Kind.PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
 
         def decorate(fn: F) -> F:
             self._register(
@@ -150,7 +150,7 @@ class Registrar(ABC, Generic[R]):
     ) -> R:
         """Run ``callback`` every ``interval_ms`` milliseconds; the first run one interval after
         it was added (or after the scheduler starts)."""
-        kind = _periodic_kind(returns_interval)
+        kind = Kind.PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
         spec = self._spec(callback, interval_ms, Unit.MS, kind, name, param, options)
         return self._register(spec, decorated=False)
 
@@ -165,7 +165,7 @@ class Registrar(ABC, Generic[R]):
         **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` every ``interval_s`` seconds on the second grid."""
-        kind = _periodic_kind(returns_interval)
+        kind = Kind.PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
         spec = self._spec(callback, interval_s, Unit.S, kind, name, param, options)
         return self._register(spec, decorated=False)
 

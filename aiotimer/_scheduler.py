@@ -246,8 +246,8 @@ class Scheduler(Registrar[Timer]):
         layout = self._layout
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
             layout = self._layout = self._lay_out(spec)
-        _, mode, queue, interval = layout
-        name = self._claim_name(spec)
+        _, mode, queue, interval, base = layout
+        name = self._claim_name(spec, base)
         timer = Timer(spec, name, self, queue, interval, NO_HISTOGRAM, mode)
         self._timers[name] = timer
         if decorated:
@@ -256,17 +256,19 @@ class Scheduler(Registrar[Timer]):
             self._arm(timer, self._clock.now_ns())
         return timer
 
-    def _lay_out(self, spec: TimerSpec) -> tuple[TimerSpec, int, TickQueue, int]:
-        """``(spec, dispatch mode, queue, interval in the queue's ticks)`` of a spec."""
+    def _lay_out(self, spec: TimerSpec) -> tuple[TimerSpec, int, TickQueue, int, str]:
+        """``(spec, dispatch mode, queue, interval in the queue's ticks, default name)``."""
+        base = spec.name if spec.name is not None else callback_name(spec.callback)
         # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
         if spec.unit is Unit.MS:
-            return spec, mode_of(spec), self._ms, spec.interval
+            return spec, mode_of(spec), self._ms, spec.interval, base
         if spec.policy.jitter_ms:
-            return spec, mode_of(spec), self._ms, spec.interval * 1000
-        return spec, mode_of(spec), self._s, spec.interval
+            return spec, mode_of(spec), self._ms, spec.interval * 1000, base
+        return spec, mode_of(spec), self._s, spec.interval, base
 
-    def _claim_name(self, spec: TimerSpec) -> str:
+    def _claim_name(self, spec: TimerSpec, base: str) -> str:
+        """The timer's name: its own (unique or refused), else ``base``, ``base#2``..."""
         if spec.name is not None:
             if spec.name in self._timers:
                 raise ValueError(
@@ -274,7 +276,6 @@ class Scheduler(Registrar[Timer]):
                     f"scheduler {self.name!r}"
                 )
             return spec.name
-        base = callback_name(spec.callback)
         if base not in self._timers:
             return base
         n = self._name_counts.get(base, 1)
