@@ -230,3 +230,26 @@ def test_timer_table_refuses_duplicates() -> None:
         table.add_every_s(2, a, name="a")
     with pytest.raises(ValueError, match="is already in table 'lib'"):
         table.every_s(3)(a)
+
+
+async def test_cancelling_serve_cancels_runs_in_flight(virtual_clock: VirtualClock) -> None:
+    """A hard stop (the serving task cancelled: no grace) still ends every run it started."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    events: list[str] = []
+
+    @s.every_ms(10)
+    async def long_run() -> None:
+        events.append("start")
+        try:
+            await virtual_clock.sleep(60)
+        finally:
+            events.append("ended")
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(s.serve)
+        await virtual_clock.advance_ms(10)
+        assert events == ["start"]
+        tg.cancel_scope.cancel()
+    await virtual_clock.run_until_idle()
+    assert events == ["start", "ended"]
+    assert s.stats()["running"] == 0
