@@ -6,6 +6,7 @@ Workloads (all by default, in this order):
 * ``precision``: lateness of a 1 ms timer per tick source vs ``call_at`` and a sleep loop;
 * ``apscheduler``: 10,000 periodic 1 s jobs vs APScheduler 3's ``AsyncIOScheduler``;
 * ``memory``: memory and registration cost of 1,000,000 timers;
+* ``policies``: CPU per fire of each callback kind and policy, next to the fast path;
 * ``process``: timer processes (``benchmarks/process.py``, when present).
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
@@ -36,6 +37,7 @@ WORKLOADS: dict[str, str] = {
     "precision": "benchmarks.precision",
     "apscheduler": "benchmarks.apscheduler_cmp",
     "memory": "benchmarks.memory",
+    "policies": "benchmarks.policies",
     "process": "benchmarks.process",
 }
 TIMEOUT_S = {
@@ -43,6 +45,7 @@ TIMEOUT_S = {
     "precision": 500.0,
     "apscheduler": 600.0,
     "memory": 900.0,
+    "policies": 300.0,
     "process": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0
