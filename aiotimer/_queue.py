@@ -84,10 +84,6 @@ class TickQueue:
         if self._stale >= _COMPACT_MIN_STALE and self._stale * 2 > self._entries:
             self._compact()
 
-    def next_tick(self) -> int | None:
-        """The earliest tick that has a bucket, or ``None`` if the queue is empty."""
-        return self._keys[0] if self._keys else None
-
     def next_deadline_ns(self) -> int | None:
         keys = self._keys
         return self.origin_ns + keys[0] * self.tick_ns if keys else None

@@ -271,10 +271,6 @@ class TimerSpec(tuple[Any, ...]):
         """The name used in messages: the given name, else the callback's qualified name."""
         return self.name if self.name is not None else callback_name(self.callback)
 
-    @property
-    def interval_ns(self) -> int:
-        return self.interval * self.unit.tick_ns
-
     def describe(self) -> str:
         """``'every 20 ms'``, ``'once after 5 s'``: for listings and logs."""
         if self.kind is Kind.ONESHOT:

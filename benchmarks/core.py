@@ -104,7 +104,7 @@ def merged_histogram(scheduler: Any) -> list[int]:
     return list(lateness.counts)
 
 
-def aiotimer_lateness(scheduler: Any, before: list[int], after: list[int]) -> dict[str, Any]:
+def aiotimer_lateness(before: list[int], after: list[int]) -> dict[str, Any]:
     """Lateness of the runs between two :func:`merged_histogram` snapshots, from aiotimer's own
     statistics."""
     window = [a - b for a, b in zip(after, before, strict=True)]
@@ -170,7 +170,7 @@ async def _run_aiotimer(tag: str, n: int, window_s: int) -> dict[str, Any]:
             "max_ms": samples_ms[-1] if samples_ms else math.nan,
             "early": sum(1 for v in samples_ms if v < 0),
         }
-        result["lateness_own_stats"] = aiotimer_lateness(scheduler, window.before, window.after)
+        result["lateness_own_stats"] = aiotimer_lateness(window.before, window.after)
         result["tick_source"] = getattr(scheduler, "precision", "loop")
     finally:
         await scheduler.stop()
