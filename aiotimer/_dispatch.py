@@ -44,6 +44,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from ._backend import current_backend
+from ._clock import NS_PER_MS, NS_PER_S
 from ._policy import Missed
 from ._queue import NOT_QUEUED, TickQueue
 from ._spec import Kind, TimerSpec, check_interval
@@ -53,12 +54,10 @@ from ._timer import Tick, Timer, TimerState
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
 
-__all__ = ["Dispatcher", "current_timer", "mode_of"]
+__all__ = ["Dispatcher", "current_timer", "late_run", "mode_of"]
 
 logger = logging.getLogger("aiotimer.dispatch")
 
-NS_PER_S: Final = 1_000_000_000
-NS_PER_MS: Final = 1_000_000
 SAMPLE_BUDGET: Final = 256
 """Runs timed one by one per batch; a bigger batch times one run in ``1 + len // 256``."""
 
@@ -192,7 +191,7 @@ class Dispatcher:
                 next_tick = tick + interval
                 missed = 0
             else:
-                next_tick, missed = _late(timer, tick, now_tick)
+                next_tick, missed = late_run(timer, tick, now_tick)
             timer._due_tick = next_tick  # (no jitter: _grid_tick is _due_tick while queued)
             if next_tick != last_tick:
                 last_tick = next_tick
@@ -258,7 +257,7 @@ class Dispatcher:
             if now_tick - grid < timer._interval:
                 next_grid = grid + timer._interval
             else:
-                next_grid, missed = _late(timer, grid, now_tick)
+                next_grid, missed = late_run(timer, grid, now_tick)
             self._scheduler._queue_grid(timer, next_grid)
         else:
             timer._due_tick = NOT_QUEUED  # re-queued or finished once the run returns
@@ -415,7 +414,7 @@ class Dispatcher:
             else:
                 interval = whole * timer.spec.unit.tick_ns // timer._queue.tick_ns
         timer._interval = interval
-        scheduler._requeue_after(timer, grid, interval)
+        scheduler._requeue_after(timer, grid)
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -486,7 +485,7 @@ class Dispatcher:
         )
 
 
-def _late(timer: Timer, grid: int, now_tick: int) -> tuple[int, int]:
+def late_run(timer: Timer, grid: int, now_tick: int) -> tuple[int, int]:
     """``(next grid point, missed)`` for a periodic run for ``grid`` that happens at
     ``now_tick``, one interval or more late: the timer's :class:`~aiotimer.Missed` policy."""
     interval = timer._interval

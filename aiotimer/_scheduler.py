@@ -33,7 +33,7 @@ from anyio.abc import TaskStatus
 
 from ._backend import spawn_detached
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, mode_of
+from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, late_run, mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
@@ -338,18 +338,16 @@ class Scheduler(Registrar[Timer]):
     def _now_tick(self, queue: TickQueue) -> int:
         return (self._clock.now_ns() - queue.origin_ns) // queue.tick_ns
 
-    def _requeue_after(self, timer: Timer, grid_tick: int, interval: int) -> None:
-        """Queue a timer that ran for grid point ``grid_tick`` at ``grid_tick + interval``, or at
-        the first point of that grid after now if that one has passed (counted as missed)."""
+    def _requeue_after(self, timer: Timer, grid_tick: int) -> None:
+        """Queue a timer that ran for grid point ``grid_tick`` one interval later; if that point
+        has passed, its missed policy decides (as for any late periodic run)."""
         if self._state not in ("running", "stopping"):
             return  # stopped meanwhile: re-armed at the next start
         now_tick = self._now_tick(timer._queue)
-        next_tick = grid_tick + interval
-        if next_tick <= now_tick:
-            missed = (now_tick - grid_tick) // interval
-            timer._missed += missed
-            next_tick = grid_tick + (missed + 1) * interval
-        self._queue_grid(timer, next_tick)
+        if now_tick - grid_tick < timer._interval:
+            self._queue_grid(timer, grid_tick + timer._interval)
+        else:
+            self._queue_grid(timer, late_run(timer, grid_tick, now_tick)[0])
 
     def _call_later_internal(self, delay_ns: int, fn: Callable[[], object]) -> Timer:
         """Run ``fn()`` once after ``delay_ns`` (rounded up to whole ms) on the scheduler's own

@@ -274,3 +274,22 @@ async def test_loop_block_watchdog_names_the_timer(
     assert t.stats.loop_blocks == 1
     assert "timer 'hog' blocked the event loop for 80.0 ms" in caplog.text
     assert "'fine'" not in caplog.text
+
+
+async def test_a_returns_interval_timer_follows_its_missed_policy(
+    virtual_clock: VirtualClock,
+) -> None:
+    """returns_interval with DELAY, period 100 ms, loop blocked from 120 to 390 ms:
+    grid:   |100  |200  |300  |400
+    runs:   |100        390   |490 |590      (the grid restarts from the late run)"""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    runs: list[int] = []
+
+    def handler() -> None:
+        runs.append(ms(virtual_clock))
+
+    s.add_every_ms(100, handler, returns_interval=True, missed=Missed.DELAY)
+    s.add(stall_at(virtual_clock, 120, 390))
+    async with s:
+        await virtual_clock.advance_ms(600)
+    assert runs == [100, 390, 490, 590]
