@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import sys
 from typing import Final, Literal, final
@@ -57,7 +56,14 @@ class _Libc:
     """The two libc calls, bound once (only where ``os`` lacks them)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The symbols already loaded into the process (libc among them): no search for the
+        # library. ``ctypes.util.find_library`` runs ``ldconfig -p`` in a subprocess, tens of
+        # milliseconds at every start of a worker process.
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "timerfd_create"):  # a libc that is not linked in: look it up
+            from ctypes.util import find_library
+
+            libc = ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
         self.create = libc.timerfd_create
         self.create.argtypes = [ctypes.c_int, ctypes.c_int]
         self.create.restype = ctypes.c_int

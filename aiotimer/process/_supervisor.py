@@ -61,6 +61,7 @@ _EXIT_MARGIN_S: Final = 1.0
 _EOF_GRACE_S: Final = 1.0
 """Time a child that closed its pipe gets to exit before it is killed."""
 _REAP_TIMEOUT_S: Final = 5.0
+_USER: Final = Msg.USER
 
 _live: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
 
@@ -355,6 +356,9 @@ class ProcessRunner:
 
     def _on_frame(self, kind: Msg, obj: Any) -> None:
         self._last_seen = time.monotonic()  # any frame is a sign of life
+        if kind is _USER:  # first: the one kind that comes in floods
+            self._proc._deliver(self._info, obj)
+            return
         if kind is Msg.HEARTBEAT:
             return
         worker = self._worker
@@ -363,8 +367,6 @@ class ProcessRunner:
             self._stats_at = self._last_seen
         elif kind is Msg.LOG:
             reemit(obj, self._info)
-        elif kind is Msg.USER:
-            self._proc._deliver(self._info, obj)
         elif kind is Msg.ERROR:
             worker.callback_errors += 1
             worker.last_error = obj
