@@ -39,7 +39,17 @@ _COMPACT_MIN_STALE = 1024
 class TickQueue:
     """Buckets of timers keyed by due tick, on a grid of ``tick_ns`` starting at ``origin_ns``."""
 
-    __slots__ = ("_buckets", "_entries", "_keys", "_stale", "origin_ns", "tick_ns")
+    __slots__ = (
+        "_buckets",
+        "_ceil_high_ns",
+        "_ceil_low_ns",
+        "_ceil_tick",
+        "_entries",
+        "_keys",
+        "_stale",
+        "origin_ns",
+        "tick_ns",
+    )
 
     def __init__(self, tick_ns: int) -> None:
         self.tick_ns = tick_ns
@@ -48,20 +58,46 @@ class TickQueue:
         self._keys: list[int] = []  # min-heap of the keys of _buckets
         self._entries = 0  # entries in all buckets, stale ones included
         self._stale = 0
+        self._ceil_tick = 0
+        self._ceil_low_ns = self._ceil_high_ns = 0  # tick_at_or_after's last answer: none
 
     def __len__(self) -> int:
         """Live entries (an upper bound while stale entries await compaction)."""
         return self._entries - self._stale
 
-    def push(self, timer: Timer, tick: int) -> None:
-        """Queue ``timer`` for ``tick``; the caller has set ``timer._due_tick = tick``."""
-        bucket = self._buckets.get(tick)
-        if bucket is None:
-            self._buckets[tick] = [timer]
-            heapq.heappush(self._keys, tick)
-        else:
-            bucket.append(timer)
+    def push(self, timer: Timer, tick: int) -> bool:
+        """Queue ``timer`` for ``tick``; the caller has set ``timer._due_tick = tick``.
+
+        :returns: whether ``tick`` is new to the queue (only then can it be an earlier deadline
+            than the tick source knows of)
+        """
         self._entries += 1
+        bucket = self._buckets.get(tick)
+        if bucket is not None:
+            bucket.append(timer)
+            return False
+        self._buckets[tick] = [timer]
+        heapq.heappush(self._keys, tick)
+        return True
+
+    def tick_at_or_after(self, time_ns: int) -> int:
+        """The first tick of the grid at or after ``time_ns``.
+
+        Registrations come in bursts within one tick: the last answer is kept, and a burst
+        pays two comparisons instead of a division of large integers.
+        """
+        if self._ceil_low_ns < time_ns <= self._ceil_high_ns:
+            return self._ceil_tick
+        tick = -(-(time_ns - self.origin_ns) // self.tick_ns)
+        self._ceil_tick = tick
+        self._ceil_high_ns = self.origin_ns + tick * self.tick_ns
+        self._ceil_low_ns = self._ceil_high_ns - self.tick_ns
+        return tick
+
+    def set_origin(self, origin_ns: int) -> None:
+        """Put the grid's tick 0 at ``origin_ns`` (the queue must be empty)."""
+        self.origin_ns = origin_ns
+        self._ceil_low_ns = self._ceil_high_ns = 0  # forget tick_at_or_after's last answer
 
     def bucket_for(self, tick: int) -> list[Timer]:
         """The bucket for ``tick``, created if needed; call :meth:`added` after appending to it.

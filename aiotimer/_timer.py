@@ -53,6 +53,9 @@ class TimerState(enum.Enum):
     FINISHED = "finished"
 
 
+_PENDING: Final = TimerState.PENDING  # (an enum member via its class costs ~0.2 µs on 3.11)
+
+
 @final
 class Tick:
     """What a callback that takes one argument receives on each run.
@@ -159,7 +162,7 @@ class Timer:
         self._interval = interval  # in ticks of _queue; returns-interval runs change it
         self._grid_tick = NOT_QUEUED
         self._due_tick = NOT_QUEUED
-        self._state = TimerState.PENDING
+        self._state = _PENDING
         self._hist = hist  # its histograms' base index in the scheduler's slab, or NO_HISTOGRAM
         self._running = 0  # async runs (coroutines, threads) in flight
         self._runs = 0
