@@ -86,6 +86,9 @@ class Registrar(ABC, Generic[R]):
             label = name if isinstance(name, str) else callback_name(callback)
             policy = build_policy(label, options)
         elif name is None and param is None and type(interval) is int:
+            last = _last  # the same registration again (bulk adds): not even a dict lookup
+            if last[0] is callback and last[1] == interval and last[2] is unit and last[3] is kind:
+                return last
             return _shared_spec(callback, interval, unit, kind)
         else:
             policy = DEFAULT_POLICY
@@ -214,12 +217,9 @@ _last: TimerSpec  # the last shared spec handed out (set below, after the helper
 def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: Kind) -> TimerSpec:
     """One spec for every anonymous, param-less, default-policy timer of the same callback and
     interval: specs are immutable, and a service adding 100,000 such timers (per-call timers,
-    say) then pays for one spec, not 100,000 (~110 bytes and ~2 µs each)."""
+    say) then pays for one spec, not 100,000 (~110 bytes and ~2 µs each). ``Registrar._spec``
+    first compares with the last spec handed out (bulk adds repeat it)."""
     global _last
-    last = _last
-    same = last.callback is callback and last.interval == interval
-    if same and last.unit is unit and last.kind is kind:
-        return last  # the same registration again: bulk adds skip even the dict lookup
     try:
         key = (callback, interval, unit, kind)
         spec = _shared.get(key)

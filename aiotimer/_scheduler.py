@@ -255,17 +255,38 @@ class Scheduler(Registrar[Timer]):
                     f"timer {spec.label!r}: function {callback_name(spec.callback)} is already "
                     f"registered on scheduler {self.name!r} as timer {other.name!r}"
                 )
+        # This path is benchmarked (100,000 registrations): an anonymous timer's name, and
+        # arming it on a running scheduler, are done inline.
         layout = self._layout
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
             layout = self._layout = self._lay_out(spec)
         _, mode, queue, interval, base = layout
-        name = self._claim_name(spec, base)
+        timers = self._timers
+        if spec.name is not None:
+            name = self._own_name(spec.name)
+        elif base not in timers:
+            name = base
+        else:  # base#2, base#3...: the next free number
+            n = self._name_counts.get(base, 1) + 1
+            name = f"{base}#{n}"
+            while name in timers:
+                n += 1
+                name = f"{base}#{n}"
+            self._name_counts[base] = n
         timer = Timer(spec, name, self, queue, interval, NO_HISTOGRAM, mode)
-        self._timers[name] = timer
+        timers[name] = timer
         if decorated:
             self._by_callback[spec.callback] = timer
-        if self._state == "running":  # else armed by the next start
-            self._arm(timer, self._clock.now_ns())
+        if self._state != "running":
+            return timer  # armed by the next start
+        if mode & SPECIAL:
+            self._arm(timer, self._now_ns())
+        else:  # _arm and _queue_grid without a jitter, inlined
+            timer._state = _ACTIVE
+            tick = queue.tick_at_or_after(self._now_ns()) + interval
+            timer._grid_tick = timer._due_tick = tick
+            if queue.push(timer, tick):
+                self._tick_source.wake_for(queue.origin_ns + tick * queue.tick_ns)
         return timer
 
     def _lay_out(self, spec: TimerSpec) -> tuple[TimerSpec, int, TickQueue, int, str]:
@@ -279,24 +300,14 @@ class Scheduler(Registrar[Timer]):
             return spec, mode_of(spec), self._ms, spec.interval * 1000, base
         return spec, mode_of(spec), self._s, spec.interval, base
 
-    def _claim_name(self, spec: TimerSpec, base: str) -> str:
-        """The timer's name: its own (unique or refused), else ``base``, ``base#2``..."""
-        if spec.name is not None:
-            if spec.name in self._timers:
-                raise ValueError(
-                    f"timer {spec.name!r}: a timer of that name is already registered on "
-                    f"scheduler {self.name!r}"
-                )
-            return spec.name
-        if base not in self._timers:
-            return base
-        n = self._name_counts.get(base, 1)
-        while True:
-            n += 1
-            name = f"{base}#{n}"
-            if name not in self._timers:
-                self._name_counts[base] = n
-                return name
+    def _own_name(self, name: str) -> str:
+        """A timer's own name, refused when taken (anonymous timers are numbered instead)."""
+        if name in self._timers:
+            raise ValueError(
+                f"timer {name!r}: a timer of that name is already registered on "
+                f"scheduler {self.name!r}"
+            )
+        return name
 
     def _forget(self, timer: Timer, state: TimerState) -> bool:
         if timer._state in (_CANCELLED, _FINISHED):

@@ -58,8 +58,9 @@ def _noop() -> None:
     pass
 
 
-def _register(tag: str, n: int, add: Callable[[], object]) -> dict[str, Any]:
-    """Call ``add()`` ``n`` times; time it and measure the RSS it took."""
+def _register(tag: str, n: int, add_many: Callable[[int], object]) -> dict[str, Any]:
+    """Register ``n`` timers with ``add_many(count)``, in quarters (for the progress line);
+    time it and measure the RSS it took."""
     gc.collect()
     rss0 = h.rss_bytes()
     elapsed = 0.0
@@ -67,8 +68,7 @@ def _register(tag: str, n: int, add: Callable[[], object]) -> dict[str, Any]:
     for part in range(4):
         count = quarter if part < 3 else n - 3 * quarter
         t0 = time.perf_counter()
-        for _ in range(count):
-            add()
+        add_many(count)
         elapsed += time.perf_counter() - t0
         h.progress(NAME, f"{tag}: registered {(part + 1) * 25}% of {n:,} timers")
     rss1 = h.rss_bytes()
@@ -143,16 +143,20 @@ async def _run_aiotimer(tag: str, n: int, window_s: int) -> dict[str, Any]:
         recording = not recording
         return merged_histogram(scheduler)
 
-    count = 0
-
-    def add() -> None:
-        nonlocal count
-        count += 1
-        scheduler.add_every_s(1, probe if count % PROBE_EVERY == 0 else _noop)
+    def add_many(count: int) -> None:
+        """``count`` timers in a plain loop, as a user would add them; every
+        ``PROBE_EVERY``-th is a probe."""
+        add = scheduler.add_every_s
+        for _ in range(count // PROBE_EVERY):
+            for _ in range(PROBE_EVERY - 1):
+                add(1, _noop)
+            add(1, probe)
+        for _ in range(count % PROBE_EVERY):
+            add(1, _noop)
 
     await scheduler.start()
     try:
-        result = _register(tag, n, add)
+        result = _register(tag, n, add_many)
 
         def fires() -> int:
             return sum(t.runs for t in scheduler.timers.values())
@@ -203,7 +207,12 @@ async def _run_call_at(tag: str, n: int, window_s: int) -> dict[str, Any]:
     samples = array("d")
     record = samples.append
     clock = time.monotonic
-    result = _register(tag, n, lambda: _chain(loop, first, record, clock))
+
+    def add_many(count: int) -> None:
+        for _ in range(count):
+            _chain(loop, first, record, clock)
+
+    result = _register(tag, n, add_many)
     window = await h.measure_window(
         NAME, tag, origin_ns, window_s, samples.__len__, samples.__len__
     )
