@@ -49,7 +49,7 @@ from ._clock import NS_PER_MS, NS_PER_S
 from ._policy import Missed
 from ._queue import NOT_QUEUED, TickQueue
 from ._spec import Kind, TimerSpec, check_interval
-from ._stats import DURATION, NO_HISTOGRAM
+from ._stats import NO_HISTOGRAM
 from ._timer import Tick, Timer, TimerState
 
 if TYPE_CHECKING:
@@ -413,14 +413,7 @@ class Dispatcher:
         hist = timer._hist
         if hist == NO_HISTOGRAM:  # allocated at the first timed run: timers that never run
             hist = timer._hist = slab.allocate()  # (cancelled per-call one-shots) cost nothing
-        slab.record(hist, lateness_ns)
-        slab.record(hist + DURATION, duration_ns)
-        if lateness_ns > timer._max_lateness_ns:
-            timer._max_lateness_ns = lateness_ns
-        if duration_ns > timer._max_duration_ns:
-            timer._max_duration_ns = duration_ns
-        timer._last_run_ns = started_ns
-        timer._last_lateness_ns = lateness_ns
+        slab.record_run(hist, lateness_ns, duration_ns, started_ns)
 
     def _after_run(self, timer: Timer, grid: int, result: object) -> None:
         """Settle a non-periodic timer once its run returned ``result``."""
@@ -453,7 +446,7 @@ class Dispatcher:
     # -- reporting ---------------------------------------------------------------------------
 
     def _failed(self, timer: Timer, exc: BaseException) -> None:
-        timer._errors += 1
+        timer.trouble().errors += 1
         logger.error("timer %r failed: %s: %s", timer.name, type(exc).__name__, exc, exc_info=exc)
         self._count_failure(timer, exc)
 
@@ -534,5 +527,6 @@ def late_run(timer: Timer, grid: int, now_tick: int) -> tuple[int, int]:
     else:  # _DELAY: restart the grid from this late run
         missed = passed
         next_grid = now_tick + interval
-    timer._missed += missed
+    if missed:
+        timer.trouble().missed += missed
     return next_grid, missed

@@ -80,6 +80,27 @@ class TickQueue:
         heapq.heappush(self._keys, tick)
         return True
 
+    def arm(self, timer: Timer, now_ns: int) -> int | None:
+        """Queue ``timer`` for its first grid point: ``interval`` ticks after the first tick at
+        or after ``now_ns`` (no jitter); set its grid and due tick.
+
+        :returns: the deadline in ns if that tick is new to the queue, else ``None`` (see
+            :meth:`push`)
+        """
+        if self._ceil_low_ns < now_ns <= self._ceil_high_ns:  # tick_at_or_after, inlined
+            tick = self._ceil_tick + timer._interval
+        else:
+            tick = self.tick_at_or_after(now_ns) + timer._interval
+        timer._grid_tick = timer._due_tick = tick
+        self._entries += 1
+        bucket = self._buckets.get(tick)
+        if bucket is not None:
+            bucket.append(timer)
+            return None
+        self._buckets[tick] = [timer]
+        heapq.heappush(self._keys, tick)
+        return self.origin_ns + tick * self.tick_ns
+
     def tick_at_or_after(self, time_ns: int) -> int:
         """The first tick of the grid at or after ``time_ns``.
 

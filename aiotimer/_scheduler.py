@@ -273,7 +273,7 @@ class Scheduler(Registrar[Timer]):
                 n += 1
                 name = f"{base}#{n}"
             self._name_counts[base] = n
-        timer = Timer(spec, name, self, queue, interval, NO_HISTOGRAM, mode)
+        timer = Timer(spec, name, self, queue, interval, mode)
         timers[name] = timer
         if decorated:
             self._by_callback[spec.callback] = timer
@@ -281,12 +281,11 @@ class Scheduler(Registrar[Timer]):
             return timer  # armed by the next start
         if mode & SPECIAL:
             self._arm(timer, self._now_ns())
-        else:  # _arm and _queue_grid without a jitter, inlined
+        else:  # _arm without a jitter, in one call
             timer._state = _ACTIVE
-            tick = queue.tick_at_or_after(self._now_ns()) + interval
-            timer._grid_tick = timer._due_tick = tick
-            if queue.push(timer, tick):
-                self._tick_source.wake_for(queue.origin_ns + tick * queue.tick_ns)
+            deadline_ns = queue.arm(timer, self._now_ns())
+            if deadline_ns is not None:  # a tick already queued is one the source knows of
+                self._tick_source.wake_for(deadline_ns)
         return timer
 
     def _lay_out(self, spec: TimerSpec) -> tuple[TimerSpec, int, TickQueue, int, str]:
@@ -375,9 +374,7 @@ class Scheduler(Registrar[Timer]):
         queue and clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
         delay_ms = max(1, -(-delay_ns // NS_PER_MS))
         # One shared spec; the callable goes straight into the timer (no signature to read).
-        timer = Timer(
-            _INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self, self._ms, delay_ms, NO_HISTOGRAM, INTERNAL
-        )
+        timer = Timer(_INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self, self._ms, delay_ms, INTERNAL)
         timer._call = fn
         self._arm(timer, self._clock.now_ns())
         return timer

@@ -8,8 +8,9 @@ Ground rules:
   within a factor of 2 of the truth (4 above 134 ms) and never above the largest value seen.
 * Counts are cumulative (Prometheus histograms can be built from them) and 32-bit; a bucket
   that would pass 2**32 halves its whole histogram (years at 1 kHz; a counter reset then).
-* All histograms of a scheduler live in one ``array('I')`` (:class:`HistogramSlab`): 144 bytes a
-  timer (with the sums) and no per-timer object, allocated at a timer's first timed run (a timer
+* All histograms of a scheduler live in one ``array('I')`` (:class:`HistogramSlab`), with their
+  sums and each timer's last run, last lateness and maxima beside them in two 64-bit arrays:
+  176 bytes a timer and no per-timer object, allocated at a timer's first timed run (a timer
   that never runs, such as a cancelled per-call one-shot, has none). Released slots are zeroed
   and reused.
 * The histograms count *timed* runs: every run of a service with fewer than 256 timers due at
@@ -61,11 +62,13 @@ NO_HISTOGRAM: Final = -1
 class HistogramSlab:
     """The lateness and duration histograms of every timer of a scheduler, in one array."""
 
-    __slots__ = ("_free", "counts", "sums")
+    __slots__ = ("_free", "counts", "marks", "sums")
 
     def __init__(self) -> None:
         self.counts = array("I")
         self.sums = array("Q")  # the sum of the values of each histogram, in ns
+        # per slot: last run start, last lateness (-1: none yet), max lateness, max duration
+        self.marks = array("q")
         self._free: list[int] = []
 
     def allocate(self) -> int:
@@ -75,12 +78,40 @@ class HistogramSlab:
         base = len(self.counts)
         self.counts.extend(_ZEROS)
         self.sums.extend(_NO_SUMS)
+        self.marks.extend(_NO_MARKS)
         return base
 
     def release(self, base: int) -> None:
         self.counts[base : base + SLOT] = _ZEROS
         self.sums[base // N_BUCKETS : base // N_BUCKETS + 2] = _NO_SUMS
+        mark = base // SLOT * _MARKS
+        self.marks[mark : mark + _MARKS] = _NO_MARKS
         self._free.append(base)
+
+    def record_run(self, base: int, lateness_ns: int, duration_ns: int, started_ns: int) -> None:
+        """A timed run of the timer at slot ``base``: both histograms and the marks."""
+        self.record(base, lateness_ns)
+        self.record(base + DURATION, duration_ns)
+        marks = self.marks
+        mark = base // SLOT * _MARKS
+        marks[mark] = started_ns
+        marks[mark + 1] = lateness_ns
+        if lateness_ns > marks[mark + 2]:
+            marks[mark + 2] = lateness_ns
+        if duration_ns > marks[mark + 3]:
+            marks[mark + 3] = duration_ns
+
+    def marks_of(self, base: int) -> tuple[int | None, int | None, int, int]:
+        """``(last run start ns, last lateness ns, max lateness ns, max duration ns)`` of the
+        timer at slot ``base`` (``None``: no timed run yet)."""
+        mark = base // SLOT * _MARKS
+        last_run, last_lateness, max_lateness, max_duration = self.marks[mark : mark + _MARKS]
+        return (
+            None if last_run < 0 else last_run,
+            None if last_lateness < 0 else last_lateness,
+            max_lateness,
+            max_duration,
+        )
 
     def record(self, start: int, value_ns: int) -> None:
         """Count ``value_ns`` in the histogram at ``start`` (a slot base, + DURATION)."""
@@ -128,6 +159,8 @@ class HistogramSlab:
 
 _ZEROS: Final = array("I", bytes(4 * SLOT))
 _NO_SUMS: Final = array("Q", bytes(16))
+_MARKS: Final = 4
+_NO_MARKS: Final = array("q", (-1, -1, 0, 0))
 
 
 def bucket_of(value_ns: int) -> int:

@@ -93,15 +93,19 @@ class _Trouble:
     keeping them out of :class:`Timer` saves memory at 100,000 timers)."""
 
     __slots__ = (
+        "errors",
         "failed_run",
         "failures_in_row",
         "loop_blocks",
+        "missed",
         "overlaps",
         "queued_run",
         "timeouts",
     )
 
     def __init__(self) -> None:
+        self.missed = 0
+        self.errors = 0
         self.overlaps = 0
         self.timeouts = 0
         self.loop_blocks = 0
@@ -123,15 +127,9 @@ class Timer:
     __slots__ = (
         "_call",
         "_due_tick",
-        "_errors",
         "_grid_tick",
         "_hist",
         "_interval",
-        "_last_lateness_ns",
-        "_last_run_ns",
-        "_max_duration_ns",
-        "_max_lateness_ns",
-        "_missed",
         "_mode",
         "_queue",
         "_running",
@@ -150,7 +148,6 @@ class Timer:
         scheduler: Scheduler,
         queue: TickQueue,
         interval: int,
-        hist: int,
         mode: int,
     ) -> None:
         self.spec = spec
@@ -163,16 +160,10 @@ class Timer:
         self._grid_tick = NOT_QUEUED
         self._due_tick = NOT_QUEUED
         self._state = _PENDING
-        self._hist = hist  # its histograms' base index in the scheduler's slab, or NO_HISTOGRAM
+        self._hist = NO_HISTOGRAM  # its slot in the scheduler's HistogramSlab, once timed
         self._running = 0  # async runs (coroutines, threads) in flight
         self._runs = 0
-        self._missed = 0
-        self._errors = 0
         self._trouble: _Trouble | None = None
-        self._last_run_ns = NOT_QUEUED
-        self._last_lateness_ns = NOT_QUEUED
-        self._max_lateness_ns = 0
-        self._max_duration_ns = 0
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -212,7 +203,7 @@ class Timer:
     @property
     def missed(self) -> int:
         """Grid points that passed without a run of their own (stalls; see ``Missed``)."""
-        return self._missed
+        return (self._trouble or _NO_TROUBLE).missed
 
     def trouble(self) -> _Trouble:
         """The rare-event counters, created on first use (for the dispatcher)."""
@@ -229,7 +220,7 @@ class Timer:
     @property
     def errors(self) -> int:
         """Runs that raised (timeouts included)."""
-        return self._errors
+        return (self._trouble or _NO_TROUBLE).errors
 
     @property
     def timeouts(self) -> int:
@@ -244,33 +235,31 @@ class Timer:
     @property
     def stats(self) -> TimerStats:
         """A snapshot of the timer's numbers."""
-        slab = self._scheduler._hist
         trouble = self._trouble or _NO_TROUBLE
+        lateness, duration = EMPTY_DISTRIBUTION, EMPTY_DISTRIBUTION
+        last_run_ns = last_lateness_ns = None
+        if self._hist != NO_HISTOGRAM:  # it had timed runs
+            slab = self._scheduler._hist
+            last_run_ns, last_lateness_ns, max_lateness_ns, max_duration_ns = slab.marks_of(
+                self._hist
+            )
+            lateness = slab.distribution(self._hist, max_lateness_ns)
+            duration = slab.distribution(self._hist + DURATION, max_duration_ns)
         return TimerStats(
             name=self.name,
             state=self._state.value,
             every=self.spec.describe(),
             runs=self._runs,
-            missed=self._missed,
+            missed=trouble.missed,
             overlaps=trouble.overlaps,
-            errors=self._errors,
+            errors=trouble.errors,
             timeouts=trouble.timeouts,
             loop_blocks=trouble.loop_blocks,
             running=self._running,
-            last_run_ns=None if self._last_run_ns == NOT_QUEUED else self._last_run_ns,
-            last_lateness_s=(
-                None if self._last_lateness_ns == NOT_QUEUED else self._last_lateness_ns / 1e9
-            ),
-            lateness=(
-                EMPTY_DISTRIBUTION
-                if self._hist == NO_HISTOGRAM
-                else slab.distribution(self._hist, self._max_lateness_ns)
-            ),
-            duration=(
-                EMPTY_DISTRIBUTION
-                if self._hist == NO_HISTOGRAM
-                else slab.distribution(self._hist + DURATION, self._max_duration_ns)
-            ),
+            last_run_ns=last_run_ns,
+            last_lateness_s=None if last_lateness_ns is None else last_lateness_ns / 1e9,
+            lateness=lateness,
+            duration=duration,
         )
 
     def histograms(self) -> tuple[Histogram, Histogram]:
