@@ -14,6 +14,13 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   The queue counts such stale entries and compacts itself when they outnumber the live ones, so
   churn (add/cancel in a loop) cannot grow memory without bound.
 
+* A bucket may be known to be *uniform*: every live entry is a fast-mode timer (see
+  ``_modes``) with the same interval, so all of them re-queue to one tick. The dispatcher runs
+  such a bucket with a leaner loop and puts the whole list back at that tick in one step, with
+  no append per timer (:meth:`requeue`). The mark is set when the dispatcher re-queued a bucket
+  that way, or found a mixed one that turned out uniform (:meth:`mark_uniform`); an entry that
+  does not fit (another interval, a slow mode) clears it; compaction clears every mark.
+
 Ground rules: ticks are integers on the queue's grid (``origin_ns + tick * tick_ns``); the queue
 never looks at a clock. It hands out buckets; deciding what to do with each timer is the
 dispatcher's job.
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import heapq
 from typing import TYPE_CHECKING, final
+
+from ._modes import FAST
 
 if TYPE_CHECKING:
     from ._timer import Timer
@@ -47,6 +56,7 @@ class TickQueue:
         "_entries",
         "_keys",
         "_stale",
+        "_uniform",
         "origin_ns",
         "tick_ns",
     )
@@ -58,6 +68,7 @@ class TickQueue:
         self._keys: list[int] = []  # min-heap of the keys of _buckets
         self._entries = 0  # entries in all buckets, stale ones included
         self._stale = 0
+        self._uniform: dict[int, int] = {}  # tick -> the interval of its uniform bucket
         self._ceil_tick = 0
         self._ceil_low_ns = self._ceil_high_ns = 0  # tick_at_or_after's last answer: none
 
@@ -75,10 +86,18 @@ class TickQueue:
         bucket = self._buckets.get(tick)
         if bucket is not None:
             bucket.append(timer)
+            if self._uniform:
+                self._fits(timer, tick)
             return False
         self._buckets[tick] = [timer]
         heapq.heappush(self._keys, tick)
         return True
+
+    def _fits(self, timer: Timer, tick: int) -> None:
+        """``timer`` joined the bucket of ``tick``: unmark the bucket unless the timer fits."""
+        interval = self._uniform.get(tick)
+        if interval is not None and (timer._interval != interval or timer._mode > FAST):
+            del self._uniform[tick]
 
     def arm(self, timer: Timer, now_ns: int) -> int | None:
         """Queue ``timer`` for its first grid point: ``interval`` ticks after the first tick at
@@ -96,6 +115,8 @@ class TickQueue:
         bucket = self._buckets.get(tick)
         if bucket is not None:
             bucket.append(timer)
+            if self._uniform:
+                self._fits(timer, tick)
             return None
         self._buckets[tick] = [timer]
         heapq.heappush(self._keys, tick)
@@ -129,7 +150,38 @@ class TickQueue:
         if bucket is None:
             bucket = self._buckets[tick] = []
             heapq.heappush(self._keys, tick)
+        elif self._uniform:
+            self._uniform.pop(tick, None)  # what is appended is not checked
         return bucket
+
+    def requeue(self, tick: int, entries: list[Timer], interval: int, stale: int) -> None:
+        """Put a fired uniform bucket's entries back, due at ``tick``, as one list (or onto the
+        bucket already there). ``stale`` of them were skipped in the run: when they weigh, the
+        list is filtered first; else they travel along, still counted as stale.
+        """
+        if stale * 16 > len(entries):
+            live = [t for t in entries if t._due_tick == tick]
+            self.settle(len(entries) - len(live))
+            entries = live
+            if not entries:
+                return
+        self._entries += len(entries)
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            self._buckets[tick] = entries
+            heapq.heappush(self._keys, tick)
+            self._uniform[tick] = interval
+            return
+        bucket.extend(entries)
+        if self._uniform.get(tick) != interval:
+            self._uniform.pop(tick, None)
+
+    def mark_uniform(self, tick: int, interval: int, count: int) -> None:
+        """The dispatcher appended ``count`` fast-mode timers of ``interval`` to the bucket of
+        ``tick``: mark it uniform if that is all it holds."""
+        bucket = self._buckets.get(tick)
+        if bucket is not None and len(bucket) == count:
+            self._uniform[tick] = interval
 
     def added(self, n: int) -> None:
         """``n`` timers were appended to buckets obtained from :meth:`bucket_for`."""
@@ -145,8 +197,9 @@ class TickQueue:
         keys = self._keys
         return self.origin_ns + keys[0] * self.tick_ns if keys else None
 
-    def pop_due(self, now_tick: int) -> tuple[int, list[Timer]] | None:
-        """Remove and return the earliest bucket due at or before ``now_tick``, if any.
+    def pop_due(self, now_tick: int) -> tuple[int, list[Timer], int] | None:
+        """Remove and return the earliest bucket due at or before ``now_tick``, if any, as
+        ``(tick, bucket, interval)``: ``interval`` is that of a uniform bucket, else 0.
 
         Entries whose timer moved on are still in the returned list: the consumer skips them
         (``timer._due_tick != tick``) and reports how many with :meth:`settle`.
@@ -157,7 +210,7 @@ class TickQueue:
         tick = heapq.heappop(keys)
         bucket = self._buckets.pop(tick)
         self._entries -= len(bucket)
-        return tick, bucket
+        return tick, bucket, self._uniform.pop(tick, 0) if self._uniform else 0
 
     def settle(self, stale: int) -> None:
         """``stale`` entries of a popped bucket were skipped: they no longer count as stale."""
@@ -166,6 +219,7 @@ class TickQueue:
     def clear(self) -> None:
         self._buckets.clear()
         self._keys.clear()
+        self._uniform.clear()
         self._entries = self._stale = 0
 
     def _compact(self) -> None:
@@ -180,3 +234,4 @@ class TickQueue:
         heapq.heapify(self._keys)
         self._entries = sum(map(len, buckets.values()))
         self._stale = 0
+        self._uniform.clear()  # the dispatcher marks them again as it goes

@@ -33,7 +33,8 @@ from anyio.abc import TaskStatus
 
 from ._backend import spawn_detached
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import INTERNAL, SPECIAL, Dispatcher, current_timer, late_run, mode_of
+from ._dispatch import Dispatcher, current_timer, late_run, mode_of
+from ._modes import INTERNAL, SPECIAL
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
@@ -433,7 +434,7 @@ class Scheduler(Registrar[Timer]):
         for queue in (self._ms, self._s):
             now_tick = (now_ns - queue.origin_ns) // queue.tick_ns
             while (due := queue.pop_due(now_tick)) is not None:
-                fire(queue, due[0], due[1], now_tick)
+                fire(queue, due[0], due[1], due[2], now_tick)
 
     # -- services ----------------------------------------------------------------------------
 
