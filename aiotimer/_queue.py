@@ -17,9 +17,10 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
 * A bucket may be known to be *uniform*: every live entry is a fast-mode timer (see
   ``_modes``) with the same interval, so all of them re-queue to one tick. The dispatcher runs
   such a bucket with a leaner loop and puts the whole list back at that tick in one step, with
-  no append per timer (:meth:`requeue`). The mark is set when the dispatcher re-queued a bucket
-  that way, or found a mixed one that turned out uniform (:meth:`mark_uniform`); an entry that
-  does not fit (another interval, a slow mode) clears it; compaction clears every mark.
+  no append per timer (:meth:`requeue`). The mark is set when a bucket is created for a
+  fast-mode timer, when the dispatcher re-queues a bucket that way, or when it finds that a
+  mixed one it filled turned out uniform (:meth:`mark_uniform`); an entry that does not fit
+  (another interval, a slow mode) clears it; compaction clears every mark.
 
 Ground rules: ticks are integers on the queue's grid (``origin_ns + tick * tick_ns``); the queue
 never looks at a clock. It hands out buckets; deciding what to do with each timer is the
@@ -91,6 +92,8 @@ class TickQueue:
             return False
         self._buckets[tick] = [timer]
         heapq.heappush(self._keys, tick)
+        if timer._mode <= FAST:
+            self._uniform[tick] = timer._interval
         return True
 
     def _fits(self, timer: Timer, tick: int) -> None:
@@ -115,11 +118,16 @@ class TickQueue:
         bucket = self._buckets.get(tick)
         if bucket is not None:
             bucket.append(timer)
-            if self._uniform:
-                self._fits(timer, tick)
+            uniform = self._uniform
+            if uniform:  # _fits, inlined: registrations come by the thousand
+                interval = uniform.get(tick)
+                if interval is not None and (timer._interval != interval or timer._mode > FAST):
+                    del uniform[tick]
             return None
         self._buckets[tick] = [timer]
         heapq.heappush(self._keys, tick)
+        if timer._mode <= FAST:
+            self._uniform[tick] = timer._interval
         return self.origin_ns + tick * self.tick_ns
 
     def tick_at_or_after(self, time_ns: int) -> int:

@@ -69,7 +69,7 @@ class Registrar(ABC, Generic[R]):
     __slots__ = ()
 
     @abstractmethod
-    def _register(self, spec: TimerSpec, *, decorated: bool) -> R:
+    def _register(self, spec: TimerSpec, decorated: bool) -> R:
         """Take a validated spec; ``decorated`` is true when it came from a decorator."""
 
     def _spec(
@@ -163,9 +163,22 @@ class Registrar(ABC, Generic[R]):
     ) -> R:
         """Run ``callback`` every ``interval_ms`` milliseconds; the first run one interval after
         it was added (or after the scheduler starts)."""
+        last = _last  # the same anonymous timer again (bulk adds): nothing to build or look up
+        if (
+            last[0] is callback
+            and last[1] == interval_ms
+            and last[2] is _MS
+            and last[3] is _PERIODIC
+            and type(interval_ms) is int
+            and name is None
+            and param is None
+            and returns_interval is False
+            and not options
+        ):
+            return self._register(last, False)
         kind = _PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
         spec = self._spec(callback, interval_ms, _MS, kind, name, param, options)
-        return self._register(spec, decorated=False)
+        return self._register(spec, False)
 
     def add_every_s(
         self,
@@ -178,9 +191,22 @@ class Registrar(ABC, Generic[R]):
         **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` every ``interval_s`` seconds on the second grid."""
+        last = _last  # the same anonymous timer again (bulk adds): nothing to build or look up
+        if (
+            last[0] is callback
+            and last[1] == interval_s
+            and last[2] is _S
+            and last[3] is _PERIODIC
+            and type(interval_s) is int
+            and name is None
+            and param is None
+            and returns_interval is False
+            and not options
+        ):
+            return self._register(last, False)
         kind = _PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
         spec = self._spec(callback, interval_s, _S, kind, name, param, options)
-        return self._register(spec, decorated=False)
+        return self._register(spec, False)
 
     def add_once_ms(
         self,
@@ -193,7 +219,7 @@ class Registrar(ABC, Generic[R]):
     ) -> R:
         """Run ``callback`` once, ``delay_ms`` milliseconds from now (``call_later`` in ms)."""
         spec = self._spec(callback, delay_ms, _MS, _ONESHOT, name, param, options)
-        return self._register(spec, decorated=False)
+        return self._register(spec, False)
 
     def add_once_s(
         self,
@@ -206,7 +232,7 @@ class Registrar(ABC, Generic[R]):
     ) -> R:
         """Run ``callback`` once, ``delay_s`` seconds from now, on the second grid."""
         spec = self._spec(callback, delay_s, _S, _ONESHOT, name, param, options)
-        return self._register(spec, decorated=False)
+        return self._register(spec, False)
 
 
 _SHARED_MAX: Final = 1024

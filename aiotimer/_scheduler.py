@@ -24,6 +24,7 @@ import inspect
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, final
@@ -68,6 +69,8 @@ _PERIODIC: Final = Kind.PERIODIC
 _ONESHOT: Final = Kind.ONESHOT
 _MS: Final = Unit.MS
 
+_Layout = tuple[TimerSpec, int, TickQueue, int, str, str | None]
+"""How a spec registers (see ``Scheduler._lay_out``)."""
 _INTERNAL_SPEC_NAME: Final = "aiotimer.internal"
 
 
@@ -177,7 +180,11 @@ class Scheduler(Registrar[Timer]):
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._use_timerfd = resolve_precision(precision, self._clock, name)
         self._timerfd: TimerFd | None = None
-        self._now_ns = self._clock.now_ns  # bound once: the hot path calls it per fire
+        # Bound once: the hot paths call it per timed run and per registration. The real
+        # clock's is time.monotonic_ns itself, a C call with no Python frame.
+        self._now_ns: Callable[[], int] = (
+            time.monotonic_ns if type(self._clock) is MonotonicClock else self._clock.now_ns
+        )
         self._on_error = on_error
         self._thread_limit = thread_limit
         self.random = random.Random(seed)
@@ -233,7 +240,7 @@ class Scheduler(Registrar[Timer]):
         """Add a timer from a prepared :class:`TimerSpec` (what ``add_*`` methods build)."""
         if not isinstance(spec, TimerSpec):
             raise TypeError(f"add() takes a TimerSpec, got {type(spec).__name__} {spec!r}")
-        return self._register(spec, decorated=False)
+        return self._register(spec, False)
 
     def add_table(self, table: Any) -> list[Timer]:
         """Add every timer of a :class:`~aiotimer.TimerTable`; all or none (names checked first)."""
@@ -248,7 +255,7 @@ class Scheduler(Registrar[Timer]):
                 )
         return [self._register(spec, decorated=table.is_decorated(spec)) for spec in table]
 
-    def _register(self, spec: TimerSpec, *, decorated: bool) -> Timer:
+    def _register(self, spec: TimerSpec, decorated: bool) -> Timer:
         if decorated:
             other = self._by_callback.get(spec.callback)
             if other is not None:
@@ -261,10 +268,10 @@ class Scheduler(Registrar[Timer]):
         layout = self._layout
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
             layout = self._layout = self._lay_out(spec)
-        _, mode, queue, interval, base = layout
+        _, mode, queue, interval, base, own_name = layout
         timers = self._timers
-        if spec.name is not None:
-            name = self._own_name(spec.name)
+        if own_name is not None:
+            name = self._own_name(own_name)
         elif base not in timers:
             name = base
         else:  # base#2, base#3...: the next free number
@@ -289,16 +296,18 @@ class Scheduler(Registrar[Timer]):
                 self._tick_source.wake_for(deadline_ns)
         return timer
 
-    def _lay_out(self, spec: TimerSpec) -> tuple[TimerSpec, int, TickQueue, int, str]:
-        """``(spec, dispatch mode, queue, interval in the queue's ticks, default name)``."""
-        base = spec.name if spec.name is not None else callback_name(spec.callback)
+    def _lay_out(self, spec: TimerSpec) -> _Layout:
+        """``(spec, dispatch mode, queue, interval in the queue's ticks, default name, own
+        name or None)``."""
+        name = spec.name
+        base = name if name is not None else callback_name(spec.callback)
         # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
         if spec.unit is _MS:
-            return spec, mode_of(spec), self._ms, spec.interval, base
+            return spec, mode_of(spec), self._ms, spec.interval, base, name
         if spec.policy.jitter_ms:
-            return spec, mode_of(spec), self._ms, spec.interval * 1000, base
-        return spec, mode_of(spec), self._s, spec.interval, base
+            return spec, mode_of(spec), self._ms, spec.interval * 1000, base, name
+        return spec, mode_of(spec), self._s, spec.interval, base, name
 
     def _own_name(self, name: str) -> str:
         """A timer's own name, refused when taken (anonymous timers are numbered instead)."""

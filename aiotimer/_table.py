@@ -28,7 +28,7 @@ class TimerTable(Registrar[TimerSpec]):
         self._specs: list[TimerSpec] = []
         self._decorated: set[int] = set()  # ids of specs that came from a decorator
 
-    def _register(self, spec: TimerSpec, *, decorated: bool) -> TimerSpec:
+    def _register(self, spec: TimerSpec, decorated: bool) -> TimerSpec:
         for other in self._specs:
             if spec.name is not None and other.name == spec.name:
                 raise ValueError(f"timer {spec.name!r} is already in table {self.name!r}")

@@ -174,7 +174,7 @@ class TimerProcess(Registrar[TimerSpec]):
 
     # -- declaring timers --------------------------------------------------------------------
 
-    def _register(self, spec: TimerSpec, *, decorated: bool) -> TimerSpec:
+    def _register(self, spec: TimerSpec, decorated: bool) -> TimerSpec:
         return self._add(spec, Mode.SYNC, decorated)
 
     def add_basic_s(
