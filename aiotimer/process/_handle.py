@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import time
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 from ._context import WorkerInfo
 
@@ -48,6 +48,9 @@ class Runner(Protocol):
     def heartbeat_age_s(self) -> float | None: ...
 
     def child_stats(self) -> tuple[dict[str, Any] | None, float | None]: ...
+
+
+_RUNNING: Final = WorkerState.RUNNING  # (an enum member via its class costs ~0.2 µs on 3.11)
 
 
 @final
@@ -105,7 +108,7 @@ class Worker:
         :raises TypeError: ``obj`` does not pickle
         """
         runner = self._runner
-        if runner is None or self.state is not WorkerState.RUNNING:
+        if runner is None or self.state is not _RUNNING:
             raise RuntimeError(
                 f"worker {self.name!r}[{self.index}] cannot take messages: it is {self.state.value}"
             )

@@ -54,7 +54,10 @@ class HandlerPump:
                 if self._wakeup is not None:
                     self._wakeup.set()
             else:
-                self._call(handler, args)
+                try:  # _call, inlined: the path of every message to a sync handler
+                    handler(*args)
+                except Exception:
+                    self._log_failure(handler)
 
     async def run(self) -> None:
         """Run deferred handlers, in the order they came, until cancelled."""
@@ -77,11 +80,15 @@ class HandlerPump:
         try:
             handler(*args)
         except Exception:
-            logger.exception("%s: message handler %s failed", self.label, callback_name(handler))
+            self._log_failure(handler)
 
     async def _call_async(self, handler: Handler, args: tuple[Any, ...]) -> None:
         try:
             coro: Awaitable[Any] = handler(*args)
             await coro
         except Exception:
-            logger.exception("%s: message handler %s failed", self.label, callback_name(handler))
+            self._log_failure(handler)
+
+    def _log_failure(self, handler: Handler) -> None:
+        """Log the exception being handled, naming the handler."""
+        logger.exception("%s: message handler %s failed", self.label, callback_name(handler))

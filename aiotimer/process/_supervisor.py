@@ -132,7 +132,7 @@ class ProcessRunner:
         channel = self._channel
         if channel is None or not channel.open:
             raise RuntimeError(f"{self._label} cannot take messages: its pipe is closed")
-        channel.send(Msg.USER, obj)
+        channel.send(_USER, obj)
 
     async def drain(self) -> None:
         channel = self._channel

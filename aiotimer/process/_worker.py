@@ -43,7 +43,7 @@ from ._context import WorkerInfo, set_process_link
 from ._errors import ProtocolError
 from ._handlers import Handler, HandlerPump
 from ._logs import ForwardHandler
-from ._protocol import PROTOCOL_VERSION, Msg, encode
+from ._protocol import PROTOCOL_VERSION, USER, Msg, encode
 from ._spec import ProcessTimer, decode_timers, install
 
 __all__ = ["WorkerConfig", "load_payload", "main"]
@@ -157,7 +157,7 @@ class _Child:
     # -- the WorkerLink protocol (what current_worker() and send_to_parent() use) -------------
 
     def send_to_parent(self, obj: Any) -> None:
-        self.channel.send_threadsafe(encode(Msg.USER, obj))
+        self.channel.send_threadsafe(encode(USER, obj))
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -214,7 +214,7 @@ class _Child:
     # -- frames from the parent ------------------------------------------------------------------
 
     def _on_frame(self, kind: Msg, obj: Any) -> None:
-        if kind is Msg.USER:
+        if kind is USER:
             self.pump.dispatch(self.handlers, (obj,), defer=False)
         elif kind is Msg.STOP:
             self._stop(float(obj["grace_s"]))
