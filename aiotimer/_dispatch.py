@@ -54,11 +54,11 @@ from anyio.abc import TaskGroup
 from ._backend import current_backend
 from ._clock import NS_PER_MS, NS_PER_S
 from ._modes import ASYNC, COROUTINE, INTERNAL, SPECIAL, TAKES_TICK, THREAD
-from ._policy import Missed
+from ._policy import MISSED_BURST, MISSED_SKIP
 from ._queue import NOT_QUEUED, TickQueue
-from ._spec import Kind, TimerSpec, check_interval
+from ._spec import ONESHOT, PERIODIC, TimerSpec, check_interval
 from ._stats import NO_HISTOGRAM
-from ._timer import Tick, Timer, TimerState
+from ._timer import ACTIVE, FINISHED, Tick, Timer
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -67,16 +67,6 @@ __all__ = ["Dispatcher", "current_timer", "late_run", "mode_of"]
 
 logger = logging.getLogger("aiotimer.dispatch")
 
-# Enum members read through their class cost ~0.2 µs each on CPython 3.11 (its enum
-# metaclass has a __getattr__, which slows every attribute lookup on an enum class);
-# module globals cost ~15 ns. The paths run per registration or per run use these.
-_ACTIVE: Final = TimerState.ACTIVE
-_FINISHED: Final = TimerState.FINISHED
-_PERIODIC: Final = Kind.PERIODIC
-_ONESHOT: Final = Kind.ONESHOT
-_SKIP: Final = Missed.SKIP
-_BURST: Final = Missed.BURST
-_DELAY: Final = Missed.DELAY
 
 SAMPLE_BUDGET: Final = 256
 """Runs timed one by one per batch; a bigger batch times one run in ``1 + len // 256``."""
@@ -97,7 +87,7 @@ def mode_of(spec: TimerSpec) -> int:
         mode |= THREAD
     # The fast path handles periodic inline runs with any missed policy, error hooks and
     # max_failures (they act only on late or failed runs); these need the general path:
-    if spec.kind is not _PERIODIC or policy.jitter_ms or policy.timeout_s is not None:
+    if spec.kind is not PERIODIC or policy.jitter_ms or policy.timeout_s is not None:
         mode |= SPECIAL
     return mode
 
@@ -183,22 +173,16 @@ class Dispatcher:
 
         :returns: the entries taken: all of them, unless the batch fell a whole interval behind
             (the clock is read at each timed run), when the rest are late runs
+
+        Its loop is :meth:`_fire_mixed`'s with what a uniform bucket makes constant taken out:
+        a change to one is a change to the other.
         """
-        scheduler = self._scheduler
-        now_ns = scheduler._now_ns
-        block_ns = self._block_ns
-        scheduled_ns = queue.origin_ns + tick * queue.tick_ns
-        since_start_ns = scheduled_ns - scheduler._start_ns
-        ticks = since_start_ns // NS_PER_S
-        ticks_raw = since_start_ns // NS_PER_MS
+        now_ns = self._scheduler._now_ns
+        scheduled_ns, ticks, ticks_raw = self._grid_point(queue, tick)
         next_tick = tick + interval
         late_ns = queue.origin_ns + next_tick * queue.tick_ns  # runs from then on are late
         size = len(bucket)
-        every = 1 + size // SAMPLE_BUDGET  # timing: as in _fire_mixed
-        untimed = 0
-        if every > 1:
-            self._phase += 1
-            untimed = self._phase % every
+        every, untimed = self._chunks(size)
         entries = iter(bucket)
         taken = 0
         stale = 0
@@ -221,10 +205,7 @@ class Dispatcher:
                     except Exception as exc:
                         self._failed(timer, exc)
                 taken += untimed
-                t0 = now_ns()  # the untimed runs since t_prev, as a group
-                if t0 - t_prev >= block_ns:
-                    self._group_blocked(last_timed, untimed, t0 - t_prev)
-                t_prev = t0
+                t_prev = self._group_done(last_timed, untimed, t_prev)
             untimed = every - 1
             timed = next(entries, None)  # the timed run of this chunk
             if timed is None:
@@ -236,19 +217,7 @@ class Dispatcher:
                 continue
             timer._due_tick = next_tick
             timer._runs += 1
-            t0 = t_prev
-            try:
-                if timer._mode:
-                    param = timer.spec.param
-                    timer._call(Tick(ticks, ticks_raw, scheduled_ns, 0, param, timer))
-                else:
-                    timer._call()
-            except Exception as exc:
-                self._failed(timer, exc)
-            t_prev = now_ns()
-            self._record(timer, t0 - scheduled_ns, t_prev - t0, t0)
-            if t_prev - t0 >= block_ns:
-                self._blocked(timer, t_prev - t0)
+            t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, 0)
             last_timed = timer
             if t_prev >= late_ns:
                 break
@@ -259,25 +228,12 @@ class Dispatcher:
     def _fire_mixed(self, queue: TickQueue, tick: int, bucket: list[Timer], now_tick: int) -> None:
         """Run every live timer of ``bucket``, whatever their modes and intervals, late or not;
         mark the bucket they go back to uniform if it turns out so."""
-        scheduler = self._scheduler
-        now_ns = scheduler._now_ns
-        block_ns = self._block_ns
+        now_ns = self._scheduler._now_ns
         origin_ns = queue.origin_ns
         tick_ns = queue.tick_ns
         takes_tick = TAKES_TICK
-        scheduled_ns = origin_ns + tick * tick_ns
-        since_start_ns = scheduled_ns - scheduler._start_ns
-        ticks = since_start_ns // NS_PER_S
-        ticks_raw = since_start_ns // NS_PER_MS
-        # Timing: every run of a batch of up to SAMPLE_BUDGET timers is timed; a bigger batch
-        # goes in chunks of `every` entries, the last of each timed (the first chunk is
-        # shorter by a rotating phase, so each timer is timed in turn) and the others timed
-        # as a group, for the loop-block watchdog.
-        every = 1 + len(bucket) // SAMPLE_BUDGET
-        untimed = 0
-        if every > 1:
-            self._phase += 1
-            untimed = self._phase % every
+        scheduled_ns, ticks, ticks_raw = self._grid_point(queue, tick)
+        every, untimed = self._chunks(len(bucket))
         entries = iter(bucket)
         lag = now_tick - tick  # ticks late (re-read after each timed run)
         last_tick = NOT_QUEUED
@@ -323,10 +279,7 @@ class Dispatcher:
                             timer._call()
                     except Exception as exc:
                         self._failed(timer, exc)
-                t0 = now_ns()  # the untimed runs since t_prev, as a group
-                if t0 - t_prev >= block_ns:
-                    self._group_blocked(last_timed, untimed, t0 - t_prev)
-                t_prev = t0
+                t_prev = self._group_done(last_timed, untimed, t_prev)
             untimed = every - 1
             timed = next(entries, None)  # the timed run of this chunk
             if timed is None:
@@ -356,20 +309,8 @@ class Dispatcher:
                 targets += 1
             append(timer)
             timer._runs += 1
-            t0 = t_prev
-            try:
-                if mode:
-                    param = timer.spec.param
-                    timer._call(Tick(ticks, ticks_raw, scheduled_ns, missed, param, timer))
-                else:
-                    timer._call()
-            except Exception as exc:
-                self._failed(timer, exc)
-            t_prev = now_ns()
+            t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, missed)
             lag = (t_prev - origin_ns) // tick_ns - tick  # a run may have held the loop
-            self._record(timer, t0 - scheduled_ns, t_prev - t0, t0)
-            if t_prev - t0 >= block_ns:
-                self._blocked(timer, t_prev - t0)
             last_timed = timer
         requeued = len(bucket) - stale - general
         queue.added(requeued)
@@ -378,20 +319,66 @@ class Dispatcher:
         if targets == 1 and not (general or late):  # all to one tick: one interval, fast modes
             queue.mark_uniform(last_tick, last_tick - tick, requeued)
 
+    def _grid_point(self, queue: TickQueue, tick: int) -> tuple[int, int, int]:
+        """``(scheduled_ns, ticks, ticks_raw)`` of grid point ``tick`` of ``queue``."""
+        scheduled_ns = queue.origin_ns + tick * queue.tick_ns
+        since_start_ns = scheduled_ns - self._scheduler._start_ns
+        return scheduled_ns, since_start_ns // NS_PER_S, since_start_ns // NS_PER_MS
+
+    def _chunks(self, size: int) -> tuple[int, int]:
+        """How a batch of ``size`` entries is timed: ``(every, untimed)``.
+
+        Every run of a batch of up to SAMPLE_BUDGET timers is timed; a bigger batch goes in
+        chunks of ``every`` entries, the last of each timed and the others timed as a group
+        (for the loop-block watchdog); the first chunk has ``untimed`` entries before its timed
+        one, a phase that rotates from batch to batch so each timer is timed in turn.
+        """
+        every = 1 + size // SAMPLE_BUDGET
+        if every == 1:
+            return 1, 0
+        self._phase += 1
+        return every, self._phase % every
+
+    def _group_done(self, last_timed: Timer | None, count: int, since_ns: int) -> int:
+        """``count`` untimed runs since ``since_ns`` ended: report them if they held the loop
+        too long; the clock now."""
+        now_ns = self._scheduler._now_ns()
+        if now_ns - since_ns >= self._block_ns:
+            self._group_blocked(last_timed, count, now_ns - since_ns)
+        return now_ns
+
+    def _timed_run(
+        self, timer: Timer, t0: int, scheduled_ns: int, ticks: int, ticks_raw: int, missed: int
+    ) -> int:
+        """Run a fast-mode ``timer`` (re-queued already) started at ``t0``, and time it: its
+        statistics and the loop-block watchdog. Returns the clock after the run."""
+        try:
+            if timer._mode:
+                timer._call(Tick(ticks, ticks_raw, scheduled_ns, missed, timer.spec.param, timer))
+            else:
+                timer._call()
+        except Exception as exc:
+            self._failed(timer, exc)
+        t1 = self._scheduler._now_ns()
+        self._record(timer, t0 - scheduled_ns, t1 - t0, t0)
+        if t1 - t0 >= self._block_ns:
+            self._blocked(timer, t1 - t0)
+        return t1
+
     # -- everything else ---------------------------------------------------------------------
 
     def _fire_general(self, queue: TickQueue, timer: Timer, now_tick: int) -> None:
         mode = timer._mode
         if mode & INTERNAL:
             timer._due_tick = NOT_QUEUED
-            timer._state = _FINISHED
+            timer._state = FINISHED
             timer._call()
             return
         spec = timer.spec
         policy = spec.policy
         grid = timer._grid_tick
         missed = 0
-        if spec.kind is _PERIODIC:
+        if spec.kind is PERIODIC:
             if now_tick - grid < timer._interval:
                 next_grid = grid + timer._interval
             else:
@@ -508,7 +495,7 @@ class Dispatcher:
         trouble = timer._trouble
         if trouble is not None and trouble.queued_run is not None:
             queued, trouble.queued_run = trouble.queued_run, None
-            if timer._state is _ACTIVE:
+            if timer._state is ACTIVE:
                 self._start_run(timer._queue, timer, *queued)
 
     def _record(self, timer: Timer, lateness_ns: int, duration_ns: int, started_ns: int) -> None:
@@ -522,12 +509,12 @@ class Dispatcher:
     def _after_run(self, timer: Timer, grid: int, result: object) -> None:
         """Settle a non-periodic timer once its run returned ``result``."""
         kind = timer.spec.kind
-        if kind is _PERIODIC or timer._state is not _ACTIVE:
+        if kind is PERIODIC or timer._state is not ACTIVE:
             return  # periodic timers were re-queued before the run; ended ones stay ended
         if timer._due_tick != NOT_QUEUED:
             return  # rescheduled during the run: that wins
         scheduler = self._scheduler
-        if kind is _ONESHOT:
+        if kind is ONESHOT:
             scheduler._finish(timer)
             return
         # RETURNS_INTERVAL: None keeps the interval, 0 stops, n > 0 is the next interval.
@@ -622,13 +609,13 @@ def late_run(timer: Timer, grid: int, now_tick: int) -> tuple[int, int]:
     interval = timer._interval
     passed = (now_tick - grid) // interval  # grid points that passed after `grid`
     policy = timer.spec.policy
-    if policy.missed is _SKIP:  # merge them into this run
+    if policy.missed is MISSED_SKIP:  # merge them into this run
         missed = passed
         next_grid = grid + (passed + 1) * interval
-    elif policy.missed is _BURST:  # replay them, but at most max_catchup
+    elif policy.missed is MISSED_BURST:  # replay them, but at most max_catchup
         missed = max(0, passed - policy.max_catchup)
         next_grid = grid + (missed + 1) * interval
-    else:  # _DELAY: restart the grid from this late run
+    else:  # MISSED_DELAY: restart the grid from this late run
         missed = passed
         next_grid = now_tick + interval
     if missed:

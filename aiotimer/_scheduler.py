@@ -40,10 +40,10 @@ from ._policy import ErrorHook
 from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
 from ._service import Service
-from ._spec import Kind, TimerSpec, Unit, callback_name, check_interval
+from ._spec import ONESHOT, PERIODIC, UNIT_MS, Kind, TimerSpec, Unit, callback_name, check_interval
 from ._stats import NO_HISTOGRAM, Histogram, HistogramSlab
 from ._tick_source import TickSource
-from ._timer import Timer, TimerState
+from ._timer import ACTIVE, CANCELLED, FINISHED, PAUSED, PENDING, Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
 
 if TYPE_CHECKING:
@@ -57,17 +57,6 @@ _State = Literal["stopped", "starting", "running", "stopping"]
 DEFAULT_GRACE_S: Final = 5.0
 DEFAULT_BLOCK_WARN_S: Final = 0.1
 DEFAULT_THREAD_LIMIT: Final = 8
-# Enum members read through their class cost ~0.2 µs each on CPython 3.11 (its enum
-# metaclass has a __getattr__, which slows every attribute lookup on an enum class);
-# module globals cost ~15 ns. The paths run per registration or per run use these.
-_PENDING: Final = TimerState.PENDING
-_ACTIVE: Final = TimerState.ACTIVE
-_PAUSED: Final = TimerState.PAUSED
-_CANCELLED: Final = TimerState.CANCELLED
-_FINISHED: Final = TimerState.FINISHED
-_PERIODIC: Final = Kind.PERIODIC
-_ONESHOT: Final = Kind.ONESHOT
-_MS: Final = Unit.MS
 
 _Layout = tuple[TimerSpec, int, TickQueue, int, str, str | None]
 """How a spec registers (see ``Scheduler._lay_out``)."""
@@ -290,7 +279,7 @@ class Scheduler(Registrar[Timer]):
         if mode & SPECIAL:
             self._arm(timer, self._now_ns())
         else:  # _arm without a jitter, in one call
-            timer._state = _ACTIVE
+            timer._state = ACTIVE
             deadline_ns = queue.arm(timer, self._now_ns())
             if deadline_ns is not None:  # a tick already queued is one the source knows of
                 self._tick_source.wake_for(deadline_ns)
@@ -303,7 +292,7 @@ class Scheduler(Registrar[Timer]):
         base = name if name is not None else callback_name(spec.callback)
         # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
-        if spec.unit is _MS:
+        if spec.unit is UNIT_MS:
             return spec, mode_of(spec), self._ms, spec.interval, base, name
         if spec.policy.jitter_ms:
             return spec, mode_of(spec), self._ms, spec.interval * 1000, base, name
@@ -319,7 +308,7 @@ class Scheduler(Registrar[Timer]):
         return name
 
     def _forget(self, timer: Timer, state: TimerState) -> bool:
-        if timer._state in (_CANCELLED, _FINISHED):
+        if timer._state in (CANCELLED, FINISHED):
             return False
         self._unqueue(timer)
         timer._state = state
@@ -335,16 +324,16 @@ class Scheduler(Registrar[Timer]):
         return True
 
     def _cancel(self, timer: Timer) -> bool:
-        return self._forget(timer, _CANCELLED)
+        return self._forget(timer, CANCELLED)
 
     def _finish(self, timer: Timer) -> None:
-        self._forget(timer, _FINISHED)
+        self._forget(timer, FINISHED)
 
     # -- arming ----------------------------------------------------------------------------
 
     def _arm(self, timer: Timer, now_ns: int) -> None:
         """Queue a timer for its first run: the first grid point >= now + interval."""
-        timer._state = _ACTIVE
+        timer._state = ACTIVE
         self._queue_grid(timer, timer._queue.tick_at_or_after(now_ns) + timer._interval)
 
     def _queue_grid(self, timer: Timer, grid_tick: int) -> None:
@@ -392,28 +381,28 @@ class Scheduler(Registrar[Timer]):
     # -- timer control (through Timer's methods) --------------------------------------------
 
     def _check_alive(self, timer: Timer, action: str) -> None:
-        if timer._state in (_CANCELLED, _FINISHED):
+        if timer._state in (CANCELLED, FINISHED):
             raise RuntimeError(f"timer {timer.name!r}: cannot {action}: it is {timer._state.value}")
 
     def _pause(self, timer: Timer) -> None:
         self._check_alive(timer, "pause")
-        if timer._state is _PAUSED:
+        if timer._state is PAUSED:
             return
         if timer._due_tick != NOT_QUEUED and not timer.spec.policy.jitter_ms:
             timer._grid_tick = timer._due_tick  # the fast path keeps only _due_tick up to date
         self._unqueue(timer)
         if timer._trouble is not None:
             timer._trouble.queued_run = None
-        timer._state = _PAUSED
+        timer._state = PAUSED
 
     def _resume(self, timer: Timer) -> None:
         self._check_alive(timer, "resume")
-        if timer._state is not _PAUSED:
+        if timer._state is not PAUSED:
             return
         if self._state != "running":
-            timer._state = _PENDING  # armed by the next start
+            timer._state = PENDING  # armed by the next start
             return
-        timer._state = _ACTIVE
+        timer._state = ACTIVE
         grid = timer._grid_tick
         if grid == NOT_QUEUED:
             self._arm(timer, self._clock.now_ns())
@@ -421,7 +410,7 @@ class Scheduler(Registrar[Timer]):
         now_tick = self._now_tick(timer._queue)
         if grid <= now_tick:
             interval = timer._interval
-            if timer.spec.kind is _PERIODIC:  # the first grid point after now
+            if timer.spec.kind is PERIODIC:  # the first grid point after now
                 grid += ((now_tick - grid) // interval + 1) * interval
             else:  # a one-shot (or returns-interval) that came due while paused: next tick
                 grid = now_tick + 1
@@ -429,12 +418,12 @@ class Scheduler(Registrar[Timer]):
 
     def _reschedule(self, timer: Timer, interval: float) -> None:
         self._check_alive(timer, "reschedule")
-        what = "delay" if timer.spec.kind is _ONESHOT else "interval"
+        what = "delay" if timer.spec.kind is ONESHOT else "interval"
         whole = check_interval(timer.name, what, interval, timer.spec.unit)
         timer._interval = whole * timer.spec.unit.tick_ns // timer._queue.tick_ns
         self._unqueue(timer)
         timer._grid_tick = NOT_QUEUED
-        if timer._state is _ACTIVE:
+        if timer._state is ACTIVE:
             self._arm(timer, self._clock.now_ns())
 
     def _on_due(self, now_ns: int) -> None:
@@ -645,7 +634,7 @@ class Scheduler(Registrar[Timer]):
         self._ms.set_origin(origin_ns)
         self._s.set_origin(origin_ns)
         for timer in self._timers.values():
-            if timer._state is _PENDING:
+            if timer._state is PENDING:
                 self._arm(timer, now_ns)
 
     def _end(self) -> None:
@@ -660,8 +649,8 @@ class Scheduler(Registrar[Timer]):
             timer._due_tick = timer._grid_tick = NOT_QUEUED
             if timer._trouble is not None:
                 timer._trouble.queued_run = None
-            if timer._state is _ACTIVE:
-                timer._state = _PENDING
+            if timer._state is ACTIVE:
+                timer._state = PENDING
         self._state = "stopped"
         if self._stopped is not None:
             self._stopped.set()

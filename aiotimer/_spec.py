@@ -13,7 +13,7 @@ import inspect
 import math
 from collections.abc import Callable
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from ._policy import DEFAULT_POLICY, Policy
 
@@ -49,6 +49,16 @@ class Kind(enum.Enum):
     RETURNS_INTERVAL = "returns_interval"
     """The callback's return value decides: ``None`` keeps the interval, ``0`` stops, ``n > 0``
     is the next interval in the timer's unit (Kamailio's ``timer_ln`` handler contract)."""
+
+
+# Enum members read through their class cost ~0.2 µs each on CPython 3.11 (the enum
+# metaclass has a __getattr__, which slows every attribute lookup on an enum class);
+# module globals cost ~15 ns. The paths run per registration or per run read these.
+UNIT_MS: Final = Unit.MS
+UNIT_S: Final = Unit.S
+PERIODIC: Final = Kind.PERIODIC
+ONESHOT: Final = Kind.ONESHOT
+RETURNS_INTERVAL: Final = Kind.RETURNS_INTERVAL
 
 
 def callback_name(callback: object) -> str:
