@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, final
 from ._modes import FAST
 
 if TYPE_CHECKING:
+    from ._scheduler import Scheduler
     from ._timer import Timer
 
 __all__ = ["NOT_QUEUED", "TickQueue"]
@@ -59,11 +60,13 @@ class TickQueue:
         "_stale",
         "_uniform",
         "origin_ns",
+        "owner",
         "tick_ns",
     )
 
-    def __init__(self, tick_ns: int) -> None:
+    def __init__(self, tick_ns: int, owner: Scheduler) -> None:
         self.tick_ns = tick_ns
+        self.owner = owner  # the scheduler whose grid this is (its timers reach it here)
         self.origin_ns = 0
         self._buckets: dict[int, list[Timer]] = {}
         self._keys: list[int] = []  # min-heap of the keys of _buckets

@@ -58,7 +58,7 @@ DEFAULT_GRACE_S: Final = 5.0
 DEFAULT_BLOCK_WARN_S: Final = 0.1
 DEFAULT_THREAD_LIMIT: Final = 8
 
-_Layout = tuple[TimerSpec, int, TickQueue, int, str, str | None]
+_Layout = tuple[TimerSpec, int, TickQueue, int, str, str | None, list[int]]
 """How a spec registers (see ``Scheduler._lay_out``)."""
 _INTERNAL_SPEC_NAME: Final = "aiotimer.internal"
 
@@ -180,11 +180,11 @@ class Scheduler(Registrar[Timer]):
         self._hist = HistogramSlab()
         self._services: dict[str, Service] = {}
         self._grid_origin_ns = grid_origin_ns
-        self._ms = TickQueue(NS_PER_MS)
-        self._s = TickQueue(NS_PER_S)
+        self._ms = TickQueue(NS_PER_MS, self)
+        self._s = TickQueue(NS_PER_S, self)
+        self._name_counts: dict[str, list[int]] = {}  # default name -> [its last number]
         self._layout = self._lay_out(_INTERNAL_SPEC)  # the last spec registered, laid out
         self._timers: dict[str, Timer] = {}
-        self._name_counts: dict[str, int] = {}
         self._by_callback: dict[Callable[..., Any], Timer] = {}  # decorated functions
         self._dispatcher = Dispatcher(
             self, None if block_warn_s is None else math.ceil(block_warn_s * NS_PER_S)
@@ -257,20 +257,20 @@ class Scheduler(Registrar[Timer]):
         layout = self._layout
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
             layout = self._layout = self._lay_out(spec)
-        _, mode, queue, interval, base, own_name = layout
+        _, mode, queue, interval, base, own_name, numbered = layout
         timers = self._timers
         if own_name is not None:
             name = self._own_name(own_name)
         elif base not in timers:
             name = base
         else:  # base#2, base#3...: the next free number
-            n = self._name_counts.get(base, 1) + 1
+            n = numbered[0] + 1
             name = f"{base}#{n}"
             while name in timers:
                 n += 1
                 name = f"{base}#{n}"
-            self._name_counts[base] = n
-        timer = Timer(spec, name, self, queue, interval, mode)
+            numbered[0] = n
+        timer = Timer(spec, name, queue, interval, mode)
         timers[name] = timer
         if decorated:
             self._by_callback[spec.callback] = timer
@@ -287,16 +287,17 @@ class Scheduler(Registrar[Timer]):
 
     def _lay_out(self, spec: TimerSpec) -> _Layout:
         """``(spec, dispatch mode, queue, interval in the queue's ticks, default name, own
-        name or None)``."""
+        name or None, [the last number given to the default name])``."""
         name = spec.name
         base = name if name is not None else callback_name(spec.callback)
+        numbered = self._name_counts.setdefault(base, [1])  # shared by the layouts of a base
         # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
         if spec.unit is UNIT_MS:
-            return spec, mode_of(spec), self._ms, spec.interval, base, name
+            return spec, mode_of(spec), self._ms, spec.interval, base, name, numbered
         if spec.policy.jitter_ms:
-            return spec, mode_of(spec), self._ms, spec.interval * 1000, base, name
-        return spec, mode_of(spec), self._s, spec.interval, base, name
+            return spec, mode_of(spec), self._ms, spec.interval * 1000, base, name, numbered
+        return spec, mode_of(spec), self._s, spec.interval, base, name, numbered
 
     def _own_name(self, name: str) -> str:
         """A timer's own name, refused when taken (anonymous timers are numbered instead)."""
@@ -373,7 +374,7 @@ class Scheduler(Registrar[Timer]):
         queue and clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
         delay_ms = max(1, -(-delay_ns // NS_PER_MS))
         # One shared spec; the callable goes straight into the timer (no signature to read).
-        timer = Timer(_INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self, self._ms, delay_ms, INTERNAL)
+        timer = Timer(_INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self._ms, delay_ms, INTERNAL)
         timer._call = fn
         self._arm(timer, self._clock.now_ns())
         return timer
@@ -569,7 +570,7 @@ class Scheduler(Registrar[Timer]):
             self._grace_ns = int(grace_s * NS_PER_S) if grace_s != float("inf") else 2**62
             self._stop_requested.set()
         own = current_timer.get()
-        if own is not None and own._scheduler is self:
+        if own is not None and own._queue.owner is self:
             return
         assert self._stopped is not None
         await self._stopped.wait()

@@ -141,7 +141,6 @@ class Timer:
         "_queue",
         "_running",
         "_runs",
-        "_scheduler",
         "_state",
         "_trouble",
         "name",
@@ -152,15 +151,13 @@ class Timer:
         self,
         spec: TimerSpec,
         name: str,
-        scheduler: Scheduler,
         queue: TickQueue,
         interval: int,
         mode: int,
     ) -> None:
         self.spec = spec
         self.name = name
-        self._scheduler = scheduler
-        self._queue = queue
+        self._queue = queue  # of its scheduler (queue.owner): the ms or the s grid
         self._call = spec.callback
         self._mode = mode  # dispatch mode bits, from the dispatcher (0 = fast path)
         self._interval = interval  # in ticks of _queue; returns-interval runs change it
@@ -180,7 +177,7 @@ class Timer:
 
     @property
     def scheduler(self) -> Scheduler:
-        return self._scheduler
+        return self._queue.owner
 
     @property
     def interval(self) -> int:
@@ -200,7 +197,7 @@ class Timer:
         deadline_ns = self.next_deadline_ns
         if deadline_ns is None:
             return None
-        return max(0, deadline_ns - self._scheduler.clock.now_ns()) / 1e9
+        return max(0, deadline_ns - self._queue.owner.clock.now_ns()) / 1e9
 
     @property
     def runs(self) -> int:
@@ -246,7 +243,7 @@ class Timer:
         lateness, duration = EMPTY_DISTRIBUTION, EMPTY_DISTRIBUTION
         last_run_ns = last_lateness_ns = None
         if self._hist != NO_HISTOGRAM:  # it had timed runs
-            slab = self._scheduler._hist
+            slab = self._queue.owner._hist
             last_run_ns, last_lateness_ns, max_lateness_ns, max_duration_ns = slab.marks_of(
                 self._hist
             )
@@ -274,7 +271,7 @@ class Timer:
         ``aiotimer.BUCKET_UPPER_NS``, and sums), for exporters such as Prometheus."""
         if self._hist == NO_HISTOGRAM:  # none of its runs was timed yet
             return EMPTY_HISTOGRAM, EMPTY_HISTOGRAM
-        slab = self._scheduler._hist
+        slab = self._queue.owner._hist
         return slab.histogram(self._hist), slab.histogram(self._hist + DURATION)
 
     # -- control ---------------------------------------------------------------------------
@@ -284,21 +281,21 @@ class Timer:
 
         :return: ``True`` if this call cancelled it, ``False`` if it had already ended
         """
-        return self._scheduler._cancel(self)
+        return self._queue.owner._cancel(self)
 
     def pause(self) -> None:
         """Stop running until :meth:`resume`; runs in flight finish. No-op if already paused.
 
         :raises RuntimeError: if the timer has ended
         """
-        self._scheduler._pause(self)
+        self._queue.owner._pause(self)
 
     def resume(self) -> None:
         """Run again from the next grid point after now (paused time is not counted as missed).
 
         :raises RuntimeError: if the timer has ended
         """
-        self._scheduler._resume(self)
+        self._queue.owner._resume(self)
 
     def reschedule(self, interval: float) -> None:
         """Change the interval (in the timer's unit) and restart the grid from now: the next run
@@ -307,7 +304,7 @@ class Timer:
         :raises ValueError: for an interval that is not a whole, positive number
         :raises RuntimeError: if the timer has ended
         """
-        self._scheduler._reschedule(self, interval)
+        self._queue.owner._reschedule(self, interval)
 
     def __repr__(self) -> str:
         return f"<Timer {self.name!r} {self.spec.describe()} {self._state.value}>"

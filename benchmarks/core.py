@@ -6,7 +6,8 @@ absolute grid), on asyncio and on uvloop, each variant in a process of its own.
 
 What is measured, and how:
 
-* registration: wall time of the ``n`` registrations (scheduler already running), per timer;
+* registration: wall time of the ``n`` registrations (scheduler already running, the garbage
+  collector on, as in a service), made in a plain loop as a user would, per timer;
 * bytes per timer: RSS delta over the registrations (includes allocator slack; the ``memory``
   workload gives exact tracemalloc numbers);
 * CPU: ``getrusage`` user + system seconds over a window of whole seconds that starts and ends

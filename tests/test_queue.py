@@ -33,7 +33,7 @@ def uniform_bucket(queue: TickQueue, tick: int, interval: int, n: int) -> list[A
 
 
 def test_a_requeued_bucket_is_uniform_and_pop_due_says_so() -> None:
-    q = TickQueue(1_000_000)
+    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
     uniform_bucket(q, 10, 5, 3)
     assert len(q) == 3
     tick, bucket, interval = q.pop_due(10)  # type: ignore[misc]
@@ -43,7 +43,7 @@ def test_a_requeued_bucket_is_uniform_and_pop_due_says_so() -> None:
 
 
 def test_a_timer_that_does_not_fit_clears_the_mark() -> None:
-    q = TickQueue(1_000_000)
+    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
     uniform_bucket(q, 10, 5, 3)
     push(q, Entry(5, TAKES_TICK), 10)  # same interval, a fast mode: still uniform
     assert q.pop_due(10)[2] == 5  # type: ignore[index]
@@ -54,7 +54,7 @@ def test_a_timer_that_does_not_fit_clears_the_mark() -> None:
 
 
 def test_a_bucket_handed_out_for_appends_loses_its_mark() -> None:
-    q = TickQueue(1_000_000)
+    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
     uniform_bucket(q, 10, 5, 3)
     q.bucket_for(10).append(Entry(9))  # type: ignore[arg-type]
     q.added(1)
@@ -62,7 +62,7 @@ def test_a_bucket_handed_out_for_appends_loses_its_mark() -> None:
 
 
 def test_mark_uniform_only_when_the_bucket_holds_nothing_else() -> None:
-    q = TickQueue(1_000_000)
+    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
     target = q.bucket_for(10)
     target.extend([Entry(5), Entry(5)])  # type: ignore[list-item]
     q.added(2)
@@ -76,7 +76,7 @@ def test_mark_uniform_only_when_the_bucket_holds_nothing_else() -> None:
 
 
 def test_requeue_onto_a_bucket_merges_and_keeps_the_mark_only_if_it_matches() -> None:
-    q = TickQueue(1_000_000)
+    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
     uniform_bucket(q, 10, 5, 2)
     uniform_bucket(q, 10, 5, 3)
     _, bucket, interval = q.pop_due(10)  # type: ignore[misc]
@@ -88,7 +88,7 @@ def test_requeue_onto_a_bucket_merges_and_keeps_the_mark_only_if_it_matches() ->
 
 def test_stale_entries_travel_along_until_they_weigh_then_are_dropped() -> None:
     """The live count stays exact either way: stale entries are counted as such."""
-    q = TickQueue(1_000_000)
+    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
     live = [Entry(5) for _ in range(100)]
     dead = [Entry(5) for _ in range(5)]
     for e in live:
@@ -113,7 +113,7 @@ def test_stale_entries_travel_along_until_they_weigh_then_are_dropped() -> None:
 
 
 def test_compaction_clears_the_marks() -> None:
-    q = TickQueue(1_000_000)
+    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
     entries = uniform_bucket(q, 10, 5, 3000)
     for e in entries[:1501]:
         e._due_tick = NOT_QUEUED
