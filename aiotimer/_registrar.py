@@ -86,9 +86,9 @@ class Registrar(ABC, Generic[R]):
             label = name if isinstance(name, str) else callback_name(callback)
             policy = build_policy(label, options)
         elif name is None and param is None and type(interval) is int:
-            last = _last  # the same registration again (bulk adds): not even a dict lookup
+            last = _last_key  # the same registration again (bulk adds): not even a dict lookup
             if last[0] is callback and last[1] == interval and last[2] is unit and last[3] is kind:
-                return last
+                return _last
             return _shared_spec(callback, interval, unit, kind)
         else:
             policy = DEFAULT_POLICY
@@ -165,7 +165,7 @@ class Registrar(ABC, Generic[R]):
         it was added (or after the scheduler starts)."""
         # The same anonymous timer again (bulk adds): nothing to build or look up. Inlined in
         # add_every_ms and add_every_s, not shared: a call costs ~0.1 µs of the ~5 µs budget.
-        last = _last
+        last = _last_key
         if (
             last[0] is callback
             and last[1] == interval_ms
@@ -177,7 +177,7 @@ class Registrar(ABC, Generic[R]):
             and returns_interval is False
             and not options
         ):
-            return self._register(last, False)
+            return self._register(_last, False)
         kind = PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
         spec = self._spec(callback, interval_ms, UNIT_MS, kind, name, param, options)
         return self._register(spec, False)
@@ -193,7 +193,7 @@ class Registrar(ABC, Generic[R]):
         **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` every ``interval_s`` seconds on the second grid."""
-        last = _last  # the same anonymous timer again (see add_every_ms)
+        last = _last_key  # the same anonymous timer again (see add_every_ms)
         if (
             last[0] is callback
             and last[1] == interval_s
@@ -205,7 +205,7 @@ class Registrar(ABC, Generic[R]):
             and returns_interval is False
             and not options
         ):
-            return self._register(last, False)
+            return self._register(_last, False)
         kind = PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
         spec = self._spec(callback, interval_s, UNIT_S, kind, name, param, options)
         return self._register(spec, False)
@@ -240,6 +240,9 @@ class Registrar(ABC, Generic[R]):
 _SHARED_MAX: Final = 1024
 _shared: dict[tuple[object, int, Unit, Kind], TimerSpec] = {}
 _last: TimerSpec  # the last shared spec handed out (set below, after the helpers it needs)
+_last_key: tuple[object, int, Unit, Kind]
+"""``_last``'s callback, interval, unit and kind, as a plain tuple: the fast paths index it,
+which is specialised for exact tuples (a TimerSpec, a tuple subclass, costs ~3x more)."""
 
 
 def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: Kind) -> TimerSpec:
@@ -247,7 +250,7 @@ def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: 
     interval: specs are immutable, and a service adding 100,000 such timers (per-call timers,
     say) then pays for one spec, not 100,000 (~110 bytes and ~2 µs each). ``Registrar._spec``
     first compares with the last spec handed out (bulk adds repeat it)."""
-    global _last
+    global _last, _last_key
     try:
         key = (callback, interval, unit, kind)
         spec = _shared.get(key)
@@ -258,7 +261,7 @@ def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: 
         if len(_shared) >= _SHARED_MAX:
             _shared.clear()
         _shared[key] = spec
-    _last = spec
+    _last, _last_key = spec, key
     return spec
 
 
@@ -267,6 +270,7 @@ def _nothing() -> None:
 
 
 _last = TimerSpec(_nothing, 1, UNIT_S)
+_last_key = (_nothing, 1, UNIT_S, PERIODIC)
 
 
 def _periodic_kind(returns_interval: bool) -> Kind:

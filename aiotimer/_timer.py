@@ -158,7 +158,7 @@ class Timer:
         self.spec = spec
         self.name = name
         self._queue = queue  # of its scheduler (queue.owner): the ms or the s grid
-        self._call = spec.callback
+        self._call = spec[0]  # spec.callback, without the property call (registration)
         self._mode = mode  # dispatch mode bits, from the dispatcher (0 = fast path)
         self._interval = interval  # in ticks of _queue; returns-interval runs change it
         self._grid_tick = NOT_QUEUED
