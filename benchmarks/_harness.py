@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "DEFAULT_OUT",
@@ -395,22 +396,33 @@ def run_child_captured(
     return error, proc.stdout or ""
 
 
-def workload_main(
-    argv: Sequence[str] | None,
-    *,
-    name: str,
-    module: str,
-    description: str,
-    variants: Callable[[bool], list[str]],
-    run_variant: Callable[[str, bool], dict[str, Any]],
-    report: Callable[[dict[str, dict[str, Any]], bool, Path], Report],
-    variant_timeout_s: Callable[[str, bool], float],
-) -> int:
-    """The command line of one workload module.
+class Workload(Protocol):
+    """What a workload module defines (``benchmarks.core`` and its siblings)."""
+
+    NAME: str
+    __doc__: str | None
+
+    def variants(self, quick: bool) -> list[str]: ...
+    def variant_timeout_s(self, variant: str, quick: bool) -> float: ...
+    def run_variant(self, variant: str, quick: bool) -> dict[str, Any]: ...
+    def report(self, results: dict[str, dict[str, Any]], quick: bool, out: Path) -> Report: ...
+
+
+def workload_main(argv: Sequence[str] | None, workload: ModuleType) -> int:
+    """The command line of one workload module (``main`` calls it with the module itself,
+    whose ``NAME``, ``variants``, ``variant_timeout_s``, ``run_variant`` and ``report`` it
+    uses; see :class:`Workload`).
 
     Parent mode runs every variant in a child (``--variant NAME --result FILE``), then reports.
     Returns 0 when every variant ran (missed targets are reported, not failures), else 1.
     """
+    spec: Workload = workload  # type: ignore[assignment]
+    name = spec.NAME
+    # Its importable name, also when it runs as __main__ (python -m): children import it so.
+    module = workload.__spec__.name if workload.__spec__ is not None else workload.__name__
+    description = (spec.__doc__ or name).splitlines()[0]
+    variants, run_variant = spec.variants, spec.run_variant
+    report, variant_timeout_s = spec.report, spec.variant_timeout_s
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--quick", action="store_true", help="short run, for CI smoke tests")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")

@@ -346,16 +346,7 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
 
 
 def main(argv: list[str] | None = None) -> int:
-    return h.workload_main(
-        argv,
-        name=NAME,
-        module="benchmarks.core",
-        description=__doc__.splitlines()[0],
-        variants=variants,
-        run_variant=run_variant,
-        report=report,
-        variant_timeout_s=variant_timeout_s,
-    )
+    return h.workload_main(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":
