@@ -416,7 +416,7 @@ def workload_main(argv: Sequence[str] | None, workload: ModuleType) -> int:
     Parent mode runs every variant in a child (``--variant NAME --result FILE``), then reports.
     Returns 0 when every variant ran (missed targets are reported, not failures), else 1.
     """
-    spec: Workload = workload  # type: ignore[assignment]
+    spec: Workload = workload
     name = spec.NAME
     # Its importable name, also when it runs as __main__ (python -m): children import it so.
     module = workload.__spec__.name if workload.__spec__ is not None else workload.__name__
