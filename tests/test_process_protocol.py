@@ -11,7 +11,16 @@ import pytest
 
 from aiotimer.process import ProtocolError
 from aiotimer.process._channel import Channel
-from aiotimer.process._protocol import HEADER, MAGIC, MAX_PAYLOAD, FrameDecoder, Msg, encode
+from aiotimer.process._protocol import (
+    HEADER,
+    MAGIC,
+    MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    Msg,
+    encode,
+    hello_mismatch,
+)
 
 
 def frames_of(decoder: FrameDecoder) -> list[tuple[Msg, object]]:
@@ -26,6 +35,17 @@ def test_a_frame_is_a_header_then_a_pickle() -> None:
     magic, kind, length = HEADER.unpack_from(data)
     assert (magic, kind, length) == (MAGIC, Msg.USER, len(data) - HEADER.size)
     assert pickle.loads(data[HEADER.size :]) == {"a": 1}
+
+
+def test_a_hello_of_another_protocol_version_is_an_unrecoverable_error() -> None:
+    ours = {"version": PROTOCOL_VERSION, "pid": 1}
+    assert hello_mismatch(ours, "the worker", "the parent") is None
+    assert hello_mismatch(PROTOCOL_VERSION, "the worker", "the parent") is None
+    error = hello_mismatch({"version": 99}, "the worker", "the parent")
+    assert error is not None
+    assert not error.resync
+    assert str(error) == f"the worker speaks protocol version 99, the parent {PROTOCOL_VERSION}"
+    assert hello_mismatch("garbage", "the parent", "this worker") is not None
 
 
 def test_a_none_payload_is_sent_as_an_empty_frame() -> None:

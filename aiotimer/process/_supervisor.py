@@ -45,7 +45,7 @@ from ._channel import HIGH_WATER, Channel
 from ._errors import ProtocolError, WorkerCrashed, WorkerStartError, describe_exit
 from ._handle import Worker, WorkerState
 from ._logs import reemit
-from ._protocol import PROTOCOL_VERSION, Msg
+from ._protocol import PROTOCOL_VERSION, Msg, hello_mismatch
 from ._worker import WorkerConfig
 from ._worker import main as worker_main
 
@@ -373,15 +373,9 @@ class ProcessRunner:
         elif kind is Msg.READY:
             self._on_ready()
         elif kind is Msg.HELLO:
-            version = obj.get("version") if isinstance(obj, dict) else obj
-            if version != PROTOCOL_VERSION:
-                self._on_protocol_error(
-                    ProtocolError(
-                        f"the worker speaks protocol version {version!r}, the parent "
-                        f"{PROTOCOL_VERSION}",
-                        resync=False,
-                    )
-                )
+            mismatch = hello_mismatch(obj, "the worker", "the parent")
+            if mismatch is not None:
+                self._on_protocol_error(mismatch)
         elif kind is Msg.FAILED:
             self._failure = obj
             logger.error("%s could not start: %s", self._label, obj.get("error"))

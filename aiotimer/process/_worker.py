@@ -43,7 +43,7 @@ from ._context import WorkerInfo, set_process_link
 from ._errors import ProtocolError
 from ._handlers import Handler, HandlerPump
 from ._logs import ForwardHandler
-from ._protocol import PROTOCOL_VERSION, USER, Msg, encode
+from ._protocol import PROTOCOL_VERSION, USER, Msg, encode, hello_mismatch
 from ._spec import ProcessTimer, decode_timers, install
 
 __all__ = ["WorkerConfig", "load_payload", "main"]
@@ -219,15 +219,9 @@ class _Child:
         elif kind is Msg.STOP:
             self._stop(float(obj["grace_s"]))
         elif kind is Msg.HELLO:
-            version = obj.get("version") if isinstance(obj, dict) else obj
-            if version != PROTOCOL_VERSION:
-                self._on_protocol_error(
-                    ProtocolError(
-                        f"the parent speaks protocol version {version!r}, this worker "
-                        f"{PROTOCOL_VERSION}",
-                        resync=False,
-                    )
-                )
+            mismatch = hello_mismatch(obj, "the parent", "this worker")
+            if mismatch is not None:
+                self._on_protocol_error(mismatch)
         else:
             self._on_protocol_error(
                 ProtocolError(f"unexpected {kind.name} frame from the parent", resync=True)
