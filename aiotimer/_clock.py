@@ -8,6 +8,9 @@ Ground rules:
 * ``sleep_until`` may return early (uvloop rounds its timers to whole milliseconds and can wake
   up to 1 ms before the deadline). Callers that must never be early re-read ``now_ns`` after
   waking and sleep the remainder; the tick source does exactly that.
+* ``wall_ns()`` is the wall clock (ns since the Unix epoch, UTC) for what is anchored on it
+  (cluster and calendar timers). It may step (NTP, suspend, an operator): the core maps wall
+  instants onto the monotonic clock and re-checks the wall clock on waking, never the reverse.
 * ``hold()`` marks work in progress that takes real time outside the event loop (a callback in a
   worker thread). A virtual clock does not jump time while something holds it; the monotonic
   clock ignores it.
@@ -35,6 +38,10 @@ class Clock(Protocol):
         """The current time, in integer nanoseconds of a monotonic clock."""
         ...
 
+    def wall_ns(self) -> int:
+        """The wall-clock time, in integer nanoseconds since the Unix epoch (UTC); may step."""
+        ...
+
     async def sleep_until(self, deadline_ns: int) -> None:
         """Sleep until ``deadline_ns`` or a little before it (see the module's ground rules)."""
         ...
@@ -52,6 +59,9 @@ class MonotonicClock:
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
+
+    def wall_ns(self) -> int:
+        return time.time_ns()
 
     async def sleep_until(self, deadline_ns: int) -> None:
         delay_ns = deadline_ns - time.monotonic_ns()

@@ -140,6 +140,9 @@ class _EarlyClock:
     def now_ns(self) -> int:
         return self.inner.now_ns()
 
+    def wall_ns(self) -> int:
+        return self.inner.wall_ns()
+
     async def sleep_until(self, deadline_ns: int) -> None:
         self.sleeps += 1
         remaining_ns = deadline_ns - self.inner.now_ns()

@@ -91,3 +91,17 @@ async def test_time_waits_for_threads_that_hold_the_clock(virtual_clock: Virtual
 def test_spend_moves_time_without_waking(virtual_clock: VirtualClock) -> None:
     virtual_clock.spend(0.25)
     assert virtual_clock.now_ns() == S // 4
+
+
+async def test_wall_clock_follows_virtual_time_and_steps_alone() -> None:
+    clock = VirtualClock(start_ns=5, wall_start_ns=1_000 * 10**9)
+    assert clock.wall_ns() == 1_000 * 10**9
+    await clock.advance(2)
+    assert clock.wall_ns() == 1_002 * 10**9
+    clock.step_wall(-3600)  # an NTP step back: monotonic time does not move
+    assert clock.now_ns() == 5 + 2 * 10**9
+    assert clock.wall_ns() == (1_002 - 3600) * 10**9
+    clock.set_wall(7)
+    assert clock.wall_ns() == 7
+    with pytest.raises(ValueError, match="finite"):
+        clock.step_wall(float("nan"))

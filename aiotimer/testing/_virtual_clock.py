@@ -13,6 +13,10 @@ Ground rules:
   Work in a thread holds the clock (:meth:`hold`): time does not move until it finishes.
 * Real-time waits (``asyncio.sleep``, I/O) are not virtual: they are not jumped over and do not
   hold time back, so code under a virtual clock should sleep on the clock.
+* It has a virtual wall clock too: ``wall_ns()`` is ``wall_start_ns`` plus the virtual time
+  gone by, plus every :meth:`step_wall` (an NTP step or a suspend, forward or back), so DST
+  transitions and clock steps are tested in milliseconds. The wall clock never moves the
+  monotonic one.
 * Not thread-safe: use it from the event loop's thread (threads only ``hold`` it).
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +40,8 @@ __all__ = ["VirtualClock"]
 
 NS_PER_S: Final = 1_000_000_000
 _MAX_IDLE_SPINS: Final = 100_000
+DEFAULT_WALL_START_NS: Final = 1_767_225_600 * NS_PER_S
+"""2026-01-01T00:00:00Z: the virtual wall clock's default start."""
 
 
 class _Sleeper:
@@ -51,13 +58,25 @@ class VirtualClock:
     """A :class:`~aiotimer.Clock` whose time is moved by the test.
 
     :param start_ns: the initial time
+    :param wall_start_ns: the wall-clock time (ns since the Unix epoch, UTC) at ``start_ns``;
+        by default 2026-01-01T00:00:00Z
     :param autojump: when every task waits, jump straight to the earliest sleeper's deadline
         (like trio's ``MockClock(autojump_threshold=0)``), so ``await clock.sleep(3600)`` in a
         test returns at once with an hour gone by
     """
 
-    def __init__(self, start_ns: int = 0, *, autojump: bool = False) -> None:
+    def __init__(
+        self,
+        start_ns: int = 0,
+        *,
+        wall_start_ns: int = DEFAULT_WALL_START_NS,
+        autojump: bool = False,
+    ) -> None:
+        for what, value in (("start_ns", start_ns), ("wall_start_ns", wall_start_ns)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"VirtualClock: {what} must be an int of ns, got {value!r}")
         self._now_ns = start_ns
+        self._wall_offset_ns = wall_start_ns - start_ns  # wall = now + offset
         self._sleepers: list[tuple[int, int, _Sleeper]] = []  # heap; cancelled ones stay, done
         self._seq = itertools.count()
         self._holds = 0
@@ -75,6 +94,9 @@ class VirtualClock:
 
     def now_ns(self) -> int:
         return self._now_ns
+
+    def wall_ns(self) -> int:
+        return self._now_ns + self._wall_offset_ns
 
     async def sleep_until(self, deadline_ns: int) -> None:
         if deadline_ns <= self._now_ns:
@@ -116,6 +138,21 @@ class VirtualClock:
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of virtual time."""
         await self.sleep_until(self._now_ns + _to_ns(seconds, "seconds"))
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (negative: back) without moving monotonic time:
+        what an NTP step, a suspend or an operator's ``date -s`` looks like to a process."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"step_wall takes a number of seconds, got {seconds!r}")
+        if not math.isfinite(seconds):
+            raise ValueError(f"step_wall takes a finite number of seconds, got {seconds!r}")
+        self._wall_offset_ns += round(seconds * NS_PER_S)
+
+    def set_wall(self, wall_ns: int) -> None:
+        """Set the wall clock to ``wall_ns`` (ns since the epoch) without moving monotonic time."""
+        if isinstance(wall_ns, bool) or not isinstance(wall_ns, int):
+            raise TypeError(f"set_wall takes an int of ns since the epoch, got {wall_ns!r}")
+        self._wall_offset_ns = wall_ns - self._now_ns
 
     def spend(self, seconds: float) -> None:
         """Move time forward *without* letting the loop run: what a blocking call does.
