@@ -41,7 +41,7 @@ from ._queue import NOT_QUEUED, TickQueue
 from ._registrar import Registrar
 from ._service import Service
 from ._spec import ONESHOT, PERIODIC, UNIT_MS, Kind, TimerSpec, Unit, callback_name, check_interval
-from ._stats import NO_HISTOGRAM, Histogram, HistogramSlab
+from ._stats import NO_HISTOGRAM, Histogram, HistogramSlab, SchedulerStats
 from ._tick_source import TickSource
 from ._timer import ACTIVE, CANCELLED, FINISHED, PAUSED, PENDING, Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
@@ -474,18 +474,24 @@ class Scheduler(Registrar[Timer]):
 
     # -- observability -----------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot of the scheduler and every live timer, as plain JSON-ready data."""
-        return {
-            "scheduler": self.name,
-            "state": self._state,
-            "ticks": self.get_ticks(),
-            "ticks_raw": self.get_ticks_raw(),
-            "wakeups": self._tick_source.wakeups,
-            "running": self._dispatcher.inflight,
-            "timers": {name: t.stats.as_dict() for name, t in self._timers.items()},
-            **{k: v for svc in self._services.values() for k, v in svc.stats().items()},
-        }
+    def stats(self, *, timers: bool = True) -> SchedulerStats:
+        """A snapshot of the scheduler, its live timers and its services (typed; ``as_dict()``
+        for JSON).
+
+        :param timers: include every live timer's :class:`TimerStats` (O(timers)); ``False``
+            gives the summary only (``timer_count``), cheap whatever the number of timers
+        """
+        return SchedulerStats(
+            scheduler=self.name,
+            state=self._state,
+            ticks=self.get_ticks(),
+            ticks_raw=self.get_ticks_raw(),
+            wakeups=self._tick_source.wakeups,
+            running=self._dispatcher.inflight,
+            timer_count=len(self._timers),
+            timers={name: t.stats for name, t in self._timers.items()} if timers else {},
+            services={name: svc.stats() for name, svc in self._services.items()},
+        )
 
     def histograms(self) -> tuple[Histogram, Histogram]:
         """The lateness and the duration histograms of every timer, added up (timed runs; see

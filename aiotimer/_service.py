@@ -8,9 +8,11 @@ its tick source, stopped before it drains its callbacks, and asked for their num
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
+
+from ._stats import JsonStats
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -37,6 +39,7 @@ class Service(Protocol):
         """Stop gracefully within about ``grace_s``; ``serve`` is cancelled right after."""
         ...
 
-    def stats(self) -> dict[str, Any]:
-        """Plain, JSON-ready data merged into ``scheduler.stats()`` (under the service's keys)."""
+    def stats(self) -> JsonStats:
+        """The service's numbers, a typed object (``scheduler.stats().services[name]``) that
+        turns into JSON-ready data with ``as_dict()``."""
         ...
