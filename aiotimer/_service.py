@@ -17,7 +17,7 @@ from ._stats import JsonStats
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
 
-__all__ = ["Service"]
+__all__ = ["Attachable", "Service"]
 
 
 @runtime_checkable
@@ -43,3 +43,11 @@ class Service(Protocol):
         """The service's numbers, a typed object (``scheduler.stats().services[name]``) that
         turns into JSON-ready data with ``as_dict()``."""
         ...
+
+
+@runtime_checkable
+class Attachable(Protocol):
+    """Something that attaches itself to a scheduler as a service (a ``TimerProcess``), for
+    ``scheduler.add_process``: the core calls it without importing what it is."""
+
+    def attach(self, scheduler: Scheduler) -> None: ...
