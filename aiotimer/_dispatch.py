@@ -62,7 +62,7 @@ from ._clock import NS_PER_MS, NS_PER_S
 from ._modes import ASYNC, FAST, INTERNAL, TAKES_TICK, THREAD
 from ._policy import MISSED_BURST, ErrorHook
 from ._queue import NOT_QUEUED
-from ._spec import ONESHOT, PERIODIC, check_interval
+from ._spec import ONESHOT, PERIODIC, UNIT_MS, TimerSpec, check_interval
 from ._stats import NO_HISTOGRAM, HistogramSlab
 from ._timer import ACTIVE, FINISHED, Tick, Timer
 
@@ -385,13 +385,16 @@ class Dispatcher:
     def _wait_or_skip(
         self, grid: Grid, timer: Timer, grid_tick: int, missed: int, now: int
     ) -> None:
-        """A run is due while earlier runs of the timer still go: a BURST catch-up run waits
-        for them (at most ``max_catchup``), ``Overlap.QUEUE`` keeps one run waiting, else the
-        run is skipped and counted as an overlap."""
+        """A run is due while earlier runs of the timer still go: a BURST catch-up run (late by
+        an interval or more, or due behind catch-ups still waiting: the burst ends with the
+        point now due) waits for them, ``Overlap.QUEUE`` keeps one run waiting, else the run
+        is skipped and counted as an overlap."""
         trouble = timer.trouble()
         policy = timer.spec.policy
-        if policy.missed is MISSED_BURST and grid.tick_of(now) - grid_tick >= timer._interval:
-            if len(trouble.pending) < policy.max_catchup:
+        if policy.missed is MISSED_BURST and (
+            trouble.pending or grid.tick_of(now) - grid_tick >= timer._interval
+        ):
+            if len(trouble.pending) <= policy.max_catchup:
                 trouble.pending.append((grid_tick, missed))
                 return
         elif policy.overlap.mode == "queue" and trouble.queued_run is None:
@@ -651,11 +654,17 @@ class Dispatcher:
         )
 
 
+def _internal() -> None:
+    """Stands for the callable of an internal one-shot (each brings its own)."""
+
+
+INTERNAL_SPEC: Final = TimerSpec(_internal, 1, UNIT_MS, ONESHOT, name="aiotimer.internal")
+"""The spec every internal one-shot (run timeouts) shares."""
+
+
 def internal_oneshot(grid: Grid, now_ns: int, delay_ns: int, fn: Callable[[], object]) -> Timer:
     """A one-shot of the scheduler's own (no registry, no stats) running ``fn()`` after
     ``delay_ns`` rounded up to whole ticks of ``grid``."""
-    from ._scheduler import INTERNAL_SPEC  # the one spec all internal one-shots share
-
     delay = max(1, -(-delay_ns // grid.tick_ns))
     timer = Timer(INTERNAL_SPEC, INTERNAL_SPEC.label, grid, delay, INTERNAL)
     timer._call = fn
