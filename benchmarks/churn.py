@@ -15,7 +15,9 @@ in a process of its own:
 A slot whose one-shot fired is re-armed by the same operation (a fired ``call_later`` handle's
 ``cancel()`` is a no-op; ``reschedule`` of a finished timer raises, and the slot gets a new
 ``add_once_ms``), so every variant keeps about 100,000 pending. Every variant replays the same
-seeded random slots and delays, generated before the clock starts, in the unit its API takes.
+seeded random slots and delays, in the unit its API takes; for the CPU window they are
+generated before the clock starts (none is replayed), the memory check draws each batch when
+it is due.
 
 Measured: CPU seconds (``getrusage``, user + system) per wall second over a window of whole
 re-arm periods (it starts and ends half-way between two batches, after one second of warm-up),
@@ -55,9 +57,9 @@ PERIOD_NS = 100_000_000
 DELAY_MS = (30_000, 60_000)
 """The one-shots' delays, uniform (inclusive bounds)."""
 SEED = 18
-POOL_BATCHES = 64
-"""Distinct batches generated up front, replayed in turn (the churn needs no fresh randomness,
-and generating it on the loop would be measured too)."""
+SPARE_BATCHES = 10
+"""Batches generated beyond the warm-up and the window (the CPU window's batches are generated
+before the clock starts: generating them on the loop would be measured too)."""
 
 # (pending one-shots, re-arms per batch, warm-up batches, measured batches)
 FULL = (100_000, 1_000, 10, 50)
@@ -103,17 +105,10 @@ def _delays(rng: random.Random, n: int) -> list[int]:
     return [rng.randint(low, high) for _ in range(n)]
 
 
-def _workload(n: int, per_batch: int) -> tuple[list[int], list[list[tuple[int, int]]]]:
-    """The initial delays (ms) and :data:`POOL_BATCHES` batches of (slot, delay ms)."""
-    rng = random.Random(SEED)
-    initial = _delays(rng, n)
-    batches = [
-        list(
-            zip([rng.randrange(n) for _ in range(per_batch)], _delays(rng, per_batch), strict=True)
-        )
-        for _ in range(POOL_BATCHES)
-    ]
-    return initial, batches
+def _batch(rng: random.Random, n: int, per_batch: int) -> list[tuple[int, int]]:
+    """``per_batch`` random (slot, delay ms), slots drawn with replacement, as traffic would."""
+    slots = [rng.randrange(n) for _ in range(per_batch)]
+    return list(zip(slots, _delays(rng, per_batch), strict=True))
 
 
 def _setup(
@@ -182,11 +177,17 @@ def _setup(
 
 
 async def _churn(
-    impl: str, n: int, per_batch: int, body: Callable[[_Fires, int, Callable[[], int]], Any]
+    impl: str,
+    n: int,
+    per_batch: int,
+    premade: int | None,
+    body: Callable[[_Fires, int, Callable[[], int]], Any],
 ) -> dict[str, Any]:
     """Set up ``n`` one-shots, start re-arming ``per_batch`` of them every 100 ms, and run
-    ``body(fires, origin_ns, batches_done)`` meanwhile; its result, with the setup's cost."""
-    initial_ms, raw_batches = _workload(n, per_batch)
+    ``body(fires, origin_ns, batches_done)`` meanwhile; its result, with the setup's cost.
+    ``premade`` batches are generated before the churn starts (``None``: each one when due)."""
+    rng = random.Random(SEED)
+    initial_ms = _delays(rng, n)
     fires = _Fires()
     scheduler = None
     if impl != BASELINE:
@@ -201,7 +202,18 @@ async def _churn(
         rearm, unit = _setup(impl, initial_ms, fires, scheduler)
         setup_s = time.perf_counter() - t0
         rss1 = h.rss_bytes()
-        batches = [[(i, unit(d)) for i, d in batch] for batch in raw_batches]
+        next_batch: Callable[[int], Batch]
+        if premade is not None:
+            made = [[(i, unit(d)) for i, d in _batch(rng, n, per_batch)] for _ in range(premade)]
+
+            def next_batch(k: int) -> Batch:
+                return made[k % premade]  # (the window ends before any is replayed)
+
+        else:
+
+            def next_batch(k: int) -> Batch:
+                return [(i, unit(d)) for i, d in _batch(rng, n, per_batch)]
+
         done = 0
 
         async def drive(origin_ns: int) -> None:
@@ -210,7 +222,7 @@ async def _churn(
             while True:
                 k += 1
                 await h.sleep_until(origin_ns + k * PERIOD_NS)
-                rearm(batches[k % POOL_BATCHES])
+                rearm(next_batch(k))
                 done += 1
 
         origin_ns = time.monotonic_ns()
@@ -261,7 +273,7 @@ async def _window(impl: str, quick: bool) -> dict[str, Any]:
             "batches_in_window": done1 - done0,
         }
 
-    return await _churn(impl, n, per_batch, body)
+    return await _churn(impl, n, per_batch, warmup + measured + SPARE_BATCHES, body)
 
 
 def run_variant(variant: str, quick: bool) -> dict[str, Any]:
@@ -342,7 +354,7 @@ async def _memory(impl: str, minutes: float, sample_s: float, quick: bool) -> di
             "batches": batches_done(),
         }
 
-    return await _churn(impl, n, per_batch, body)
+    return await _churn(impl, n, per_batch, None, body)
 
 
 def _memory_summary(r: dict[str, Any]) -> dict[str, float]:
