@@ -120,30 +120,33 @@ STALL_STEPS = [1, 100, 200, 650, 200, 100, 250, 300]
 DELAY_STEPS = [1, 100, 200, 650, 100, 201, 300, 300]
 
 
+# Ported from tokio/tests/time_interval.rs: interval_zero_duration
 async def test_interval_zero_duration(virtual_clock: VirtualClock) -> None:
-    """tokio: interval_zero_duration (Tokio panics; aiotimer refuses it at registration)."""
+    """Tokio panics; aiotimer refuses it at registration, naming the timer and the value."""
     s = aiotimer.Scheduler(clock=virtual_clock)
     with pytest.raises(ValueError, match=r"timer 'zero'.*interval_ms.*got 0"):
         s.add_every_ms(0, lambda: None, name="zero")
 
 
+# Ported from tokio/tests/time_interval.rs: burst
 async def test_burst(virtual_clock: VirtualClock) -> None:
-    """tokio: burst
+    """The 600 and 900 ticks both come at the poll at 951, back to back::
 
     Expected ticks: |     1     |     2     |     3     |     4     |     5     |     6     |
     Actual ticks:   | work -----|          delay          | work | work | work -| work -----|
-    The 600 and 900 ticks both come at the poll at 951, back to back."""
+    """
     polls, interval = await run_script(virtual_clock, Missed.BURST, STALL_STEPS)
     assert polls == [[0], [], [300], [600, 900], [], [1200], [1500], [1800]]
     assert interval.timer.missed == 0  # every point replayed
 
 
+# Ported from tokio/tests/time_interval.rs: skip
 async def test_skip(virtual_clock: VirtualClock) -> None:
-    """tokio: skip
+    """600 comes at 951 and absorbs 900 (``missed == 1``); the next tick is back on the grid::
 
     Expected ticks: |     1     |     2     |     3     |     4     |     5     |     6     |
     Actual ticks:   | work -----|          delay          | work ---| work -----| work -----|
-    600 comes at 951 and absorbs 900 (``missed == 1``); the next tick is back on the grid."""
+    """
     polls, interval = await run_script(
         virtual_clock, Missed.SKIP, [1, 100, 200, 650, 250, 300, 300]
     )
@@ -151,20 +154,22 @@ async def test_skip(virtual_clock: VirtualClock) -> None:
     assert interval.missed == [0, 0, 1, 0, 0, 0]
 
 
+# Ported from tokio/tests/time_interval.rs: delay
 async def test_delay(virtual_clock: VirtualClock) -> None:
-    """tokio: delay
+    """600 comes at 951; the grid restarts from there: 1251, 1551, 1851 (Tokio's "+1" is its
+    resolution's; here it is the late poll's own millisecond)::
 
-    Expected ticks: |     1     |     2     |     3     |     4     |     5     |     6     |
-    Actual ticks:   | work -----|          delay          | work -----| work -----| work -----|
-    600 comes at 951; the grid restarts from there: 1251, 1551, 1851 (Tokio's "+1" is its
-    resolution's; here it is the late poll's own millisecond)."""
+        Expected ticks: |     1     |     2     |     3     |     4     |     5     |     6     |
+        Actual ticks:   | work -----|          delay          | work -----| work -----| work -----|
+    """
     polls, _ = await run_script(virtual_clock, Missed.DELAY, DELAY_STEPS)
     assert polls == [[0], [], [300], [600], [], [1251], [1551], [1851]]
 
 
+# Ported from tokio/tests/time_interval.rs: reset
 async def test_reset(virtual_clock: VirtualClock) -> None:
-    """tokio: reset (``Interval::reset()`` is ``Timer.reschedule(interval)``: a new grid
-    from now, first run one interval later)."""
+    """``Interval::reset()`` is ``Timer.reschedule(interval)``: a new grid from now, first
+    run one interval later."""
     interval = TokioInterval(virtual_clock, Missed.SKIP)
     async with interval.scheduler:
         polls = [await interval.poll_after(1 + PERIOD_MS)]
@@ -181,18 +186,20 @@ async def test_reset(virtual_clock: VirtualClock) -> None:
 # BURST replay must wait for the run before it instead of being counted as an overlap.
 
 
+# Ported from tokio/tests/time_interval.rs: burst (coroutine callback)
 async def test_burst_coroutine_callback_replays_under_default_overlap(
     virtual_clock: VirtualClock,
 ) -> None:
-    """tokio: burst, with an ``async def`` callback (defect on main: the 900 replay is
-    counted as an overlap of the 600 run, which is still a task when it comes due)."""
+    """With an ``async def`` callback (defect on main: the 900 replay is counted as an
+    overlap of the 600 run, which is still a task when it comes due)."""
     polls, interval = await run_script(virtual_clock, Missed.BURST, STALL_STEPS, coroutine=True)
     assert polls == [[0], [], [300], [600, 900], [], [1200], [1500], [1800]]
     assert interval.timer.overlaps == 0
 
 
+# Ported from tokio/tests/time_interval.rs: skip (coroutine callback)
 async def test_skip_coroutine_callback(virtual_clock: VirtualClock) -> None:
-    """tokio: skip, with an ``async def`` callback."""
+    """With an ``async def`` callback."""
     polls, interval = await run_script(
         virtual_clock, Missed.SKIP, [1, 100, 200, 650, 250, 300, 300], coroutine=True
     )
@@ -200,8 +207,9 @@ async def test_skip_coroutine_callback(virtual_clock: VirtualClock) -> None:
     assert interval.missed == [0, 0, 1, 0, 0, 0]
 
 
+# Ported from tokio/tests/time_interval.rs: delay (coroutine callback)
 async def test_delay_coroutine_callback(virtual_clock: VirtualClock) -> None:
-    """tokio: delay, with an ``async def`` callback."""
+    """With an ``async def`` callback."""
     polls, _ = await run_script(virtual_clock, Missed.DELAY, DELAY_STEPS, coroutine=True)
     assert polls == [[0], [], [300], [600], [], [1251], [1551], [1851]]
 
@@ -213,15 +221,17 @@ async def test_delay_coroutine_callback(virtual_clock: VirtualClock) -> None:
 # before adding the interval, which shortens the next period by up to one tick.
 
 
+# Derived from tokio/tests/time_interval.rs: delay (polled half a ms later)
 async def test_delay_never_shortens_the_next_period_sub_millisecond(
     virtual_clock: VirtualClock,
 ) -> None:
-    """tokio: delay, polled at 951.5 instead of 951: Tokio's next tick is 1251.5; aiotimer's
-    ms grid has no 1251.5, so the next run is at 1252 (main: 1251, 299.5 ms after)."""
+    """Polled at 951.5 instead of 951: Tokio's next tick is 1251.5; aiotimer's ms grid has
+    no 1251.5, so the next run is at 1252 (main: 1251, 299.5 ms after the late run)."""
     polls, _ = await run_script(virtual_clock, Missed.DELAY, [1, 100, 200, 650.5, 100, 300])
     assert polls == [[0], [], [300], [600], [], [1252]]
 
 
+# Derived from tokio's Delay contract (ticks are not shortened), on the second grid
 @pytest.mark.parametrize(
     ("interval_s", "late_run_s", "next_run_s"),
     [
@@ -251,6 +261,7 @@ async def test_delay_never_shortens_the_next_period_second_grid(
 # -- decided differences ---------------------------------------------------------------------
 
 
+# Derived from tokio/tests/time_interval.rs: delay (polled at 351; decided difference)
 async def test_delay_late_by_less_than_an_interval_keeps_the_grid(
     virtual_clock: VirtualClock,
 ) -> None:
@@ -270,15 +281,15 @@ async def test_delay_late_by_less_than_an_interval_keeps_the_grid(
 # -- interval_doesnt_panic_max_duration_when_polling ------------------------------------------
 
 
+# Ported from tokio/tests/time_interval.rs: interval_doesnt_panic_max_duration_when_polling
 @pytest.mark.parametrize("unit", ["every_s", "every_ms"])
 async def test_interval_max_duration_is_refused_and_the_scheduler_unharmed(
     virtual_clock: VirtualClock, unit: str
 ) -> None:
-    """tokio: interval_doesnt_panic_max_duration_when_polling. Tokio accepts
-    ``Duration::MAX`` and must not panic; aiotimer documents an upper bound on intervals and
-    refuses ``2**64 - 1`` at registration, naming the timer and the value (main accepts it:
-    with the timerfd source it spins, and on uvloop ``stop()`` never returns). The scheduler
-    is unharmed: its other timers run and it stops."""
+    """Tokio accepts ``Duration::MAX`` and must not panic; aiotimer documents an upper bound
+    on intervals and refuses ``2**64 - 1`` at registration, naming the timer and the value
+    (main accepts it: with the timerfd source it spins, and on uvloop ``stop()`` never
+    returns). The scheduler is unharmed: its other timers run and it stops."""
     s = aiotimer.Scheduler(clock=virtual_clock)
     add = getattr(s, f"add_{unit}")
     with pytest.raises(ValueError, match=rf"'forever'.*{2**64 - 1}"):
@@ -296,6 +307,7 @@ async def test_interval_max_duration_is_refused_and_the_scheduler_unharmed(
 # Period 50 ms; "task_that_takes_..." holds the loop before the first tick is polled.
 
 
+# Ported from tokio/src/time/interval.rs, MissedTickBehavior docs: Delay
 async def test_docs_delay_task_that_takes_more_than_50_millis(
     virtual_clock: VirtualClock,
 ) -> None:
@@ -308,6 +320,7 @@ async def test_docs_delay_task_that_takes_more_than_50_millis(
     assert polls == [[0], [], [125]]
 
 
+# Ported from tokio/src/time/interval.rs, MissedTickBehavior docs: Skip
 async def test_docs_skip_task_that_takes_75_millis(virtual_clock: VirtualClock) -> None:
     """MissedTickBehavior::Skip docs: a 75 ms task, then the first tick resolves at once
     (instant 0, 50 skipped), the next one 25 ms later, at 100 on the grid."""
@@ -319,6 +332,7 @@ async def test_docs_skip_task_that_takes_75_millis(virtual_clock: VirtualClock) 
     assert interval.missed == [1, 0]
 
 
+# Ported from tokio/src/time/interval.rs, MissedTickBehavior docs: Burst
 async def test_docs_burst_task_that_takes_200_millis(virtual_clock: VirtualClock) -> None:
     """MissedTickBehavior::Burst docs: after ``task_that_takes_200_millis`` the ticks 0, 50,
     100 and 150 resolve at once, back to back, and 200 comes later. That holds for a task

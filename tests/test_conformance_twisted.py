@@ -126,8 +126,9 @@ def times(calls: list[Call]) -> list[int]:
 # -- LoopTests --------------------------------------------------------------------------------
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.test_callbackTimeSkips
 async def test_callbackTimeSkips(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.test_callbackTimeSkips (decided difference).
+    """Decided difference.
 
     Interval 500 ms; the first call takes 2 s, the second 1 s, the others nothing. Twisted
     skips the grid points that are "the present" when a call ends and calls at the next
@@ -146,9 +147,9 @@ async def test_callbackTimeSkips(virtual_clock: VirtualClock) -> None:
     assert steps == [[(0, 1), (2000, 4), (3000, 2)], [], [(3500, 1)], [], [(4000, 1)]]
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.test_reactorTimeSkips
 async def test_reactorTimeSkips(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.test_reactorTimeSkips: time jumps 2 s, then 1 s; one call after
-    each, none for a step of 0."""
+    """Time jumps 2 s, then 1 s; one call after each, none for a step of 0."""
     loop = TwistedLoop(virtual_clock, 500)
     async with loop.scheduler:
         steps = [await loop.start()]
@@ -156,9 +157,10 @@ async def test_reactorTimeSkips(virtual_clock: VirtualClock) -> None:
     assert [times(step) for step in steps] == [[0], [2000], [3000], []]
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.test_reactorTimeCountSkips
 async def test_reactorTimeCountSkips(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.test_reactorTimeCountSkips: ``withCount`` after a jump of three
-    intervals (plus 10 ms) counts 3: the call made and the two skipped."""
+    """``withCount`` after a jump of three intervals (plus 10 ms) counts 3: the call made
+    and the two skipped."""
     loop = TwistedLoop(virtual_clock, 500)
     async with loop.scheduler:
         steps = [await loop.start()]
@@ -166,9 +168,10 @@ async def test_reactorTimeCountSkips(virtual_clock: VirtualClock) -> None:
     assert steps == [[(0, 1)], [(510, 1)], [(2020, 3)], []]
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.test_countLengthyIntervalCounts
 async def test_countLengthyIntervalCounts(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.test_countLengthyIntervalCounts: a call 1.75 intervals after the
-    last one (late by less than one interval) still counts 1."""
+    """A call 1.75 intervals after the last one (late by less than one interval) still
+    counts 1."""
     loop = TwistedLoop(virtual_clock, 500)
     async with loop.scheduler:
         steps = [await loop.start()]
@@ -176,9 +179,10 @@ async def test_countLengthyIntervalCounts(virtual_clock: VirtualClock) -> None:
     assert steps == [[(0, 1)], [(510, 1)], [(1385, 1)], [(1510, 1)]]
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.test_withCountFloatingPointBoundary
 async def test_withCountFloatingPointBoundary(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.test_withCountFloatingPointBoundary: ten steps of one interval
-    (``now=False``) give counts summing to 10, never 0. (aiotimer's intervals are whole ms,
+    """Ten steps of one interval (``now=False``) give counts summing to 10, never 0.
+    (aiotimer's intervals are whole ms,
     so Twisted's 0.1-is-not-1/10 epsilon cannot arise; the sum is still checked.)"""
     loop = TwistedLoop(virtual_clock, 100, now=False)
     async with loop.scheduler:
@@ -188,9 +192,11 @@ async def test_withCountFloatingPointBoundary(virtual_clock: VirtualClock) -> No
     assert 0 not in counts
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.testBadDelay,
+# LoopTests.test_withCountIntervalZero
 async def test_zero_and_negative_intervals_are_refused(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.testBadDelay (``start(-1)`` raises ValueError); Twisted's interval
-    0 (``test_withCountIntervalZero``...) is refused too, naming the timer and the value."""
+    """``start(-1)`` raises ValueError; Twisted's interval 0 (``test_withCountIntervalZero``
+    ...) is refused too; aiotimer's errors name the timer and the value."""
     s = aiotimer.Scheduler(clock=virtual_clock)
     with pytest.raises(ValueError, match=r"timer 'bad'.*got -1"):
         s.add_every_ms(-1, lambda: None, name="bad")
@@ -199,10 +205,10 @@ async def test_zero_and_negative_intervals_are_refused(virtual_clock: VirtualClo
     assert not s.timers
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.testBasicFunction
 async def test_testBasicFunction(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.testBasicFunction: interval 100, pump 50, 100, 100: three calls,
-    each with the loop's arguments (aiotimer's ``param``); after ``stop()`` nothing is
-    planned any more."""
+    """Interval 100, pump 50, 100, 100: three calls, each with the loop's arguments (aiotimer's
+    ``param``); after ``stop()`` nothing is planned any more."""
     params: list[object] = []
 
     def foo(tick: aiotimer.Tick) -> None:
@@ -219,8 +225,9 @@ async def test_testBasicFunction(virtual_clock: VirtualClock) -> None:
     assert params == [("a", "b", None, "d")] * 3
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.testDelayedStart
 async def test_testDelayedStart(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.testDelayedStart: ``now=False``, pump 50, 100, 100: two calls."""
+    """``now=False``, pump 50, 100, 100: two calls."""
     loop = TwistedLoop(virtual_clock, 100, now=False)
     async with loop.scheduler:
         calls = await loop.pump([50, 100, 100])
@@ -230,9 +237,9 @@ async def test_testDelayedStart(virtual_clock: VirtualClock) -> None:
     assert times(calls) == [150, 250]
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.testStoppingBeforeDelayedStart
 async def test_testStoppingBeforeDelayedStart(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.testStoppingBeforeDelayedStart: start(10, now=False) then stop():
-    never called, nothing planned."""
+    """``start(10, now=False)`` then ``stop()``: never called, nothing planned."""
     s = aiotimer.Scheduler(clock=virtual_clock)
     ran: list[None] = []
     timer = s.add_every_s(10, lambda: ran.append(None))
@@ -244,9 +251,10 @@ async def test_testStoppingBeforeDelayedStart(virtual_clock: VirtualClock) -> No
     assert timer.state is TimerState.CANCELLED
 
 
+# Ported from twisted src/twisted/test/test_task.py: LoopTests.test_reset
 async def test_reset(virtual_clock: VirtualClock) -> None:
-    """twisted: LoopTests.test_reset: start(2, now=False), advance 1, ``reset()`` (aiotimer:
-    ``reschedule(interval)``, a new grid from now): no call at 2, the first at 3."""
+    """``start(2, now=False)``, advance 1, ``reset()`` (aiotimer: ``reschedule(interval)``,
+    a new grid from now): no call at 2, the first at 3."""
     s = aiotimer.Scheduler(clock=virtual_clock)
     ran: list[int] = []
     timer = s.add_every_s(2, lambda: ran.append(virtual_clock.now_ns() // MS))
@@ -262,9 +270,9 @@ async def test_reset(virtual_clock: VirtualClock) -> None:
 # -- ReactorLoopTests (real reactor in Twisted; virtual time here) -----------------------------
 
 
+# Ported from twisted src/twisted/test/test_task.py: ReactorLoopTests.testStopAtOnceLater
 async def test_testStopAtOnceLater(virtual_clock: VirtualClock) -> None:
-    """twisted: ReactorLoopTests.testStopAtOnceLater: a loop stopped from another callback
-    before its first call is never called."""
+    """A loop stopped from another callback before its first call is never called."""
     s = aiotimer.Scheduler(clock=virtual_clock)
     ran: list[None] = []
     loop = s.add_every_s(1, lambda: ran.append(None))
@@ -274,10 +282,11 @@ async def test_testStopAtOnceLater(virtual_clock: VirtualClock) -> None:
     assert ran == []
 
 
+# Ported from twisted src/twisted/test/test_task.py: ReactorLoopTests.testWaitDeferred
 async def test_testWaitDeferred(virtual_clock: VirtualClock) -> None:
-    """twisted: ReactorLoopTests.testWaitDeferred: interval 200 ms, the call returns a
-    Deferred that fires 1 s later and stops the loop; pump 200, 800. The callable is not
-    called again before it fires (aiotimer: ``Overlap.SKIP``), and nothing is left planned."""
+    """Interval 200 ms, the call returns a Deferred that fires 1 s later and stops the loop; pump
+    200, 800. The callable is not called again before it fires (aiotimer: ``Overlap.SKIP``), and
+    nothing is left planned."""
     starts: list[int] = []
 
     async def foo() -> None:
@@ -295,13 +304,14 @@ async def test_testWaitDeferred(virtual_clock: VirtualClock) -> None:
     assert loop.timer.state is TimerState.CANCELLED
 
 
+# Ported from twisted src/twisted/test/test_task.py: ReactorLoopTests.test_deferredWithCount
 async def test_deferredWithCount(virtual_clock: VirtualClock) -> None:
-    """twisted: ReactorLoopTests.test_deferredWithCount (decided difference): interval
-    200 ms, ``now=False``; the first call's Deferred is pending until 600; pump 200, 400, then
-    it fires, then pump 200. Twisted counts ``[1, 3]``: the second call counts the points
-    (400, 600) skipped while the first was pending. aiotimer counts ``[1, 1]``: at 600 the
-    late dispatch merged 600 into 400's (``Timer.missed == 1``) and that run was skipped as an
-    overlap (``Timer.overlaps == 1``); ``runs + missed + overlaps`` is the 4 grid points."""
+    """Decided difference. Interval 200 ms, ``now=False``; the first call's Deferred is pending
+    until 600; pump 200, 400, then it fires, then pump 200. Twisted counts ``[1, 3]``: the
+    second call counts the points (400, 600) skipped while the first was pending. aiotimer
+    counts ``[1, 1]``: at 600 the late dispatch merged 600 into 400's (``Timer.missed == 1``)
+    and that run was skipped as an overlap (``Timer.overlaps == 1``); ``runs + missed +
+    overlaps`` is the 4 grid points."""
     counts: list[int] = []
     released = anyio.Event()
     s = aiotimer.Scheduler(clock=virtual_clock)
@@ -324,10 +334,11 @@ async def test_deferredWithCount(virtual_clock: VirtualClock) -> None:
     assert (timer.runs, timer.missed, timer.overlaps) == (2, 1, 1)
 
 
+# Ported from twisted src/twisted/test/test_task.py: ReactorLoopTests.testFailure
 async def test_testFailure(virtual_clock: VirtualClock) -> None:
-    """twisted: ReactorLoopTests.testFailure (decided difference): Twisted's loop stops at the
-    first exception and its Deferred errbacks with it; aiotimer's timer keeps its schedule,
-    each failure counted and passed to ``on_error``."""
+    """Decided difference: Twisted's loop stops at the first exception and its Deferred
+    errbacks with it; aiotimer's timer keeps its schedule, each failure counted and passed to
+    ``on_error``."""
     errors: list[BaseException] = []
     s = aiotimer.Scheduler(clock=virtual_clock)
 
@@ -343,9 +354,10 @@ async def test_testFailure(virtual_clock: VirtualClock) -> None:
     assert timer.errors == 3
 
 
+# Ported from twisted src/twisted/test/test_task.py: ReactorLoopTests.testFailAndStop
 async def test_testFailAndStop(virtual_clock: VirtualClock) -> None:
-    """twisted: ReactorLoopTests.testFailAndStop: a call that stops its loop, then raises:
-    the error is reported once and there are no more calls."""
+    """A call that stops its loop, then raises: the error is reported once and there are
+    no more calls."""
     errors: list[BaseException] = []
     s = aiotimer.Scheduler(clock=virtual_clock)
     calls: list[int] = []
@@ -363,10 +375,11 @@ async def test_testFailAndStop(virtual_clock: VirtualClock) -> None:
     assert timer.state is TimerState.CANCELLED
 
 
+# Ported from twisted src/twisted/test/test_task.py: ReactorLoopTests.testFailurePropagation
 async def test_testFailurePropagation(virtual_clock: VirtualClock) -> None:
-    """twisted: ReactorLoopTests.testFailurePropagation (decided difference): interval 1 s;
-    the call's Deferred errbacks 0.3 s later. Twisted's loop fails with it and stops;
-    aiotimer passes the coroutine's error to ``on_error`` and the timer keeps its schedule."""
+    """Decided difference. Interval 1 s; the call's Deferred errbacks 0.3 s later. Twisted's loop
+    fails with it and stops; aiotimer passes the coroutine's error to ``on_error`` and the timer
+    keeps its schedule."""
     errors: list[tuple[int, BaseException]] = []
 
     async def foo() -> None:
