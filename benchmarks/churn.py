@@ -358,9 +358,11 @@ async def _memory(impl: str, minutes: float, sample_s: float, quick: bool) -> di
 
 
 def _memory_summary(r: dict[str, Any]) -> dict[str, float]:
-    """RSS after warm-up (the first tenth of the run, at most a minute) to the end."""
+    """RSS after warm-up to the end. The warm-up is the longest delay (60 s; half the run if
+    shorter): a cancelled one-shot left in a lazily cleaned queue (asyncio's heap, say) can stay
+    until its deadline, so RSS may only settle once the first cancelled entries have expired."""
     samples = r["samples"]
-    warmup_s = min(60.0, r["minutes"] * 6)
+    warmup_s = min(DELAY_MS[1] / 1000, r["minutes"] * 30)
     steady = [rss for at, rss, _ in samples if at >= warmup_s] or [samples[-1][1]]
     return {
         "rss_start_mib": samples[0][1] / MIB,
@@ -435,9 +437,9 @@ def _memory_main(args: argparse.Namespace) -> int:
     print(h.format_table(title, headers, rows), end="\n\n")
     print(h.format_targets(targets), end="\n\n")
     print(
-        "note: start = RSS when the churn starts (after the initial arms); warm-up = the first "
-        "tenth of the run (at most 60 s); spread = max - min of the samples after it; drift = "
-        "last - first of them. CPU/wall is indicative: the variants share the machine."
+        "note: start = RSS when the churn starts (after the initial arms); warm-up = the longest "
+        "delay, 60 s (half the run if shorter); spread = max - min of the samples after it; "
+        "drift = last - first of them. CPU/wall is indicative: the variants share the machine."
     )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "churn_memory.json"
