@@ -7,6 +7,8 @@ Workloads (all by default, in this order):
 * ``apscheduler``: 10,000 periodic 1 s jobs vs APScheduler 3's ``AsyncIOScheduler``;
 * ``memory``: memory and registration cost of 1,000,000 timers;
 * ``policies``: CPU per fire of each callback kind and policy, next to the fast path;
+* ``churn``: 100,000 pending one-shots, 10,000 re-arms/s, vs ``call_later`` + ``cancel()``
+  (``python -m benchmarks.churn --minutes N`` is its long memory check);
 * ``process``: timer processes (``benchmarks/process.py``, when present).
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
@@ -38,6 +40,7 @@ WORKLOADS: dict[str, str] = {
     "apscheduler": "benchmarks.apscheduler_cmp",
     "memory": "benchmarks.memory",
     "policies": "benchmarks.policies",
+    "churn": "benchmarks.churn",
     "process": "benchmarks.process",
 }
 TIMEOUT_S = {
@@ -46,6 +49,7 @@ TIMEOUT_S = {
     "apscheduler": 600.0,
     "memory": 900.0,
     "policies": 300.0,
+    "churn": 300.0,
     "process": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0
