@@ -385,14 +385,15 @@ class Dispatcher:
     def _wait_or_skip(
         self, grid: Grid, timer: Timer, grid_tick: int, missed: int, now: int
     ) -> None:
-        """A run is due while earlier runs of the timer still go: a BURST catch-up run (late by
-        an interval or more, or due behind catch-ups still waiting: the burst ends with the
-        point now due) waits for them, ``Overlap.QUEUE`` keeps one run waiting, else the run
-        is skipped and counted as an overlap."""
+        """A run is due while earlier runs of the timer still go. Under BURST, the runs of one
+        burst (points that came due together after a stall: late by an interval or more, or due
+        while a run of the burst has not even started) run one after the other: this one waits.
+        Else ``Overlap.QUEUE`` keeps one run waiting, or the run is skipped and counted as an
+        overlap."""
         trouble = timer.trouble()
         policy = timer.spec.policy
         if policy.missed is MISSED_BURST and (
-            trouble.pending or grid.tick_of(now) - grid_tick >= timer._interval
+            trouble.pending or trouble.unstarted or grid.tick_of(now) - grid_tick >= timer._interval
         ):
             if len(trouble.pending) <= policy.max_catchup:
                 trouble.pending.append((grid_tick, missed))
@@ -423,6 +424,8 @@ class Dispatcher:
         if mode & ASYNC:
             timer._running += 1
             self.inflight += 1
+            if timer.spec.policy.missed is MISSED_BURST:
+                timer.trouble().unstarted += 1  # (a burst's next run waits for it)
             assert self._task_group is not None
             run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg)
             self._backend.start_run(run, self._task_group, self._tasks)
@@ -447,7 +450,10 @@ class Dispatcher:
         self, grid: Grid, timer: Timer, grid_tick: int, scheduled_ns: int, arg: tuple[Tick, ...]
     ) -> None:
         current_timer.set(timer)
-        timeout_ns = timer.spec.policy.timeout_ns
+        policy = timer.spec.policy
+        if policy.missed is MISSED_BURST:
+            timer.trouble().unstarted -= 1
+        timeout_ns = policy.timeout_ns
         t0 = self._now_ns()
         result: object = _FAILED
         watchdog: Timer | None = None

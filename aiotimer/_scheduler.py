@@ -658,6 +658,7 @@ class Scheduler(Registrar[Timer]):
             if trouble is not None:
                 trouble.queued_run = None
                 trouble.pending.clear()
+                trouble.unstarted = 0  # (their tasks were cancelled)
             if timer._state is ACTIVE:
                 timer._state = PENDING
         self._loop_token = None
