@@ -1,13 +1,16 @@
-"""The floor under a spawned worker's start: ``python -m benchmarks.spawn_floor [RUNS]``.
+"""The floors under a worker's start: ``python -m benchmarks.spawn_floor [RUNS]``.
 
-A ``spawn`` child re-imports its parent's main module, so this runs as a main module of its own
-that imports only the standard library: what it measures is the machine, not aiotimer nor the
-benchmark that asks. Prints one JSON object of medians in milliseconds, from
-``Process.start()`` to the child's first message:
+A ``spawn`` child re-imports its parent's main module, so this runs as a program of its own
+that imports only the standard library (``benchmarks.process`` runs it with ``-c``, so that no
+main module is imported again): what it measures is the machine, not aiotimer nor the benchmark
+that asks. Prints one JSON object of medians in milliseconds, from ``Process.start()`` to the
+child's first message:
 
-* ``bare``: the child reports at once (an interpreter and multiprocessing's bootstrap);
-* ``loop``: the child first starts an asyncio event loop (uvloop where installed), the least a
-  worker with its own loop can cost.
+* ``bare``: a spawned child reports at once (an interpreter and multiprocessing's bootstrap);
+* ``loop``: a spawned child first starts an asyncio event loop (uvloop where installed), the
+  least a worker with its own loop can cost;
+* ``forkserver_bare`` / ``forkserver_loop``: the same, forked by a warm fork server that
+  preloaded this module, asyncio and uvloop (the first start, which boots it, not counted).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+_MODULE = __spec__.name if __spec__ is not None else __name__
+"""This module's importable name, also when run as ``__main__``: the fork server preloads it."""
 
 
 def bare(conn: Any) -> None:
@@ -39,9 +45,9 @@ def loop(conn: Any) -> None:
         uvloop.run(report())
 
 
-def measure(target: Callable[[Any], None], runs: int) -> float:
+def measure(target: Callable[[Any], None], runs: int, method: str = "spawn") -> float:
     """Median milliseconds from ``start()`` to ``target``'s first message."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(method)
     samples = []
     for _ in range(runs):
         ours, theirs = ctx.Pipe()
@@ -56,7 +62,13 @@ def measure(target: Callable[[Any], None], runs: int) -> float:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    print(json.dumps({"bare": measure(bare, runs), "loop": measure(loop, runs)}))
+    floors = {"bare": measure(bare, runs), "loop": measure(loop, runs)}
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        multiprocessing.set_forkserver_preload([_MODULE, "asyncio", "uvloop"])
+        measure(bare, 1, "forkserver")  # boots the server
+        floors["forkserver_bare"] = measure(bare, runs, "forkserver")
+        floors["forkserver_loop"] = measure(loop, runs, "forkserver")
+    print(json.dumps(floors))
 
 
 if __name__ == "__main__":
