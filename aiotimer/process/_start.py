@@ -40,9 +40,11 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from multiprocessing import spawn
 from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Final
 
 from ._preload import ENV as _PREPARE_ENV
@@ -55,6 +57,7 @@ __all__ = [
     "default_context",
     "forkserver_available",
     "start_context",
+    "start_forked",
     "worker_modules",
 ]
 
@@ -64,6 +67,7 @@ _BOOT_MODULE: Final = "aiotimer.process._preload"
 """Imported first by the server: it sets the server's path and main module (see there)."""
 _PREPARED: Final = ("sys_path", "sys_argv", "init_main_from_name", "init_main_from_path")
 """What the server takes from the parent's preparation data (a worker takes all of it)."""
+_boot_lock = threading.Lock()  # starts run in threads: one boots, the others find it booted
 _WORKER_MODULES: Final = (
     "aiotimer.process._worker",  # and with it aiotimer's core and the pipe
     "anyio._backends._asyncio",  # anyio.run(backend="asyncio") imports it lazily
@@ -141,18 +145,28 @@ def _preload(modules: Iterable[str]) -> None:
     multiprocessing.set_forkserver_preload(current + added)
 
 
+def start_forked(process: BaseProcess) -> None:
+    """Start ``process`` (of the ``forkserver`` context) from a thread: it waits for the fork
+    server, which the first start boots (:func:`boot_server`) and which imports its preload
+    list before it forks anything."""
+    boot_server()
+    process.start()
+
+
 def boot_server() -> None:
-    """Boot the fork server now, if it does not run yet, with the parent's ``sys.path``,
+    """Boot the fork server, if it does not run yet, with the parent's ``sys.path``,
     ``sys.argv`` and main module (handed over in its environment, the variable gone as soon as
-    it is booted). Call it after :func:`start_context`, before the first start: cheap (the
-    server is spawned, not waited for).
+    it is spawned). Call it after :func:`start_context`, before the first start.
     """
     server = multiprocessing.forkserver._forkserver
-    if getattr(server, "_forkserver_pid", 0) is not None:
-        return  # booted (multiprocessing boots a plain one if it ever died)
-    data = spawn.get_preparation_data("aiotimer fork server")
-    os.environ[_PREPARE_ENV] = json.dumps({k: data[k] for k in _PREPARED if k in data})
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        del os.environ[_PREPARE_ENV]
+    with _boot_lock:
+        if getattr(server, "_forkserver_pid", 0) is not None:
+            return  # booted (multiprocessing boots a plain one if it ever died)
+        data = spawn.get_preparation_data("aiotimer fork server")
+        # For the few milliseconds of the spawn, a subprocess another thread starts inherits
+        # the variable too; only aiotimer's _preload reads it.
+        os.environ[_PREPARE_ENV] = json.dumps({k: data[k] for k in _PREPARED if k in data})
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            del os.environ[_PREPARE_ENV]

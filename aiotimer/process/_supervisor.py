@@ -45,7 +45,7 @@ from ._errors import ProtocolError, WorkerCrashed, WorkerStartError, describe_ex
 from ._handle import Worker, WorkerState
 from ._logs import reemit
 from ._protocol import PROTOCOL_VERSION, Msg, hello_mismatch
-from ._start import boot_server, start_context
+from ._start import start_context, start_forked
 from ._worker import WorkerConfig
 from ._worker import main as worker_main
 
@@ -267,8 +267,7 @@ class ProcessRunner:
         )
         try:
             if proc.context == "forkserver":
-                boot_server()  # once per parent; the first start then waits for its imports
-                await anyio.to_thread.run_sync(process.start)
+                await anyio.to_thread.run_sync(start_forked, process)
             else:
                 process.start()
         except Exception as exc:
