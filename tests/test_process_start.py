@@ -210,3 +210,43 @@ def test_the_server_imported_the_main_script_and_the_callbacks_module_for_its_wo
     # Imported once, by the server, before it forked the worker: the worker imported neither.
     assert main_imported_by == server
     assert targets_imported_by == server
+
+
+BROKEN_PRELOAD = """
+import multiprocessing, anyio, aiotimer, process_targets as pt
+from aiotimer.process import TimerProcess, attach
+
+async def main():
+    multiprocessing.set_forkserver_preload(["raises_on_import"])
+    proc = TimerProcess("broken")
+    proc.add_every_ms(20, pt.noop)
+    scheduler = aiotimer.Scheduler()
+    attach(scheduler, proc)
+    try:
+        await scheduler.start()
+    except Exception as exc:
+        print(exc)
+
+anyio.run(main)
+"""
+
+
+@linux_only
+@pytest.mark.slow
+def test_a_fork_server_killed_by_a_preloaded_module_fails_start_saying_so(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "raises_on_import").with_suffix(".py").write_text("raise RuntimeError('no')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS)])}
+    out = subprocess.run(
+        [sys.executable, "-c", BROKEN_PRELOAD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert "worker 'broken'[0] did not start" in out.stdout
+    assert "the fork server ended before it forked the worker" in out.stdout
+    assert "RuntimeError: no" in out.stderr  # the server's traceback

@@ -148,9 +148,18 @@ def _preload(modules: Iterable[str]) -> None:
 def start_forked(process: BaseProcess) -> None:
     """Start ``process`` (of the ``forkserver`` context) from a thread: it waits for the fork
     server, which the first start boots (:func:`boot_server`) and which imports its preload
-    list before it forks anything."""
+    list before it forks anything.
+
+    :raises RuntimeError: the fork server died (it does when a preloaded module raises)
+    """
     boot_server()
-    process.start()
+    try:
+        process.start()
+    except (EOFError, ConnectionError) as exc:
+        raise RuntimeError(
+            f"the fork server ended before it forked the worker ({type(exc).__name__}); did a "
+            "module it preloads fail to import? (the fork server's traceback is on stderr)"
+        ) from None
 
 
 def boot_server() -> None:
