@@ -13,7 +13,6 @@ Imported anywhere but in a fork server that aiotimer booted, it does nothing.
 
 from __future__ import annotations
 
-import json
 import os
 from multiprocessing import process, spawn
 from typing import Any, Final
@@ -26,6 +25,8 @@ def _prepare() -> None:
     raw = os.environ.pop(ENV, None)  # popped: the workers forked later must not see it
     if raw is None:
         return
+    import json  # here: where nothing is to be done, importing this module costs nothing
+
     current: Any = process.current_process()
     # While set, a main module without its `if __name__ == "__main__":` guard cannot start
     # processes: it fails here as it would in a spawned child (multiprocessing does the same).

@@ -34,10 +34,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
-import json
 import logging
 import multiprocessing
-import multiprocessing.forkserver
 import os
 import sys
 import threading
@@ -129,6 +127,8 @@ def start_context(proc: TimerProcess) -> SpawnContext | ForkServerContext:
 
 
 def _preload(modules: Iterable[str]) -> None:
+    import multiprocessing.forkserver  # here: a spawned worker that imports this needs it not
+
     server = multiprocessing.forkserver._forkserver
     # multiprocessing has a setter and no getter: the list is read where the setter keeps it,
     # so that what the application preloads is kept.
@@ -167,6 +167,9 @@ def boot_server() -> None:
     ``sys.argv`` and main module (handed over in its environment, the variable gone as soon as
     it is spawned). Call it after :func:`start_context`, before the first start.
     """
+    import json
+    import multiprocessing.forkserver
+
     server = multiprocessing.forkserver._forkserver
     with _boot_lock:
         if getattr(server, "_forkserver_pid", 0) is not None:
