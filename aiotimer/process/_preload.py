@@ -1,10 +1,11 @@
 """The first module a fork server booted by aiotimer imports (``_start`` puts it at the head of
 the preload list): it gives the server its parent's ``sys.path``, ``sys.argv`` and main module.
 
-Python's fork server means to do this itself (it preloads ``__main__`` by default), but before
-3.14 it ignores the parent's ``sys.path`` and never imports the main module, so each forked
-worker would run the main script again (and import all it imports) and the callbacks' modules
-outside the default path would not be preloaded. Here the server runs, once, the same
+Python's fork server means to do this itself (it preloads ``__main__`` by default), but 3.11
+(and 3.12 and 3.13 before their fixes of gh-117378 and gh-126631) ignores the parent's
+``sys.path`` and never imports the main module, so each forked worker would run the main script
+again (and import all it imports), and the callbacks' modules outside the default path would
+not be preloaded. Here the server runs, once, the same
 ``multiprocessing.spawn.prepare`` each of its children runs (``_fixup_main_*`` then sees the
 main module in place and does nothing).
 

@@ -16,7 +16,7 @@ Ground rules:
   ``multiprocessing.set_forkserver_preload``) the worker module, the event loop's modules and
   the modules of the process's callbacks, hooks and handlers; all the timer processes of a
   scheduler are prepared before any starts. :func:`boot_server` boots the server with the
-  parent's ``sys.path`` and main module (``_preload.py``: Pythons before 3.14 leave both out).
+  parent's ``sys.path`` and main module (``_preload.py``: older Pythons leave them out).
   The server imports all that once; each worker is forked with it loaded, so it imports
   nothing before its first tick.
 * A running server imports nothing more. A timer process first started after the server
