@@ -1,4 +1,4 @@
-"""The floors under a worker's start: ``python -m benchmarks.spawn_floor [RUNS]``.
+"""The floors under a worker's start: ``python -m benchmarks.spawn_floor [RUNS [METHOD]]``.
 
 A ``spawn`` child re-imports its parent's main module, so this runs as a program of its own
 that imports only the standard library (``benchmarks.process`` runs it with ``-c``, so that no
@@ -9,8 +9,11 @@ child's first message:
 * ``bare``: a spawned child reports at once (an interpreter and multiprocessing's bootstrap);
 * ``loop``: a spawned child first starts an asyncio event loop (uvloop where installed), the
   least a worker with its own loop can cost;
-* ``forkserver_bare`` / ``forkserver_loop``: the same, forked by a warm fork server that
-  preloaded this module, asyncio and uvloop (the first start, which boots it, not counted).
+* with METHOD ``forkserver``, ``forkserver_bare`` / ``forkserver_loop``: the same, forked by a
+  warm fork server that preloaded this module, asyncio and uvloop.
+
+The first start of either method, which boots multiprocessing's resource tracker or the fork
+server, is not counted.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ def loop(conn: Any) -> None:
 
 def measure(target: Callable[[Any], None], runs: int, method: str = "spawn") -> float:
     """Median milliseconds from ``start()`` to ``target``'s first message."""
-    ctx = multiprocessing.get_context(method)
-    samples = []
+    ctx: Any = multiprocessing.get_context(method)
+    samples: list[float] = []
     for _ in range(runs):
         ours, theirs = ctx.Pipe()
         t0 = time.monotonic_ns()
@@ -62,12 +65,16 @@ def measure(target: Callable[[Any], None], runs: int, method: str = "spawn") -> 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    floors = {"bare": measure(bare, runs), "loop": measure(loop, runs)}
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    method = sys.argv[2] if len(sys.argv) > 2 else "spawn"
+    floors = {}
+    if method == "spawn":
+        measure(bare, 1)  # boots the resource tracker
+        floors = {"bare": measure(bare, runs), "loop": measure(loop, runs)}
+    elif method in multiprocessing.get_all_start_methods():
         multiprocessing.set_forkserver_preload([_MODULE, "asyncio", "uvloop"])
-        measure(bare, 1, "forkserver")  # boots the server
-        floors["forkserver_bare"] = measure(bare, runs, "forkserver")
-        floors["forkserver_loop"] = measure(loop, runs, "forkserver")
+        measure(bare, 1, method)  # boots the server
+        floors["forkserver_bare"] = measure(bare, runs, method)
+        floors["forkserver_loop"] = measure(loop, runs, method)
     print(json.dumps(floors))
 
 
