@@ -181,6 +181,35 @@ async def test_restarts_and_later_starts_fork_from_the_same_server() -> None:
     assert later == server
 
 
+@linux_only
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_orphans")
+async def test_workers_that_died_with_their_fork_server_restart_from_a_new_one() -> None:
+    parents = Parents()
+    proc = TimerProcess("server-death", **FAST)
+    proc.add_every_ms(5, pt.report_parent)
+    proc.on_message(parents)
+    reports: dict[int, Any] = {}
+    proc.on_message(lambda info, obj: reports.setdefault(obj[2], obj))
+    scheduler = aiotimer.Scheduler()
+    attach(scheduler, proc)
+    with anyio.fail_after(30):
+        await scheduler.start()
+    try:
+        first = proc.workers[0].pid
+        assert first is not None
+        server = await parents.of_worker(first)
+        os.kill(server, signal.SIGKILL)  # its workers die with it (they asked Linux to)
+        second, new_server = await parents.of_another(first)
+        assert new_server not in (server, os.getpid())
+        # The new server was booted like the first: it imported the callbacks' module, which
+        # only the parent's sys.path finds.
+        assert reports[second][4] == new_server
+    finally:
+        await scheduler.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.anyio
 @pytest.mark.usefixtures("no_orphans")
@@ -250,3 +279,16 @@ def test_a_fork_server_killed_by_a_preloaded_module_fails_start_saying_so(
     assert "worker 'broken'[0] did not start" in out.stdout
     assert "the fork server ended before it forked the worker" in out.stdout
     assert "RuntimeError: no" in out.stderr  # the server's traceback
+
+
+@pytest.mark.slow
+def test_a_subprocess_that_inherits_the_boot_variable_is_left_alone() -> None:
+    from aiotimer.process._preload import ENV
+
+    prepared = {"sys_argv": ["not", "mine"], "sys_path": ["/not/mine"]}
+    env = {**os.environ, ENV: json.dumps(prepared)}
+    code = "import sys, aiotimer.process._preload; print(sys.argv, '/not/mine' in sys.path)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.split() == ["['-c']", "False"]

@@ -15,6 +15,7 @@ Imported anywhere but in a fork server that aiotimer booted, it does nothing.
 from __future__ import annotations
 
 import os
+import sys
 from multiprocessing import process, spawn
 from typing import Any, Final
 
@@ -22,9 +23,22 @@ ENV: Final = "AIOTIMER_FORKSERVER_PREPARE"
 """The parent's preparation data (JSON), in the fork server's environment only."""
 
 
+def _in_fork_server() -> bool:
+    """Imported by the preload loop of ``multiprocessing.forkserver.main`` (and not by a
+    subprocess that inherited the variable from a parent booting its server meanwhile)?"""
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is None:
+        return False
+    main_code = forkserver.main.__code__
+    frame = sys._getframe()
+    while frame is not None and frame.f_code is not main_code:
+        frame = frame.f_back  # type: ignore[assignment]
+    return frame is not None
+
+
 def _prepare() -> None:
     raw = os.environ.pop(ENV, None)  # popped: the workers forked later must not see it
-    if raw is None:
+    if raw is None or not _in_fork_server():
         return
     import json  # here: where nothing is to be done, importing this module costs nothing
 

@@ -163,22 +163,20 @@ def start_forked(process: BaseProcess) -> None:
 
 
 def boot_server() -> None:
-    """Boot the fork server, if it does not run yet, with the parent's ``sys.path``,
-    ``sys.argv`` and main module (handed over in its environment, the variable gone as soon as
-    it is spawned). Call it after :func:`start_context`, before the first start.
+    """Boot the fork server, if it does not run (yet, or any more), with the parent's
+    ``sys.path``, ``sys.argv`` and main module (handed over in its environment, the variable
+    gone as soon as it is spawned). Call it after :func:`start_context`, before each start.
     """
     import json
     import multiprocessing.forkserver
 
-    server = multiprocessing.forkserver._forkserver
     with _boot_lock:
-        if getattr(server, "_forkserver_pid", 0) is not None:
-            return  # booted (multiprocessing boots a plain one if it ever died)
+        # Each time, not only the first: if the server died (its workers with it), the one
+        # multiprocessing boots instead gets the same. For the moment of a boot, a subprocess
+        # another thread starts inherits the variable too; _preload acts only in a fork server.
         data = spawn.get_preparation_data("aiotimer fork server")
-        # For the few milliseconds of the spawn, a subprocess another thread starts inherits
-        # the variable too; only aiotimer's _preload reads it.
         os.environ[_PREPARE_ENV] = json.dumps({k: data[k] for k in _PREPARED if k in data})
         try:
-            multiprocessing.forkserver.ensure_running()
+            multiprocessing.forkserver.ensure_running()  # a no-op when it runs
         finally:
             del os.environ[_PREPARE_ENV]
