@@ -141,7 +141,7 @@ class CronTrigger:
     :raises ImportError: cronsim is not installed (``pip install 'aiotimer[cron]'``)
     :raises TypeError: ``expr`` is not a str, ``tz`` neither a str nor a ZoneInfo
     :raises ValueError: a malformed expression or field (with cronsim's reason), an unknown
-        zone, ``@reboot``, or a fixed time of day with a seconds field
+        zone, an unknown alias or ``@reboot``, or a fixed time of day with a seconds field
     """
 
     # cronsim reads the expression on each question (cheap: a split and a few sets), so a
@@ -155,12 +155,18 @@ class CronTrigger:
         self._expr = expr
         self._tz = _zone(tz, label)
         self._cronsim = _load_cronsim(label)
-        fields = _ALIASES.get(expr.strip().lower(), expr)
-        if fields.strip().lower() == "@reboot":
+        alias = expr.strip().lower()
+        if alias == "@reboot":
             raise ValueError(
                 f"timer {label!r}: cron expression '@reboot' has no instants: "
                 "run it at startup instead"
             )
+        if alias.startswith("@") and alias not in _ALIASES:
+            raise ValueError(
+                f"timer {label!r}: cron expression {expr!r}: unknown alias; "
+                f"known: {', '.join(_ALIASES)}"
+            )
+        fields = _ALIASES.get(alias, expr)
         self._fields = fields
         self._validate(fields)
 
@@ -340,7 +346,8 @@ def _which_field(fields: str, reason: str) -> str:
         if reason == f"Bad {name}":
             return f"{name} field {part!r}: "
     if reason == "Wrong number of fields":
-        return f"{len(parts)} fields (5, 6 with seconds first, or an alias such as '@hourly'): "
+        count = f"{len(parts)} field{'' if len(parts) == 1 else 's'}"
+        return f"{count} (5, 6 with seconds first, or an alias such as '@hourly'): "
     return ""
 
 

@@ -328,6 +328,15 @@ def test_daily_alias_is_a_fixed_time_and_runs_once_when_midnight_repeats() -> No
     ]
 
 
+def test_an_unknown_alias_is_refused_listing_the_known_ones() -> None:
+    known = "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
+    with pytest.raises(
+        ValueError, match=r"timer 'x': cron expression '@fortnightly': unknown"
+    ) as e:
+        CronTrigger("@fortnightly", "UTC", label="x")
+    assert str(e.value).endswith(f"alias; known: {known}")
+
+
 def test_reboot_is_refused() -> None:
     with pytest.raises(ValueError, match=r"timer 'boot': cron expression '@reboot' has no"):
         CronTrigger("@reboot", "UTC", label="boot")
@@ -391,7 +400,7 @@ BAD_FIELDS = [
     ("* * * *", r"4 fields \(5, 6 with seconds first, .*\): Wrong number of fields"),
     ("* * * * * * *", r"7 fields .*: Wrong number of fields"),
     ("", r"0 fields .*: Wrong number of fields"),
-    ("@fortnightly", r"1 fields .*: Wrong number of fields"),
+    ("hourly", r"1 field \(5, 6 with seconds first, .*\): Wrong number of fields"),
 ]
 
 
