@@ -240,7 +240,7 @@ class Timer:
 
     @property
     def errors(self) -> int:
-        """Runs that raised (timeouts are counted apart, in :attr:`timeouts`)."""
+        """Runs that raised (timeouts are not included: they are counted in :attr:`timeouts`)."""
         return (self._trouble or _NO_TROUBLE).errors
 
     @property
