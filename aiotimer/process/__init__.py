@@ -28,8 +28,8 @@ replaces the last three in tests; ``_context`` is what a worker's callbacks see.
 
 from ._context import WorkerInfo, current_worker, send_to_parent
 from ._errors import ProcessError, ProtocolError, WorkerCrashed, WorkerStartError
-from ._handle import Worker, WorkerState
-from ._hub import attach
+from ._handle import Worker, WorkerState, WorkerStats
+from ._hub import ProcessesStats, attach
 from ._protocol import PROTOCOL_VERSION
 from ._restart import RestartMode, RestartPolicy
 from ._spec import Mode, ProcessTimer
@@ -40,6 +40,7 @@ __all__ = [
     "ContextName",
     "Mode",
     "ProcessError",
+    "ProcessesStats",
     "ProcessTimer",
     "ProtocolError",
     "RestartMode",
@@ -50,6 +51,7 @@ __all__ = [
     "WorkerInfo",
     "WorkerStartError",
     "WorkerState",
+    "WorkerStats",
     "attach",
     "current_worker",
     "send_to_parent",

@@ -19,6 +19,7 @@ import anyio
 
 from .._clock import Clock
 from .._scheduler import Scheduler
+from .._stats import SchedulerStats
 from .._timer import Timer
 from ._context import WorkerInfo, bind, unbind
 from ._errors import WorkerStartError
@@ -85,10 +86,10 @@ class InlineRunner:
     def heartbeat_age_s(self) -> float | None:
         return None
 
-    def child_stats(self) -> tuple[dict[str, Any] | None, float | None]:
+    def child_stats(self) -> tuple[SchedulerStats | None, float | None]:
         if self._scheduler is None:
             return None, None
-        return self._scheduler.stats().as_dict(), 0.0
+        return self._scheduler.stats(), 0.0
 
     # -- life ---------------------------------------------------------------------------------
 

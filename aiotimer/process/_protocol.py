@@ -53,7 +53,8 @@ class Msg(enum.IntEnum):
     HEARTBEAT = 3
     """Child: still alive (no payload). Any frame counts as a sign of life."""
     STATS = 4
-    """Child: its ``scheduler.stats()``, periodically and once more when it stops."""
+    """Child: its ``scheduler.stats()`` (a typed :class:`~aiotimer.SchedulerStats`),
+    periodically and once more when it stops."""
     ERROR = 5
     """Child: a callback failed: ``{"timer", "error", "traceback"}``."""
     LOG = 6
