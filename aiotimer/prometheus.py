@@ -79,6 +79,7 @@ import contextvars
 import logging
 import re
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
@@ -97,7 +98,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from ._scheduler import Scheduler
-from ._stats import BUCKET_UPPER_NS, N_BUCKETS, Histogram, SchedulerStats, TimerStats
+from ._stats import BUCKET_UPPER_NS, N_BUCKETS, SchedulerStats, TimerStats
 from ._timer import Timer, TimerState
 
 if TYPE_CHECKING:
@@ -107,8 +108,9 @@ __all__ = ["DEFAULT_MAX_TIMER_SERIES", "OTHER", "generate", "register", "unregis
 
 logger = logging.getLogger("aiotimer.prometheus")
 
-DEFAULT_MAX_TIMER_SERIES: Final = 200
-"""Timer label values per scheduler, by default (each is ~45 samples: ~4 KB of exposition)."""
+DEFAULT_MAX_TIMER_SERIES: Final = 100
+"""Timer label values per scheduler, by default: each is ~45 samples, ~4 KB of exposition, so
+the default keeps ``/metrics`` well under 1 MB."""
 OTHER: Final = "_other"
 """The ``timer`` label of the timers past ``max_timer_series``, summed."""
 SLICE_S: Final = 0.002
@@ -216,23 +218,62 @@ async def generate(
 
 # -- snapshots (on the loop) -----------------------------------------------------------------
 
-_Row = tuple[str, bool, TimerStats, Histogram, Histogram]
-"""One timer, copied: name, anonymous (no name given), counters, lateness and duration."""
+_FIELDS: Final = 7 + 2 * N_BUCKETS + 2
+"""Numbers copied per timer: runs, missed, overlaps, errors, timeouts, loop_blocks, running,
+the lateness then the duration bucket counts, the lateness then the duration sums (ns)."""
 
 
-def _row(timer: Timer) -> _Row:
-    return (timer.name, timer.spec.name is None, timer.stats, *timer.histograms())
+@final
+class _Copy:
+    """The timers of one scheduler, copied into flat, untracked containers.
+
+    A copy of 100,000 timers as objects (a tuple and a few dataclasses each) would be half a
+    million objects the garbage collector tracks: once they outlive a young collection they
+    trigger full collections, 50-100 ms pauses of the whole process (measured by the
+    ``scrape`` benchmark). Strings and ``array`` items are not tracked, so the copy is a list
+    of names, one byte per timer and one ``array`` of numbers; the objects read on the way are
+    freed at once.
+    """
+
+    __slots__ = ("anonymous", "names", "numbers")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.anonymous = bytearray()
+        self.numbers = array("Q")
+
+    def add(self, timer: Timer) -> None:
+        stats = timer.stats
+        lateness, duration = timer.histograms()
+        self.names.append(timer.name)
+        self.anonymous.append(timer.spec.name is None)
+        numbers = self.numbers
+        numbers.extend(
+            (
+                stats.runs,
+                stats.missed,
+                stats.overlaps,
+                stats.errors,
+                stats.timeouts,
+                stats.loop_blocks,
+                stats.running,
+            )
+        )
+        numbers.extend(lateness.counts)
+        numbers.extend(duration.counts)
+        numbers.append(lateness.sum_ns)
+        numbers.append(duration.sum_ns)
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    """What one scrape reads of one scheduler: plain, immutable data."""
+    """What one scrape reads of one scheduler: plain data, not shared with the loop."""
 
     entry: _Entry
     summary: SchedulerStats  # stats(timers=False): the scheduler's numbers and its services'
     leaders: tuple[tuple[str, bool], ...]
-    timers: list[_Row]
+    timers: _Copy
 
 
 @final
@@ -258,22 +299,25 @@ class _Entry:
     async def snapshot(self) -> _Snapshot:
         """A copy taken in slices of at most :data:`SLICE_S`, yielding to the loop between."""
         summary, leaders, timers = self._head()
-        rows: list[_Row] = []
-        append = rows.append
+        copy = _Copy()
+        add = copy.add
         clock = time.perf_counter
         deadline = clock() + SLICE_S
         for i, timer in enumerate(timers, 1):
             if timer.state not in _DONE:  # cancelled since the copy of the list: gone
-                append(_row(timer))
+                add(timer)
             if not i % _CHECK_EVERY and clock() > deadline:
                 await anyio.lowlevel.checkpoint()
                 deadline = clock() + SLICE_S
-        return _Snapshot(self, summary, leaders, rows)
+        return _Snapshot(self, summary, leaders, copy)
 
     def snapshot_now(self) -> _Snapshot:
         """The same copy in one go (a collect outside :func:`generate`)."""
         summary, leaders, timers = self._head()
-        return _Snapshot(self, summary, leaders, [_row(t) for t in timers])
+        copy = _Copy()
+        for timer in timers:
+            copy.add(timer)
+        return _Snapshot(self, summary, leaders, copy)
 
 
 _prepared: contextvars.ContextVar[tuple[_SchedulerCollector, list[_Snapshot]] | None] = (
@@ -345,7 +389,22 @@ class _Series:
         self.lateness_sum = 0
         self.duration_sum = 0
 
-    def add_counters(self, stats: TimerStats) -> None:
+    def add_copied(self, numbers: array[int], at: int) -> None:
+        """Add the timer copied at ``numbers[at : at + _FIELDS]`` (see :class:`_Copy`)."""
+        counters, lateness, duration = self.counters, self.lateness, self.duration
+        for k in range(6):
+            counters[k] += numbers[at + k]
+        self.running += numbers[at + 6]
+        at += 7
+        for b in range(N_BUCKETS):
+            lateness[b] += numbers[at + b]
+            duration[b] += numbers[at + N_BUCKETS + b]
+        at += 2 * N_BUCKETS
+        self.lateness_sum += numbers[at]
+        self.duration_sum += numbers[at + 1]
+
+    def add_stats(self, stats: TimerStats) -> None:
+        """Add a worker's timer (counters only: its histograms stay in the worker)."""
         counters = self.counters
         counters[0] += stats.runs
         counters[1] += stats.missed
@@ -354,14 +413,6 @@ class _Series:
         counters[4] += stats.timeouts
         counters[5] += stats.loop_blocks
         self.running += stats.running
-
-    def add_histograms(self, lateness: Histogram, duration: Histogram) -> None:
-        for b, count in enumerate(lateness.counts):
-            self.lateness[b] += count
-        for b, count in enumerate(duration.counts):
-            self.duration[b] += count
-        self.lateness_sum += lateness.sum_ns
-        self.duration_sum += duration.sum_ns
 
 
 def series_name(name: str, anonymous: bool) -> str:
@@ -447,13 +498,14 @@ class _Families:
             )
         budget = _Budget(snapshot.entry.max_timer_series)
         series: dict[str, _Series] = {}
-        for timer, anonymous, stats, lateness, duration in snapshot.timers:
-            label = budget.label("", series_name(timer, anonymous))
+        copy = snapshot.timers
+        numbers = copy.numbers
+        for i, (timer, anonymous) in enumerate(zip(copy.names, copy.anonymous, strict=True)):
+            label = budget.label("", series_name(timer, bool(anonymous)))
             one = series.get(label)
             if one is None:
                 one = series[label] = _Series()
-            one.add_counters(stats)
-            one.add_histograms(lateness, duration)
+            one.add_copied(numbers, i * _FIELDS)
         for label, one in series.items():
             self._add_counters({**sched, "timer": label}, one)
             self.lateness.add_metric(
@@ -497,7 +549,7 @@ class _Families:
                     one = series.get(label)
                     if one is None:
                         one = series[label] = _Series()
-                    one.add_counters(stats)
+                    one.add_stats(stats)
                 for label, one in series.items():
                     self._add_counters({**labels, "timer": label}, one)
 

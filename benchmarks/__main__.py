@@ -7,7 +7,9 @@ Workloads (all by default, in this order):
 * ``apscheduler``: 10,000 periodic 1 s jobs vs APScheduler 3's ``AsyncIOScheduler``;
 * ``memory``: memory and registration cost of 1,000,000 timers;
 * ``policies``: CPU per fire of each callback kind and policy, next to the fast path;
-* ``process``: timer processes (``benchmarks/process.py``, when present).
+* ``process``: timer processes (``benchmarks/process.py``, when present);
+* ``scrape``: ``/metrics`` and ``/timers`` of an app with 100,000 timers, scraped in a loop,
+  next to a 10 ms probe timer's lateness.
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
 order asked for), progress to stderr. The full mode runs one workload at a time; ``--quick``
@@ -39,6 +41,7 @@ WORKLOADS: dict[str, str] = {
     "memory": "benchmarks.memory",
     "policies": "benchmarks.policies",
     "process": "benchmarks.process",
+    "scrape": "benchmarks.scrape",
 }
 TIMEOUT_S = {
     "core": 600.0,
@@ -47,6 +50,7 @@ TIMEOUT_S = {
     "memory": 900.0,
     "policies": 300.0,
     "process": 600.0,
+    "scrape": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0
 QUICK_JOBS = 2
