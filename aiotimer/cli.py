@@ -57,8 +57,21 @@ __all__ = ["CliError", "load_target", "main"]
 
 logger = logging.getLogger("aiotimer.cli")
 
-_LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(source)s: %(message)s"
 _LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+class _Formatter(logging.Formatter):
+    """The command's log lines: ``time LEVEL logger: message``, and ``logger (worker
+    name[i]): message`` for a record a worker process sent (``_logs.py`` sets ``worker``)."""
+
+    def __init__(self) -> None:
+        super().__init__(_LOG_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        worker = getattr(record, "worker", None)
+        record.source = record.name if worker is None else f"{record.name} (worker {worker})"
+        return super().formatMessage(record)
 
 
 class CliError(Exception):
@@ -346,7 +359,7 @@ class _TerminalStatus(logging.Handler):
         self.every_s = every_s or 1.0
         self.drawn: list[str] = []
         self.screen_lock = threading.Lock()
-        self.setFormatter(logging.Formatter(_LOG_FORMAT))
+        self.setFormatter(_Formatter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -428,7 +441,7 @@ def _configure_logging(level: str, status: _Status) -> None:
         root.addHandler(status)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler.setFormatter(_Formatter())
         root.addHandler(handler)
 
 

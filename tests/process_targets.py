@@ -52,6 +52,15 @@ def noop() -> None:
     pass
 
 
+def exit_3() -> None:
+    """Die at once, as a crashing worker does."""
+    os._exit(3)
+
+
+def log_warning(tick: aiotimer.Tick) -> None:
+    logging.getLogger("mywork").warning("slow disk on run %d", tick.timer.runs)
+
+
 def echo_to_parent(obj: Any) -> None:
     """``on_parent_message`` handler: commands from the tests."""
     info = current_worker()

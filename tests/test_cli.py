@@ -45,7 +45,8 @@ def slow() -> None:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join([str(ROOT), str(Path(__file__).resolve().parent)])  # process_targets
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture
@@ -85,6 +86,16 @@ def project(tmp_path: Path) -> Path:
             with kamailio.use_scheduler(scheduler):  # mod_init, then child_init
                 kamailio.register_basic_timers(1)
                 kamailio.fork_basic_utimer(kamailio.PROC_TIMER, "KAM TIMER", 1, tick, "p", 100_000)
+        """,
+        "workerlog.py": """
+            import aiotimer
+            import process_targets as pt
+            from aiotimer.process import TimerProcess
+
+            scheduler = aiotimer.Scheduler(name="svc")
+            proc = TimerProcess("cleaner", workers=2)
+            proc.add_every_ms(100, pt.log_warning, name="w")
+            scheduler.add_process(proc)
         """,
         "badservice.py": """
             import aiotimer
@@ -168,6 +179,14 @@ class Command:
                 self.proc.kill()
                 pytest.fail(f"no {text!r} x{count} on stdout; stderr: {''.join(self.stderr)}")
             seen += text in line
+
+    def wait_for_stderr(self, text: str, count: int = 1, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in list(self.stderr)) < count:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"no {text!r} x{count} on stderr: {''.join(self.stderr)}")
+            time.sleep(0.02)
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
@@ -288,6 +307,19 @@ def test_run_starts_the_timer_processes_and_stops_them(project: Path) -> None:
     assert command.wait() == 0
     # a basic timer sleeps 100 ms after each run: the second run drifts by the first's time
     assert re.search(r"worker tick 100 p\nworker tick 2\d\d p\n", "".join(command.stdout))
+
+
+def test_a_workers_log_lines_name_the_worker(project: Path) -> None:
+    command = Command(project, "run", "workerlog")
+    command.wait_for_stderr("slow disk on run 2", count=2, timeout=15)
+    command.signal(signal.SIGTERM)
+    assert command.wait() == 0
+    lines = "".join(command.stderr)
+    for index in (0, 1):
+        assert re.search(
+            rf"WARNING +mywork \(worker cleaner\[{index}\]\): slow disk on run 1\n", lines
+        ), lines
+    assert re.search(r"INFO +aiotimer\.cli: scheduler 'svc' running", lines)  # no worker
 
 
 # -- list --------------------------------------------------------------------------------------
