@@ -271,18 +271,16 @@ def test_status_lines_are_logged_when_stdout_is_not_a_terminal(project: Path) ->
     )
 
 
-def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None:
+def run_on_pty(cwd: Path, *args: str, timeout_s: float = 10) -> tuple[int, str]:
+    """``python -m aiotimer ARGS`` on a 40x120 pseudo-terminal: its exit code and all it
+    wrote to the terminal."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the command, on a 120-column pseudo-terminal
-        os.chdir(project)
+        os.chdir(cwd)
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        os.execve(
-            sys.executable,
-            [sys.executable, "-m", "aiotimer", "run", "mytimers", "--seconds", "1.3"],
-            env(),
-        )
+        os.execve(sys.executable, [sys.executable, "-m", "aiotimer", *args], env())
     chunks = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             chunk = os.read(fd, 65536)
@@ -292,12 +290,61 @@ def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None
             break
         chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
-    screen = b"".join(chunks).decode()
-    assert os.waitstatus_to_exitcode(status) == 0
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode()
+
+
+def screen_after(output: str) -> list[str]:
+    """The lines a terminal holds (scrollback included) after ``output``: text, CR, LF and the
+    two sequences the table uses (``ESC[nF``: n lines up, to column 0; ``ESC[J``: erase to
+    the end of the screen)."""
+    lines, row, col = [""], 0, 0
+    for token in re.split(r"(\x1b\[\d*[A-Za-z]|\n|\r)", output):
+        if token == "\n":
+            row += 1
+            if row == len(lines):
+                lines.append("")
+        elif token == "\r":
+            col = 0
+        elif token.startswith("\x1b["):
+            n, command = int(token[2:-1] or 1), token[-1]
+            if command == "F":
+                row, col = max(0, row - n), 0
+            elif command == "J":
+                lines[row] = lines[row][:col]
+                del lines[row + 1 :]
+            else:
+                raise AssertionError(f"unexpected escape sequence {token!r}")
+        elif token:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + token + line[col + len(token) :]
+            col += len(token)
+    return lines
+
+
+def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None:
+    code, screen = run_on_pty(project, "run", "mytimers", "--seconds", "1.3")
+    assert code == 0
     assert re.search(r"TIMER +EVERY +STATE +RUNS +MISSED +ERRORS +LATE last +p50 +p99 +max", screen)
     assert re.search(r"mytimers\.ping +every 100 ms +active +\d+ +0 +0", screen)
     assert "\x1b[4F\x1b[J" in screen  # title, header and 2 timers erased before a redraw
     assert "scheduler 'mine' running 2 timer(s)" in screen  # log lines still show
+
+
+def test_the_programs_prints_scroll_above_the_live_table_which_stays_one_block(
+    project: Path,
+) -> None:
+    example = str(ROOT / "examples" / "hello_timers.py")
+    code, output = run_on_pty(project, "run", example, "--seconds", "3.5")
+    assert code == 0
+    screen = screen_after(output)
+    heartbeats = [i for i, line in enumerate(screen) if "] heartbeat, " in line]
+    assert [screen[i][:7] for i in heartbeats] == ["[  1 s]", "[  2 s]", "[  3 s]"], screen
+    headers = [i for i, line in enumerate(screen) if line.startswith("TIMER ")]
+    assert len(headers) == 1, screen  # one table: the last one, no stale copies
+    titles = [i for i, line in enumerate(screen) if line.startswith("── hello ·")]
+    assert titles == [headers[0] - 1], screen
+    assert heartbeats[-1] < titles[0]  # the prints are above it
+    assert any("scheduler 'hello' stopped" in line for line in screen[headers[0] :])
 
 
 def test_run_starts_the_timer_processes_and_stops_them(project: Path) -> None:
