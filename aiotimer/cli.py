@@ -93,6 +93,8 @@ def load_target(target: str) -> Scheduler:
     :raises CliError: the target cannot be found, fails to import, or is not a scheduler
     """
     where, attr = _split_target(target)
+    if not where.strip():
+        raise CliError(f"target {target!r} is empty: give MODULE[:ATTR] or path/to/file.py[:ATTR]")
     module = _import_file(where) if _is_path(where) else _import_module(where)
     if attr is not None:
         return _as_scheduler(_get_attr(module, where, attr), f"{where}:{attr}")

@@ -416,6 +416,8 @@ def test_list_a_timer_table(project: Path) -> None:
             "No module named 'nonexistent_dependency_xyz' ({cwd}/missingdep.py, line 1)",
         ),
         ("syntax.py", 1, "importing 'syntax.py' failed: SyntaxError: invalid syntax ("),
+        ("", 2, "target '' is empty: give MODULE[:ATTR] or path/to/file.py[:ATTR]"),
+        ("  ", 2, "target '  ' is empty"),
     ],
 )
 def test_a_users_mistake_ends_with_one_clear_line(
@@ -429,7 +431,7 @@ def test_a_users_mistake_ends_with_one_clear_line(
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("target", ["nosuchmod", "broken"])
+@pytest.mark.parametrize("target", ["nosuchmod", "broken", ""])
 def test_run_reports_the_same_mistakes_the_same_way(project: Path, target: str) -> None:
     assert run(project, "run", target).stderr == run(project, "list", target).stderr
 
