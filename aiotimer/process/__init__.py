@@ -26,8 +26,15 @@ worker) <- ``_channel`` / ``_protocol`` (framed pipe) -> ``_worker`` (child side
 replaces the last three in tests; ``_context`` is what a worker's callbacks see.
 """
 
-from ._context import WorkerInfo, current_worker, send_to_parent
-from ._errors import ProcessError, ProtocolError, WorkerCrashed, WorkerStartError
+from ._context import WorkerInfo, asend_to_parent, current_worker, send_to_parent
+from ._errors import (
+    MessageTooLarge,
+    ProcessError,
+    ProtocolError,
+    SendBufferFull,
+    WorkerCrashed,
+    WorkerStartError,
+)
 from ._handle import Worker, WorkerState, WorkerStats
 from ._hub import ProcessesStats, attach
 from ._protocol import PROTOCOL_VERSION
@@ -38,6 +45,7 @@ from ._timer_process import ContextName, TimerProcess
 __all__ = [
     "PROTOCOL_VERSION",
     "ContextName",
+    "MessageTooLarge",
     "Mode",
     "ProcessError",
     "ProcessesStats",
@@ -45,6 +53,7 @@ __all__ = [
     "ProtocolError",
     "RestartMode",
     "RestartPolicy",
+    "SendBufferFull",
     "TimerProcess",
     "Worker",
     "WorkerCrashed",
@@ -52,6 +61,7 @@ __all__ = [
     "WorkerStartError",
     "WorkerState",
     "WorkerStats",
+    "asend_to_parent",
     "attach",
     "current_worker",
     "send_to_parent",

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import anyio.lowlevel
 
 from .._clock import Clock
 from .._scheduler import Scheduler
@@ -74,6 +75,10 @@ class InlineRunner:
 
     def send_to_parent(self, obj: Any) -> None:
         self._proc._deliver(self.info, _across_the_pipe(obj), defer=True)
+
+    async def asend_to_parent(self, obj: Any) -> None:
+        self.send_to_parent(obj)  # no pipe to fill: delivered by a task, as a pipe would
+        await anyio.lowlevel.checkpoint()
 
     # -- the Runner protocol (the parent's side) ----------------------------------------------
 
