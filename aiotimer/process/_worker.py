@@ -279,4 +279,6 @@ class _Child:
         )
 
     def _forward_log(self, record: dict[str, Any]) -> None:
-        self.channel.send_threadsafe(encode(Msg.LOG, record))
+        # Bounded like send_to_parent: a log flood the parent cannot keep up with loses records
+        # (SendBufferFull, swallowed by the handler) instead of the child's memory.
+        self.channel.send_bounded(encode(Msg.LOG, record))
