@@ -575,3 +575,41 @@ async def test_a_real_worker_runs_and_restarts_are_exported_through_the_parent(
             await until("aiotimer_runs_total", lambda runs: (runs or 0) >= 1, timer="wt")
             assert proc.workers[0].pid == new_pid != pid
             await scheduler.stop(1)
+
+
+@pytest.mark.asyncio
+async def test_scraping_both_routes_of_a_big_scheduler_never_stalls_the_loop(
+    aiohttp_client: AiohttpClient, registry: CollectorRegistry
+) -> None:
+    from aiotimer.aiohttp import add_status_route
+
+    scheduler = Scheduler(name="svc")
+    for _ in range(20_000):
+        scheduler.add_every_s(3600, per_call)
+    app = web.Application()
+    setup(app, scheduler)
+    add_status_route(app)
+    add_metrics_route(app, registry=registry)
+    client = await aiohttp_client(app)
+    gaps: list[float] = []
+
+    async def loop_watch() -> None:
+        last = time.perf_counter()
+        while True:
+            await anyio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop_watch)
+        for _ in range(2):
+            metrics = await client.get("/metrics")
+            assert metrics.status == 200
+            assert len(await metrics.read()) < 20_000
+            timers = await client.get("/timers")
+            assert (await timers.json())["timer_count"] == 20_000
+        tg.cancel_scope.cancel()
+    # was 7.9 s for /metrics of 20,000 timers (one series each, rendered on the loop); 50 ms
+    # leaves room for a loaded CI machine (and a full garbage collection)
+    assert max(gaps) < 0.05, max(gaps)
