@@ -33,6 +33,7 @@ import dataclasses
 import importlib
 import importlib.util
 import io
+import itertools
 import logging
 import math
 import os
@@ -391,12 +392,15 @@ class _TerminalStatus(logging.Handler):
         return "".join(f"{line}\n" for line in lines)
 
     def render(self, scheduler: Scheduler) -> list[str]:
-        stats = scheduler.stats().as_dict()
         size = shutil.get_terminal_size()
-        rows = status_rows(stats)
-        total = len(rows) - 1
         room = max(3, size.lines - 8)
-        hidden = len(rows) - room
+        # Only the timers that fit are walked: a redraw every second must not cost O(timers).
+        summary = scheduler.stats(timers=False)
+        shown = {t.name: t.stats for t in itertools.islice(scheduler.timers.values(), room)}
+        stats = dataclasses.replace(summary, timers=shown).as_dict()
+        rows = status_rows(stats)
+        total = summary.timer_count + len(rows) - 1 - len(shown)  # + workers' timers
+        hidden = total + 1 - room
         if hidden > 0:
             rows = rows[:room]
         widths = [min(40, max(len(row[i]) for row in rows)) for i in range(len(_HEADER))]

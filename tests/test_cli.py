@@ -6,6 +6,7 @@ Each subprocess test is bounded to a few seconds of real time.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import queue
@@ -509,3 +510,24 @@ def test_the_status_table_shows_runs_lateness_and_errors() -> None:
         ("TIMER", "EVERY", "STATE", "RUNS", "MISSED", "ERRORS", "LATE last", "p50", "p99", "max"),
         ("t", "every 1 s", "active", "7", "1", "2", "200µs", "40µs", "3.1ms", "1.50s"),
     ]
+
+
+def test_the_live_table_walks_only_the_timers_that_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.shutil, "get_terminal_size", lambda *a: os.terminal_size((120, 20)))
+    scheduler = aiotimer.Scheduler(name="big")
+    for _ in range(5000):
+        scheduler.add_every_s(1, print)
+    walked = 0
+    original = aiotimer.Timer.stats
+
+    def counting(timer: aiotimer.Timer) -> aiotimer.TimerStats:
+        nonlocal walked
+        walked += 1
+        return original.fget(timer)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(aiotimer.Timer, "stats", property(counting))
+    lines = cli._TerminalStatus(io.StringIO(), 1.0).render(scheduler)
+    assert walked == 12  # the room: 20 lines - 8
+    assert "5000 timer(s)" in lines[0]
+    assert lines[-1] == "… and 4989 more timer(s)"
+    assert len(lines) == 1 + 12 + 1  # title, header + 11 timers, the "more" line
