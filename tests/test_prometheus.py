@@ -613,3 +613,19 @@ async def test_scraping_both_routes_of_a_big_scheduler_never_stalls_the_loop(
     # was 7.9 s for /metrics of 20,000 timers (one series each, rendered on the loop); 50 ms
     # leaves room for a loaded CI machine (and a full garbage collection)
     assert max(gaps) < 0.05, max(gaps)
+
+
+@pytest.mark.anyio
+async def test_generate_renders_the_copy_taken_on_the_loop_not_the_live_scheduler(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = Scheduler(name="svc")
+    scheduler.add_every_s(1, per_call, name="t")
+    aiotimer.prometheus.register(scheduler, registry=registry)
+
+    def refused(self: object) -> None:
+        raise AssertionError("the rendering thread read the live scheduler")
+
+    monkeypatch.setattr(aiotimer.prometheus._Entry, "snapshot_now", refused)
+    body, _ = await aiotimer.prometheus.generate(registry)
+    assert b'aiotimer_runs_total{scheduler="svc",timer="t"} 0.0' in body
