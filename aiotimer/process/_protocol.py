@@ -38,7 +38,8 @@ __all__ = [
     "hello_mismatch",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""2: STATS carries a typed SchedulerStats (1: its as_dict())."""
 MAGIC: Final = b"\xa7\x1e"
 HEADER: Final = struct.Struct("!2sBI")
 _HEADER_SIZE: Final = HEADER.size
