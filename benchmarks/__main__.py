@@ -9,7 +9,9 @@ Workloads (all by default, in this order):
 * ``policies``: CPU per fire of each callback kind and policy, next to the fast path;
 * ``churn``: 100,000 pending one-shots, 10,000 re-arms/s, vs ``call_later`` + ``cancel()``
   (``python -m benchmarks.churn --minutes N`` is its long memory check);
-* ``process``: timer processes (``benchmarks/process.py``, when present).
+* ``process``: timer processes (``benchmarks/process.py``, when present);
+* ``scrape``: ``/metrics`` and ``/timers`` of an app with 100,000 timers, scraped in a loop,
+  next to a 10 ms probe timer's lateness.
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
 order asked for), progress to stderr. The full mode runs one workload at a time; ``--quick``
@@ -42,6 +44,7 @@ WORKLOADS: dict[str, str] = {
     "policies": "benchmarks.policies",
     "churn": "benchmarks.churn",
     "process": "benchmarks.process",
+    "scrape": "benchmarks.scrape",
 }
 TIMEOUT_S = {
     "core": 600.0,
@@ -51,6 +54,7 @@ TIMEOUT_S = {
     "policies": 300.0,
     "churn": 300.0,
     "process": 600.0,
+    "scrape": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0
 QUICK_JOBS = 2
