@@ -59,8 +59,9 @@ from anyio.abc import TaskGroup
 
 from ._backend import ASYNCIO, Backend
 from ._clock import NS_PER_MS, NS_PER_S
+from ._eager import EagerRunner
 from ._gate import GatedRun, RunGate
-from ._modes import ASYNC, CALENDAR, FAST, GATED, INTERNAL, TAKES_TICK, THREAD
+from ._modes import ASYNC, CALENDAR, EAGER, FAST, GATED, INTERNAL, TAKES_TICK, THREAD
 from ._policy import MISSED_BURST, ErrorHook
 from ._queue import NOT_QUEUED
 from ._spec import CALENDAR as CALENDAR_KIND
@@ -115,6 +116,7 @@ class Dispatcher:
         "_backend",
         "_block_ns",
         "_clock_back",
+        "_eager",
         "_executor",
         "_finish",
         "_gated",
@@ -133,6 +135,7 @@ class Dispatcher:
         "inflight",
         "limiter",
         "threads",
+        "wakeup",
     )
 
     def __init__(
@@ -161,6 +164,7 @@ class Dispatcher:
         self._task_group: TaskGroup | None = None  # set while the scheduler runs
         self._tasks: set[asyncio.Task[None]] = set()  # runs' tasks on asyncio
         self._executor: ThreadPoolExecutor | None = None  # thread=True runs on asyncio
+        self._eager: EagerRunner | None = None  # eager coroutine runs, on asyncio
         self.limiter: anyio.CapacityLimiter | None = None  # thread=True runs on trio
         self._start_ns = 0
         self._clock_back = False  # a clock that went back was reported
@@ -169,6 +173,7 @@ class Dispatcher:
         self.gate: RunGate | None = None  # decides the runs of cluster timers
         self._gated: list[GatedRun] = []  # this batch's runs for the gate
         self._phase = 0  # rotates which runs of a big batch are timed
+        self.wakeup = 0  # the tick source's wake-ups with work, counted by the scheduler
 
     def open(self, task_group: TaskGroup, backend: Backend, start_ns: int) -> None:
         """The scheduler started at ``start_ns``: runs go to ``task_group`` (or plain tasks)."""
@@ -176,6 +181,10 @@ class Dispatcher:
         self._backend = backend
         self._start_ns = start_ns
         self._executor = _thread_executor(self._thread_limit) if backend is ASYNCIO else None
+        if backend is ASYNCIO:
+            import asyncio
+
+            self._eager = EagerRunner(asyncio.get_running_loop(), self._tasks)
         if self._executor is None:
             self.limiter = anyio.CapacityLimiter(self._thread_limit)
 
@@ -201,6 +210,9 @@ class Dispatcher:
         grace) are cancelled now; their cleanup runs as the loop gets to them."""
         for task in self._tasks:
             task.cancel()
+        if self._eager is not None:
+            self._eager.close()
+            self._eager = None
         self._task_group = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -399,13 +411,15 @@ class Dispatcher:
     ) -> None:
         """A run is due while earlier runs of the timer still go. Under BURST, the runs of one
         burst (points that came due together after a stall: late by an interval or more, or due
-        while a run of the burst has not even started) run one after the other: this one waits.
+        in the wake-up that started the run before) run one after the other: this one waits.
         Else ``Overlap.QUEUE`` keeps one run waiting, or the run is skipped and counted as an
         overlap."""
         trouble = timer.trouble()
         policy = timer.spec.policy
         if policy.missed is MISSED_BURST and (
-            trouble.pending or trouble.unstarted or grid.tick_of(now) - grid_tick >= timer._interval
+            trouble.pending
+            or trouble.started_in == self.wakeup
+            or grid.tick_of(now) - grid_tick >= timer._interval
         ):
             if len(trouble.pending) <= policy.max_catchup:
                 trouble.pending.append((grid_tick, missed))
@@ -471,10 +485,13 @@ class Dispatcher:
             timer._running += 1
             self.inflight += 1
             if timer.spec.policy.missed is MISSED_BURST:
-                timer.trouble().unstarted += 1  # (a burst's next run waits for it)
+                timer.trouble().started_in = self.wakeup  # (a burst's next run waits for it)
             assert self._task_group is not None
             run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg)
-            self._backend.start_run(run, self._task_group, self._tasks)
+            if mode & EAGER and self._eager is not None:
+                self._eager.start(run)  # runs until it returns or first suspends
+            else:
+                self._backend.start_run(run, self._task_group, self._tasks)
             return
         t0 = self._now_ns()
         try:
@@ -496,10 +513,7 @@ class Dispatcher:
         self, grid: Grid, timer: Timer, grid_tick: int, scheduled_ns: int, arg: tuple[Tick, ...]
     ) -> None:
         current_timer.set(timer)
-        policy = timer.spec.policy
-        if policy.missed is MISSED_BURST:
-            timer.trouble().unstarted -= 1
-        timeout_ns = policy.timeout_ns
+        timeout_ns = timer.spec.policy.timeout_ns
         t0 = self._now_ns()
         result: object = _FAILED
         watchdog: Timer | None = None

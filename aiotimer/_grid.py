@@ -217,7 +217,9 @@ class Grid:
 
     def forget(self, timer: Timer) -> None:
         """Take ``timer`` off the grid for good (cancelled, finished, rescheduled)."""
-        self.unqueue(timer)
+        if timer._due_tick != NOT_QUEUED:  # unqueue, inlined: per-call timers re-arm a lot
+            timer._due_tick = NOT_QUEUED
+            self.queue.discard()
         timer._grid_tick = NOT_QUEUED
 
     def resume(self, timer: Timer, now_ns: int) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "ASYNC",
     "CALENDAR",
     "COROUTINE",
+    "EAGER",
     "FAST",
     "GATED",
     "INTERNAL",
@@ -36,6 +37,7 @@ INTERNAL: Final = 16  # the scheduler's own one-shots (run timeouts): no stats, 
 JITTER: Final = 32  # each run is drawn off its grid point (with SPECIAL)
 CALENDAR: Final = 64  # the instants of a trigger, on the wall grid (with SPECIAL)
 GATED: Final = 128  # a cluster timer: each due run is offered to the run gate (with SPECIAL)
+EAGER: Final = 256  # a coroutine run starts synchronously, a task only if it suspends
 ASYNC: Final = COROUTINE | THREAD
 FAST: Final = TAKES_TICK
 """The largest fast mode: ``mode <= FAST`` is the hot loops' test."""
@@ -46,6 +48,8 @@ def mode_of(spec: TimerSpec) -> int:
     mode = TAKES_TICK if spec.takes_tick else 0
     if spec.is_coroutine:
         mode |= COROUTINE
+        if spec.policy.eager and spec.policy.timeout_s is None:  # (a timeout needs a task)
+            mode |= EAGER
     policy = spec.policy
     if policy.thread:
         mode |= THREAD

@@ -160,6 +160,11 @@ class Policy:
         drawn afresh per run (never accumulated: run k stays within ``[grid_k, grid_k + jitter)``)
     :param on_error: ``on_error(timer, exc)`` after a failed run, besides the scheduler's hook
     :param max_failures: cancel the timer after this many consecutive failed runs (off: None)
+    :param eager: a coroutine run starts at its grid point, synchronously in the dispatch of
+        its batch, and becomes a task only if it suspends (asyncio and uvloop; a run with a
+        ``timeout_s`` and every run on trio are tasks from the start). Before its first
+        suspension it has no current task: set ``False`` for a coroutine that enters a cancel
+        scope or ``asyncio.timeout`` before its first ``await``
     """
 
     missed: Missed = Missed.SKIP
@@ -170,6 +175,7 @@ class Policy:
     jitter_ms: int = 0
     on_error: ErrorHook | None = None
     max_failures: int | None = None
+    eager: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.missed, Missed):
@@ -195,6 +201,8 @@ class Policy:
             raise TypeError(f"on_error must be callable, got {self.on_error!r}")
         if self.max_failures is not None:
             _check_int("max_failures", self.max_failures, minimum=1)
+        if not isinstance(self.eager, bool):
+            raise TypeError(f"eager must be a bool, got {self.eager!r}")
 
     @property
     def timeout_ns(self) -> int | None:

@@ -47,6 +47,7 @@ class PolicyOptions(TypedDict, total=False):
     jitter_ms: int
     on_error: ErrorHook
     max_failures: int
+    eager: bool
 
 
 def build_policy(label: str, options: PolicyOptions) -> Policy:

@@ -460,6 +460,7 @@ class Scheduler(Registrar[Timer]):
         grid first re-checks the wall clock); then the gate gets the batch's cluster runs."""
         self._wall.reanchor()
         dispatcher = self._dispatcher
+        dispatcher.wakeup += 1
         fire = dispatcher.fire
         for grid in self._grids:
             queue = grid.queue
@@ -762,7 +763,6 @@ class Scheduler(Registrar[Timer]):
             if trouble is not None:
                 trouble.queued_run = None
                 trouble.pending.clear()
-                trouble.unstarted = 0  # (their tasks were cancelled)
             if timer._state is ACTIVE:
                 timer._state = PENDING
         self._loop_token = None

@@ -119,8 +119,8 @@ class _Trouble:
         "overlaps",
         "pending",
         "queued_run",
+        "started_in",
         "timeouts",
-        "unstarted",
     )
 
     def __init__(self) -> None:
@@ -133,7 +133,7 @@ class _Trouble:
         self.failed_run = -1  # the run number of the last failure
         self.queued_run: tuple[int, int] | None = None  # Overlap.QUEUE: (grid tick, missed)
         self.pending: list[tuple[int, int]] = []  # BURST catch-up runs waiting: (grid, missed)
-        self.unstarted = 0  # BURST: async runs started whose task has not begun yet
+        self.started_in = -1  # BURST: the wake-up that started its last async run
         # an ended timer's last numbers, taken when its histograms were released
         self.final: tuple[TimerStats, Histogram, Histogram] | None = None
 
@@ -336,7 +336,7 @@ class Timer:
         :raises ValueError: for an interval that is not a whole, positive number
         :raises RuntimeError: if the timer has ended
         """
-        self.scheduler._reschedule(self, interval)
+        self._grid.owner._reschedule(self, interval)
 
     def __repr__(self) -> str:
         return f"<Timer {self.name!r} {self.spec.describe()} {self._state.value}>"

@@ -1,0 +1,124 @@
+"""Eager coroutine runs on asyncio: a run starts at its grid point, in the dispatch of its batch,
+and becomes a task only if it suspends (what Python 3.12's eager tasks do, on 3.11 too).
+
+Why: most timer coroutines do a little work and return, or await something that is ready. A
+task for each run costs ~5 µs (the Task, a ``call_soon``, a loop iteration); stepping the
+coroutine once costs a fraction of that, and a run that completes in that step needs nothing
+more.
+
+How: :func:`start_eager` steps the coroutine with ``send(None)`` in a copy of the caller's
+context. If it returns, the run is over. If it yields (it awaits a future that is not done), a
+Task takes over through :class:`_Resumed`, a small object implementing the coroutine protocol
+whose first ``send`` hands the Task what the coroutine yielded (the future it waits for), and
+every later ``send``/``throw``/``close`` goes to the coroutine itself. The Task then runs it as
+any other: cancellation, context variables, exceptions.
+
+Ground rules (the visible differences from a task run, documented in the README):
+
+* Code before the first suspension runs before the next timer of the batch (synchronously).
+* Before its first suspension, the run's current task is the scheduler's *eager host*: a task
+  that only waits, made for this (the caller's task is set aside during the step with
+  ``asyncio.tasks._enter_task`` / ``_leave_task``, stable since 3.7), so that anyio and sniffio
+  see a task and nothing the coroutine does binds to the scheduler's own task. What binds to
+  the current task (an anyio cancel scope, ``asyncio.timeout``) must therefore be entered after
+  the first ``await``, or the timer registered with ``eager=False`` (an anyio cancel scope left
+  in another task fails loudly). Use ``timeout_s=`` for a run's timeout: such runs are tasks.
+* Only asyncio (and uvloop). On trio runs stay tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.tasks
+import collections.abc
+import contextvars
+from collections.abc import Coroutine, Generator
+from typing import Any, Final, final
+
+__all__ = ["EagerRunner"]
+
+_NOTHING: Final = object()
+_leave_task = asyncio.tasks._leave_task
+_enter_task = asyncio.tasks._enter_task
+
+
+@final
+class _Resumed(collections.abc.Coroutine[Any, Any, None]):
+    """A coroutine stepped once already, handed to a Task: its first ``send`` returns what the
+    coroutine yielded in that step."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: object) -> None:
+        self._coro = coro
+        self._first = first
+
+    def send(self, value: Any) -> Any:
+        first = self._first
+        if first is not _NOTHING:
+            self._first = _NOTHING
+            return first
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._first = _NOTHING  # (cancelled before the Task's first step: the coroutine takes it)
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # pragma: no cover (the old signature)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        raise TypeError("an eager run is driven by its Task, not awaited")
+
+
+@final
+class EagerRunner:
+    """Starts eager runs on one loop, with its eager host; tracks the runs that became tasks in
+    ``tasks`` (the dispatcher's: cancelled at stop)."""
+
+    __slots__ = ("_host", "_loop", "_tasks")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[None]]) -> None:
+        self._loop = loop
+        self._tasks = tasks
+        self._host: asyncio.Task[None] | None = None
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Step ``coro`` until it returns or first suspends; in the second case a Task
+        resumes it.
+
+        :returns: whether it completed in the step (no task was made)
+        """
+        loop = self._loop
+        host = self._host
+        if host is None or host.done():  # made on first use (again if something ended it)
+            host = self._host = loop.create_task(_wait_forever(), name="aiotimer eager host")
+        context = contextvars.copy_context()
+        current = asyncio.current_task(loop)
+        if current is not None:
+            _leave_task(loop, current)
+        _enter_task(loop, host)
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration:
+            return True
+        finally:
+            _leave_task(loop, host)
+            if current is not None:
+                _enter_task(loop, current)
+        task: asyncio.Task[None] = loop.create_task(_Resumed(coro, yielded), context=context)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return False
+
+    def close(self) -> None:
+        """The scheduler stopped: end the host."""
+        if self._host is not None:
+            self._host.cancel()
+            self._host = None
+
+
+async def _wait_forever() -> None:
+    await asyncio.get_running_loop().create_future()

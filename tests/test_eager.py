@@ -1,0 +1,168 @@
+"""Eager coroutine runs (asyncio and uvloop): a run starts at its grid point, synchronously in
+the dispatch of its batch, and becomes a task only if it suspends; everything else about a
+coroutine run stays as it was (policies, stats, errors, cancellation at stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import anyio
+import pytest
+
+import aiotimer
+from aiotimer import Overlap
+from aiotimer.testing import VirtualClock
+
+pytestmark = pytest.mark.anyio
+
+MS = 1_000_000
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    if request.param == "uvloop":
+        import uvloop
+
+        return ("asyncio", {"loop_factory": uvloop.new_event_loop})
+    return ("asyncio", {})
+
+
+async def test_a_run_that_does_not_suspend_completes_in_the_dispatch_without_a_task(
+    virtual_clock: VirtualClock,
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    order: list[str] = []
+    tasks_during: list[int] = []
+
+    async def eager(tick: aiotimer.Tick) -> None:
+        order.append("coroutine")
+        tasks_during.append(len(s._dispatcher._tasks))
+
+    s.add_every_ms(10, eager, name="a")
+    s.add_every_ms(10, lambda: order.append("sync"), name="b")
+    async with s:
+        await virtual_clock.advance_ms(10)
+        assert s._dispatcher._tasks == set()  # no task was made
+        assert s.get_timer("a").runs == 1
+        assert s.get_timer("a").running == 0
+        assert s.get_timer("a").stats.duration.count == 1  # an eager run has a duration too
+    assert order == ["coroutine", "sync"]  # before the next timer of its batch
+
+
+async def test_a_run_that_suspends_becomes_a_task_and_finishes_there(
+    virtual_clock: VirtualClock,
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[tuple[str, object, str]] = []
+
+    async def suspends() -> None:
+        var.set("inside")
+        seen.append(("before", aiotimer.current_timer.get(), var.get()))
+        await virtual_clock.sleep(0.005)
+        seen.append(("after", aiotimer.current_timer.get(), var.get()))
+
+    timer = s.add_once_ms(10, suspends, name="t")
+    async with s:
+        await virtual_clock.advance_ms(10)
+        assert [p for p, _, _ in seen] == ["before"]
+        assert timer.running == 1
+        await virtual_clock.advance_ms(5)
+    assert seen == [("before", timer, "inside"), ("after", timer, "inside")]
+    assert var.get() == "unset"  # the run's context is its own
+    assert timer.state is aiotimer.TimerState.FINISHED
+
+
+async def test_anyio_works_before_the_first_suspension(virtual_clock: VirtualClock) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    done: list[bool] = []
+
+    async def uses_anyio() -> None:
+        event = anyio.Event()  # needs a current task, as sniffio sees it
+        event.set()
+        await event.wait()
+        await anyio.sleep(0.001)  # a real anyio sleep, on the loop's clock
+        done.append(True)
+
+    s.add_once_ms(10, uses_anyio)
+    async with s:
+        await virtual_clock.advance_ms(20)
+    assert done == [True]
+
+
+async def test_an_error_before_the_first_suspension_is_isolated_and_counted(
+    virtual_clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    others: list[int] = []
+
+    async def bad() -> None:
+        raise RuntimeError("boom")
+
+    t = s.add_every_ms(10, bad, name="bad")
+    s.add_every_ms(10, lambda: others.append(1), name="other")
+    async with s:
+        await virtual_clock.advance_ms(30)
+    assert t.errors == 3
+    assert others == [1, 1, 1]
+    assert "timer 'bad' failed: RuntimeError: boom" in caplog.text
+
+
+async def test_a_suspended_eager_run_overlaps_like_a_task_run(virtual_clock: VirtualClock) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    starts: list[int] = []
+
+    async def slow() -> None:
+        starts.append(virtual_clock.now_ns() // MS)
+        await virtual_clock.sleep(0.025)
+
+    t = s.add_every_ms(10, slow, overlap=Overlap.SKIP)
+    async with s:
+        await virtual_clock.advance_ms(70)
+        await s.stop(grace_s=0)
+    assert starts == [10, 40, 70]  # 20 and 30 skipped while the first run went on; 50, 60 too
+    assert t.overlaps == 4
+
+
+async def test_stop_cancels_a_suspended_eager_run_after_the_grace(
+    virtual_clock: VirtualClock,
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    ends: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await virtual_clock.sleep(3600)
+        except BaseException as exc:
+            ends.append(type(exc).__name__)
+            raise
+
+    s.add_every_ms(10, forever)
+    await s.start()
+    await virtual_clock.advance_ms(10)
+    await s.stop(grace_s=0)
+    assert ends == ["CancelledError"]
+    assert s._dispatcher._tasks == set()
+
+
+async def test_timeout_runs_and_eager_false_are_tasks_from_the_start(
+    virtual_clock: VirtualClock,
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    current: list[bool] = []
+
+    async def needs_a_task() -> None:
+        async with asyncio.timeout(1):  # binds to the current task: not eager
+            current.append(asyncio.current_task() is not None)
+            await virtual_clock.sleep(0.001)
+
+    async def too_slow() -> None:
+        await virtual_clock.sleep(1)
+
+    s.add_once_ms(10, needs_a_task, eager=False)
+    slow = s.add_once_ms(10, too_slow, timeout_s=0.02)
+    async with s:
+        await virtual_clock.advance_ms(50)
+    assert current == [True]
+    assert slow.timeouts == 1
