@@ -616,16 +616,26 @@ async def test_scraping_both_routes_of_a_big_scheduler_never_stalls_the_loop(
 
 
 @pytest.mark.anyio
-async def test_generate_renders_the_copy_taken_on_the_loop_not_the_live_scheduler(
+async def test_generate_reads_each_timer_off_the_loop(
     registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On the loop a scrape only takes the summary and the list of timers; every timer's
+    numbers are read in the rendering thread."""
+    import threading
+
     scheduler = Scheduler(name="svc")
     scheduler.add_every_s(1, per_call, name="t")
     aiotimer.prometheus.register(scheduler, registry=registry)
+    readers: list[str] = []
+    add = aiotimer.prometheus._Copy.add
 
-    def refused(self: object) -> None:
-        raise AssertionError("the rendering thread read the live scheduler")
+    def add_and_note(self: object, timer: aiotimer.Timer) -> None:
+        readers.append(threading.current_thread().name)
+        add(self, timer)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(aiotimer.prometheus._Entry, "snapshot_now", refused)
+    monkeypatch.setattr(aiotimer.prometheus._Copy, "add", add_and_note)
+    loop_thread = threading.current_thread().name
     body, _ = await aiotimer.prometheus.generate(registry)
     assert b'aiotimer_runs_total{scheduler="svc",timer="t"} 0.0' in body
+    assert readers
+    assert loop_thread not in readers
