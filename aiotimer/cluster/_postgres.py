@@ -216,6 +216,7 @@ class PostgresStore(StoreBase):
         self._dsn = url  # unmasked: only ever handed to asyncpg
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -247,16 +248,32 @@ class PostgresStore(StoreBase):
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
+            if self._inflight:  # cancelled statements finishing their clean-up
+                await asyncio.wait(set(self._inflight), timeout=self._timeout_s)
             try:
                 await asyncio.wait_for(pool.close(), self._timeout_s)
             except (TimeoutError, *UNAVAILABLE):
                 pool.terminate()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        pool = self._pool
-        if pool is None:
+        """One statement, one round trip, in a task of its own (see :meth:`_run`)."""
+        if self._pool is None:
             raise StoreError(f"{self!r} is not open")
         self._round_trips += 1
+        task = asyncio.ensure_future(self._run(self._pool, sql, args))
+        self._inflight.add(task)
+        task.add_done_callback(_settled(self._inflight))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # anyio and trio cancel level-triggered: they re-cancel the waiting task at every
+            # await, which interrupts asyncpg's own clean-up of a cancelled statement (it sends
+            # a cancel request and waits for the server) and makes it drop the connection. The
+            # statement's task is cancelled once, and cleans up undisturbed in the background.
+            task.cancel()
+            raise
+
+    async def _run(self, pool: asyncpg.Pool, sql: str, args: tuple[Any, ...]) -> list[Any]:
         try:
             # The acquire is bounded too: a pool whose server went away must not hang.
             async with asyncio.timeout(self._connect_timeout_s + self._timeout_s):
@@ -333,6 +350,25 @@ class PostgresStore(StoreBase):
             PRUNE, self._cluster, older_than_ns // 1_000_000, older_than_ns / 1e9
         )
         return int(rows[0][0])
+
+    async def drop(self) -> None:
+        """Delete every row of this cluster, fence included (tests and tear-down only: a
+        dropped fence lets old grid points be claimed again)."""
+        await self._fetch(
+            "WITH a AS (DELETE FROM aiotimer_fence WHERE cluster = $1), "
+            "b AS (DELETE FROM aiotimer_runs WHERE cluster = $1) "
+            "DELETE FROM aiotimer_nodes WHERE cluster = $1",
+            self._cluster,
+        )
+
+
+def _settled(inflight: set[asyncio.Future[Any]]) -> Any:
+    def settled(task: asyncio.Future[Any]) -> None:
+        inflight.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that went away does not want it logged
+
+    return settled
 
 
 def _describe(exc: BaseException) -> str:

@@ -341,6 +341,17 @@ class SqliteStore(StoreBase):
 
         return await self._call(lambda conn: self._write(conn, prune))
 
+    async def drop(self) -> None:
+        """Delete every row of this cluster, fence included (tests and tear-down only: a
+        dropped fence lets old grid points be claimed again)."""
+        cluster = self._cluster
+
+        def drop(conn: sqlite3.Connection) -> None:
+            for table in ("aiotimer_fence", "aiotimer_runs", "aiotimer_nodes"):
+                conn.execute(f"DELETE FROM {table} WHERE cluster = ?", (cluster,))
+
+        await self._call(lambda conn: self._write(conn, drop))
+
 
 def _live(conn: sqlite3.Connection, cluster: str, now_ns: int) -> list[NodeInfo]:
     rows = conn.execute(

@@ -202,6 +202,11 @@ class ClaimStore(Protocol):
         """
         ...
 
+    async def drop(self) -> None:
+        """Delete everything of this cluster, fence included: for tests and tear-down only,
+        since a dropped fence lets old grid points be claimed again."""
+        ...
+
 
 class StoreBase:
     """What every backend shares: the cluster name, the masked URL, timeouts, the round-trip
