@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS aiotimer_fence (
     last_ms bigint NOT NULL,
     prev_ms bigint,
     PRIMARY KEY (cluster, timer)
-);
+) WITH (fillfactor = 50);
 CREATE TABLE IF NOT EXISTS aiotimer_runs (
     cluster text NOT NULL,
     timer text NOT NULL,
@@ -77,9 +77,8 @@ CREATE TABLE IF NOT EXISTS aiotimer_runs (
     finished_at timestamptz,
     outcome text,
     duration_ns bigint,
-    PRIMARY KEY (cluster, timer, instant_ms)
+    PRIMARY KEY (cluster, instant_ms, timer)
 );
-CREATE INDEX IF NOT EXISTS aiotimer_runs_by_instant ON aiotimer_runs (cluster, instant_ms);
 CREATE TABLE IF NOT EXISTS aiotimer_nodes (
     cluster text NOT NULL,
     node text NOT NULL,
@@ -102,7 +101,7 @@ WITH req AS (
 ),
 fence AS (
     INSERT INTO aiotimer_fence AS f (cluster, timer, last_ms, prev_ms)
-    SELECT $1, timer, max(instant_ms), NULL FROM req GROUP BY timer ORDER BY timer
+    SELECT $1, timer, max(instant_ms), NULL FROM req GROUP BY timer ORDER BY timer COLLATE "C"
     ON CONFLICT (cluster, timer) DO UPDATE
         SET last_ms = EXCLUDED.last_ms, prev_ms = f.last_ms
         WHERE f.last_ms < EXCLUDED.last_ms
