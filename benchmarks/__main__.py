@@ -7,7 +7,8 @@ Workloads (all by default, in this order):
 * ``apscheduler``: 10,000 periodic 1 s jobs vs APScheduler 3's ``AsyncIOScheduler``;
 * ``memory``: memory and registration cost of 1,000,000 timers;
 * ``policies``: CPU per fire of each callback kind and policy, next to the fast path;
-* ``process``: timer processes (``benchmarks/process.py``, when present).
+* ``process``: timer processes (``benchmarks/process.py``, when present);
+* ``cluster``: claim cost of cluster timers on SQLite, PostgreSQL and Redis, 1 and 3 nodes.
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
 order asked for), progress to stderr. The full mode runs one workload at a time; ``--quick``
@@ -39,6 +40,7 @@ WORKLOADS: dict[str, str] = {
     "memory": "benchmarks.memory",
     "policies": "benchmarks.policies",
     "process": "benchmarks.process",
+    "cluster": "benchmarks.cluster",
 }
 TIMEOUT_S = {
     "core": 600.0,
@@ -47,6 +49,7 @@ TIMEOUT_S = {
     "memory": 900.0,
     "policies": 300.0,
     "process": 600.0,
+    "cluster": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0
 QUICK_JOBS = 2

@@ -82,8 +82,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_s = string.format('%.0f', now)
 """
-# KEYS: fence, open. ARGV: node, lease_us ('' = none), then timer, instant pairs.
-# Returns one 0/1 per pair. `open` values: node NUL claimed_us NUL lease_until_us ('' = none).
+# KEYS: fence, open. ARGV: node, lease_us ('' = none), the claims as one string
+# "timer NUL instant NUL ..." (one argument: redis-py packs 20,000 arguments slowly).
+# Returns one '1' or '0' per claim, as one string. `open` values: node NUL claimed_us NUL
+# lease_until_us ('' = none).
 CLAIM_LUA: Final = (
     LUA_PRELUDE
     + """
@@ -92,15 +94,14 @@ local until_s = ''
 if lease ~= '' then until_s = string.format('%.0f', now + tonumber(lease)) end
 local record = node .. '\\0' .. now_s .. '\\0' .. until_s
 local won = {}
-for i = 3, #ARGV, 2 do
-    local timer, instant = ARGV[i], ARGV[i + 1]
+for timer, instant in string.gmatch(ARGV[3], '([^%z]+)%z(%d+)%z') do
     local field = timer .. '\\0' .. instant
     local last = redis.call('HGET', KEYS[1], timer)
-    local ok = 0
+    local ok = '0'
     if (not last) or newer(instant, last) then
         redis.call('HSET', KEYS[1], timer, instant)
         redis.call('HSET', KEYS[2], field, record)
-        ok = 1
+        ok = '1'
     elseif lease ~= '' then
         -- at least once: take over a leased run whose lease expired unfinished
         local held = redis.call('HGET', KEYS[2], field)
@@ -108,13 +109,13 @@ for i = 3, #ARGV, 2 do
             local lease_until = string.match(held, '%z[^%z]*%z(%d+)$')
             if lease_until and tonumber(lease_until) < now then
                 redis.call('HSET', KEYS[2], field, record)
-                ok = 1
+                ok = '1'
             end
         end
     end
     won[#won + 1] = ok
 end
-return won
+return table.concat(won)
 """
 )
 # KEYS: open, history. ARGV: node, max_history, then timer, instant, outcome, duration_ns.
@@ -303,8 +304,8 @@ class RedisStore(StoreBase):
             for i in range(0, len(claims), MAX_CLAIMS_PER_SCRIPT)
         ]
         if len(pieces) == 1:
-            won = await self._eval("claim", keys, [*head, *_flat(claims)])
-            return [bool(w) for w in won]
+            won = await self._eval("claim", keys, [*head, _packed(claims)])
+            return _flags(won, len(claims))
         client = self._require()
 
         async def run() -> list[Any]:
@@ -321,7 +322,7 @@ class RedisStore(StoreBase):
                     raise r
             return results
 
-        return [bool(w) for piece in await self._guard(run) for w in piece]
+        return _flags("".join(await self._guard(run)), len(claims))
 
     async def _pipeline_evals(
         self,
@@ -332,7 +333,7 @@ class RedisStore(StoreBase):
     ) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for piece in pieces:
-            pipe.evalsha(self._shas["claim"], len(keys), *keys, *head, *_flat(piece))
+            pipe.evalsha(self._shas["claim"], len(keys), *keys, *head, _packed(piece))
         return list(await pipe.execute(raise_on_error=False))
 
     async def finish(self, node: str, results: Sequence[RunOutcome]) -> None:
@@ -398,11 +399,15 @@ class RedisStore(StoreBase):
         await self._guard(client.delete, *keys)
 
 
-def _flat(claims: Sequence[tuple[str, int]]) -> list[str]:
-    out: list[str] = []
-    for timer, instant_ms in claims:
-        out += (timer, str(instant_ms))
-    return out
+def _packed(claims: Sequence[tuple[str, int]]) -> str:
+    """Claims as one script argument: ``timer NUL instant NUL`` each (names hold no NUL)."""
+    return "".join([f"{timer}\0{instant_ms}\0" for timer, instant_ms in claims])
+
+
+def _flags(won: str, expected: int) -> list[bool]:
+    if len(won) != expected:  # a reply that is not the answer to this question
+        raise StoreError(f"claim script answered {len(won)} flags for {expected} claims")
+    return [flag == "1" for flag in won]
 
 
 def _noscript(result: object) -> bool:
