@@ -99,3 +99,77 @@ def race_node(
     except BaseException as exc:
         results.put((node, f"{type(exc).__name__}: {exc}"))
         raise
+
+
+# -- a TCP proxy that can cut a store off and heal it ---------------------------------------------
+
+
+class CuttableProxy:
+    """Forwards 127.0.0.1:<port> to a server; :meth:`cut` drops every connection and refuses
+    new ones (as a network partition or a restarting server would), :meth:`heal` lets them in
+    again. Use it as an async context manager inside a task group's reach."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._cut = False
+        self._streams: set[Any] = set()
+
+    async def __aenter__(self) -> CuttableProxy:
+        import anyio
+
+        self._listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self.port = self._listener.extra(anyio.abc.SocketAttribute.local_port)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._listener.serve, self._handle)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        await self._listener.aclose()
+
+    def url(self, url: str) -> str:
+        """``url`` pointed at the proxy instead of the server."""
+        parts = urllib.parse.urlsplit(url)
+        auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.port}"))
+
+    async def cut(self) -> None:
+        self._cut = True
+        for stream in list(self._streams):
+            await stream.aclose()
+
+    def heal(self) -> None:
+        self._cut = False
+
+    async def _handle(self, client: Any) -> None:
+        import anyio
+
+        if self._cut:
+            await client.aclose()
+            return
+        try:
+            server = await anyio.connect_tcp(*self.target)
+        except OSError:
+            await client.aclose()
+            return
+        self._streams |= {client, server}
+
+        async def pump(src: Any, dst: Any) -> None:
+            try:
+                async for chunk in src:
+                    await dst.send(chunk)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            finally:
+                await src.aclose()
+                await dst.aclose()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, client, server)
+                tg.start_soon(pump, server, client)
+        finally:
+            self._streams -= {client, server}

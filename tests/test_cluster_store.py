@@ -11,13 +11,14 @@ import multiprocessing
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
-from cluster_stores import KINDS, race_node, store_url, unique_cluster
+from cluster_stores import KINDS, CuttableProxy, race_node, store_url, unique_cluster
 
 from aiotimer.cluster import (
     ClaimStore,
@@ -481,3 +482,57 @@ def test_a_relative_sqlite_path_is_refused() -> None:
 def test_a_cluster_name_is_checked(name: object) -> None:
     with pytest.raises((ValueError, TypeError), match="cluster name must be"):
         open_store("sqlite:///tmp/x.db", name)  # type: ignore[arg-type]
+
+
+# -- outages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+async def test_a_store_cut_off_raises_store_unavailable_then_recovers_when_healed(
+    kind: str, tmp_path: Path
+) -> None:
+    url = store_url(kind, tmp_path)
+    parts = urllib.parse.urlsplit(url)
+    async with CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 0) as proxy:
+        store = open_store(proxy.url(url), unique_cluster("cut"), connect_timeout_s=1, timeout_s=1)
+        await store.open()
+        try:
+            assert await store.claim("a", [("t", T0)]) == [True]
+            await proxy.cut()
+            for k in range(1, 4):  # every call fails fast and typed while cut off
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await store.claim("a", [("t", T0 + k * 1000)])
+                assert time.monotonic() - started < 3.0
+            proxy.heal()
+            with anyio.fail_after(10):
+                while True:  # the first call after healing may still meet a dead connection
+                    try:
+                        won = await store.claim("a", [("t", T0 + 5000)])
+                        break
+                    except StoreUnavailable:
+                        await anyio.sleep(0.05)
+            assert won == [True]
+            assert await store.claim("b", [("t", T0 + 5000)]) == [False]
+        finally:
+            await store.drop()
+            await store.close()
+
+
+async def test_an_in_memory_sqlite_store_serves_one_store_object() -> None:
+    store = open_store("sqlite:///:memory:", "c")
+    await store.open()
+    assert await store.claim("a", [("t", T0)]) == [True]
+    assert await store.claim("b", [("t", T0)]) == [False]
+    assert [r.node for r in await store.history()] == ["a"]
+    await store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_the_sqlite_store_runs_on_trio(anyio_backend: str, tmp_path: Path) -> None:
+    store = open_store(f"sqlite://{tmp_path / 'claims.db'}", "c")
+    await store.open()
+    assert await store.claim("a", [("t", T0), ("u", T0)]) == [True, True]
+    assert [n.node for n in await store.heartbeat("a", 30)] == ["a"]
+    await store.close()
