@@ -6,6 +6,7 @@
     aiotimer run path/to/file.py[:ATTR]
     aiotimer list MODULE[:ATTR]     print its timers
     aiotimer demo [--seconds N] [--db PATH]   the msilo example on SQLite
+    aiotimer cluster URL [--name NAME]   a cluster's live nodes and last runs, from its store
 
 Ground rules:
 
@@ -657,13 +658,54 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--db", default=":memory:", metavar="PATH", help="SQLite file (default: in memory)"
     )
+    cluster = commands.add_parser(
+        "cluster",
+        help="print a cluster's live nodes and each timer's last runs, from its store",
+        description="Read a cluster store (sqlite:///path, postgresql://..., redis://...) and "
+        "print its live nodes and each timer's last runs. Read-only.",
+    )
+    cluster.add_argument("url", metavar="URL", help="the store's URL")
+    cluster.add_argument("--name", default="default", help="the cluster name (default: default)")
+    cluster.add_argument(
+        "--runs", type=int, default=3, metavar="N", help="runs shown per timer (default 3)"
+    )
+    cluster.add_argument(
+        "--timeout", type=_positive_float, default=5.0, metavar="S", help="store timeout (5 s)"
+    )
+    cluster.add_argument("--log-level", default="warning", type=str.lower, choices=_LEVELS)
     return parser
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from .cluster import StoreError, open_store
+    from .cluster._report import store_report
+
+    if args.runs < 1:
+        raise CliError(f"--runs must be >= 1, got {args.runs}")
+
+    async def report() -> str:
+        store = open_store(
+            args.url, args.name, connect_timeout_s=args.timeout, timeout_s=args.timeout
+        )
+        await store.open()
+        try:
+            return await store_report(store, args.runs)
+        finally:
+            await store.close()
+
+    try:
+        sys.stdout.write(anyio.run(report))
+    except (StoreError, ValueError, ImportError) as exc:
+        raise CliError(str(exc), code=1) from None
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``aiotimer`` command; returns the exit code."""
     args = _parser().parse_args(argv)
-    status: _Status = _status_for(args.status_every) if args.command != "list" else _LogStatus(0)
+    status: _Status = (
+        _status_for(args.status_every) if args.command not in ("list", "cluster") else _LogStatus(0)
+    )
     _configure_logging(args.log_level, status)
     try:
         if args.command == "list":
@@ -671,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args, status)
+        if args.command == "cluster":
+            return _cluster(args)
         return _run(load_target(args.target), args, status)
     except CliError as exc:
         sys.stderr.write(f"aiotimer: error: {exc}\n")
