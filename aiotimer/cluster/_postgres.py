@@ -23,8 +23,11 @@ Ground rules:
   session state), so a call is one round trip once its statement is prepared (the first call
   of each statement on a connection adds a prepare round trip).
 * Every call is bounded by ``timeout_s``; connecting by ``connect_timeout_s``. Connection
-  failures and timeouts raise :class:`StoreUnavailable`; asyncpg cancels a timed-out or
-  cancelled statement on the server and the pool drops a connection it cannot reset.
+  failures and timeouts raise :class:`StoreUnavailable`; asyncpg cancels a timed-out
+  statement on the server and the pool drops a connection it cannot reset.
+* A cancelled caller returns at once, but its statement runs to its end in a task of its own
+  (see ``_fetch``): cancelling asyncpg from anyio's level-triggered cancel scopes broke
+  connections under a storm of cancelled claims. :meth:`close` waits for such statements.
 """
 
 from __future__ import annotations
@@ -264,22 +267,21 @@ class PostgresStore(StoreBase):
                 pool.terminate()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        """One statement, one round trip, in a task of its own (see :meth:`_run`)."""
+        """One statement, one round trip, in a task of its own."""
         if self._pool is None:
             raise StoreError(f"{self!r} is not open")
         self._round_trips += 1
         task = asyncio.ensure_future(self._run(self._pool, sql, args))
         self._inflight.add(task)
         task.add_done_callback(_settled(self._inflight))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # anyio and trio cancel level-triggered: they re-cancel the waiting task at every
-            # await, which interrupts asyncpg's own clean-up of a cancelled statement (it sends
-            # a cancel request and waits for the server) and makes it drop the connection. The
-            # statement's task is cancelled once, and cleans up undisturbed in the background.
-            task.cancel()
-            raise
+        # The caller may be cancelled (a stop, a cancel scope); the statement is not: it runs
+        # to its end (bounded by the timeouts) in its own task, which close() awaits. Cancelling
+        # asyncpg mid-statement costs a cancel request and often the connection, and anyio's
+        # level-triggered cancellation interrupts asyncpg's clean-up (and its connection setup,
+        # whose TLS probe then leaks an exception): measured as broken connections under a
+        # storm of cancelled claims. A claim whose caller went away may still commit: its run
+        # shows as "claimed, not finished", as for a node that died after claiming.
+        return await asyncio.shield(task)
 
     async def _run(self, pool: asyncpg.Pool, sql: str, args: tuple[Any, ...]) -> list[Any]:
         try:
