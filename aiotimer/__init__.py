@@ -15,7 +15,7 @@ from ._policy import Missed, Overlap, Policy
 from ._scheduler import Scheduler
 from ._service import Service
 from ._spec import Kind, TimerSpec, Unit
-from ._stats import BUCKET_UPPER_NS, Distribution, Histogram, TimerStats
+from ._stats import BUCKET_UPPER_NS, Distribution, Histogram, JsonStats, SchedulerStats, TimerStats
 from ._table import TimerTable
 from ._timer import Tick, Timer, TimerState
 
@@ -27,12 +27,14 @@ __all__ = [
     "Clock",
     "Distribution",
     "Histogram",
+    "JsonStats",
     "Kind",
     "Missed",
     "MonotonicClock",
     "Overlap",
     "Policy",
     "Scheduler",
+    "SchedulerStats",
     "Service",
     "Tick",
     "Timer",

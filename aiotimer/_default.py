@@ -7,8 +7,9 @@ the application choose its scheduler.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
+from ._registrar import PolicyOptions
 from ._scheduler import Scheduler
 
 __all__ = ["default_scheduler", "every_ms", "every_s", "get_ticks", "get_ticks_raw"]
@@ -32,19 +33,25 @@ def every_ms(
     name: str | None = None,
     param: Any = None,
     returns_interval: bool = False,
+    **options: Unpack[PolicyOptions],
 ) -> Callable[[F], F]:
-    """``default_scheduler().every_ms(...)``."""
+    """``default_scheduler().every_ms(...)``, policy options included."""
     return default_scheduler().every_ms(
-        interval_ms, name=name, param=param, returns_interval=returns_interval
+        interval_ms, name=name, param=param, returns_interval=returns_interval, **options
     )
 
 
 def every_s(
-    interval_s: float, *, name: str | None = None, param: Any = None, returns_interval: bool = False
+    interval_s: float,
+    *,
+    name: str | None = None,
+    param: Any = None,
+    returns_interval: bool = False,
+    **options: Unpack[PolicyOptions],
 ) -> Callable[[F], F]:
-    """``default_scheduler().every_s(...)``."""
+    """``default_scheduler().every_s(...)``, policy options included."""
     return default_scheduler().every_s(
-        interval_s, name=name, param=param, returns_interval=returns_interval
+        interval_s, name=name, param=param, returns_interval=returns_interval, **options
     )
 
 

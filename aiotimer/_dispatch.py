@@ -4,11 +4,13 @@ Ground rules:
 
 * Sync callbacks run inline on the loop, one after the other, in the order their bucket holds
   them; coroutine callbacks run as tasks (plain tasks of the loop on asyncio, tracked and
-  cancelled by the scheduler; tasks of its task group on trio); sync callbacks marked
-  ``thread=True`` run in a worker thread through the scheduler's own capacity limiter.
-* A periodic timer is re-queued on its grid *before* its callback runs, so the callback may
-  cancel, pause or reschedule its own timer (or any other timer of the same batch) safely:
-  every change goes through the scheduler, and an entry whose timer moved on is skipped.
+  cancelled at stop; tasks of the scheduler's task group on trio); sync callbacks marked
+  ``thread=True`` run in a worker thread of the scheduler's own bounded executor (never the
+  loop's default executor; anyio's limiter on trio).
+* A periodic timer is re-queued on its grid (by the grid: :meth:`Grid.advance`) *before* its
+  callback runs, so the callback may cancel, pause or reschedule its own timer (or any other
+  timer of the same batch) safely: every change goes through the scheduler and the grid, and an
+  entry whose timer moved on is skipped.
 * A callback's exception is logged with the timer's name, counted and handed to the
   ``on_error`` hooks; the timer keeps its schedule and nothing else is disturbed.
   ``KeyboardInterrupt``, ``SystemExit`` and cancellation are never swallowed.
@@ -17,33 +19,37 @@ Ground rules:
 * "Now", for deciding whether a run is late, is re-read after every timed run, so a callback
   that blocks the loop makes the later timers of its own batch late too. (In a batch bigger
   than ``SAMPLE_BUDGET``, between timed runs, it is the time of the last timed run.)
+* It depends on the grids and on narrow callables its scheduler gives it (the clock, the
+  histograms, ``finish`` for a timer that ended, ``run_finished`` for the drain), never on the
+  scheduler itself.
 
 The hot path is :meth:`Dispatcher.fire` for a periodic, inline sync timer without jitter or
 timeout (mode ``0``, or ``TAKES_TICK``; the missed policy and error hooks act only on late or
 failed runs). It has two loops:
 
 * a *uniform* bucket (see ``_queue``: every live entry such a timer, all of one interval, so
-  all re-queue to one tick), on time, runs each timer with a stale check, one store of its
-  next tick, one counter and the call itself (plus a ``Tick`` for callbacks that take one),
-  and the whole list goes back to the queue at once: about 0.2 µs per fire on a 2-vCPU VM.
-  That is the steady state of timers that share an interval.
-* any other bucket (mixed intervals or modes, late runs) computes each timer's next tick and
-  appends it there (the target bucket is looked up once per run of timers sharing a next
-  tick): about 0.3 µs per fire. It marks the bucket it filled uniform when it turns out so.
+  all re-queue to one tick), on time, runs through :meth:`_fire_uniform`: a stale check, the
+  next tick stored, one counter and the call itself (plus a ``Tick`` for callbacks that take
+  one), and the whole list goes back to the grid at once: about 0.2 µs per fire on a 2-vCPU VM.
+  That is the steady state of timers that share an interval, and **the one place outside the
+  grid that writes a timer's position** (documented in ``_grid.py``).
+* any other bucket (mixed intervals or modes, late runs) runs through :meth:`_fire_mixed`,
+  where the grid re-queues each timer and the run goes through the one shared run step.
 
 Timing a run (two clock reads, two histogram increments, maxima, the loop-block check) costs
-about 1 µs more there, so a batch times at most ``SAMPLE_BUDGET`` runs one by one and, beyond
-that, one run in ``1 + len // SAMPLE_BUDGET`` (rotating), timing the others as groups for the
-loop-block watchdog. Counters (runs, missed, errors) are always exact; every timer of a service
-with fewer than 256 timers due at once is timed on every run.
+about 1 µs more, so a batch times at most ``SAMPLE_BUDGET`` runs one by one and, beyond that, one
+run in ``1 + len // SAMPLE_BUDGET`` (rotating), timing the others as groups for the loop-block
+watchdog. Counters (runs, missed, errors) are always exact; every timer of a service with fewer
+than 256 timers due at once is timed on every run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -51,19 +57,21 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from ._backend import current_backend
+from ._backend import ASYNCIO, Backend
 from ._clock import NS_PER_MS, NS_PER_S
-from ._modes import ASYNC, COROUTINE, INTERNAL, SPECIAL, TAKES_TICK, THREAD
-from ._policy import MISSED_BURST, MISSED_SKIP
-from ._queue import NOT_QUEUED, TickQueue
-from ._spec import ONESHOT, PERIODIC, TimerSpec, check_interval
-from ._stats import NO_HISTOGRAM
+from ._modes import ASYNC, FAST, INTERNAL, TAKES_TICK, THREAD
+from ._policy import MISSED_BURST, ErrorHook
+from ._queue import NOT_QUEUED
+from ._spec import ONESHOT, PERIODIC, check_interval
+from ._stats import NO_HISTOGRAM, HistogramSlab
 from ._timer import ACTIVE, FINISHED, Tick, Timer
 
 if TYPE_CHECKING:
-    from ._scheduler import Scheduler
+    import asyncio
 
-__all__ = ["Dispatcher", "current_timer", "late_run", "mode_of"]
+    from ._grid import Grid
+
+__all__ = ["Dispatcher", "current_timer"]
 
 logger = logging.getLogger("aiotimer.dispatch")
 
@@ -77,21 +85,6 @@ current_timer: contextvars.ContextVar[Timer | None] = contextvars.ContextVar(
 """The timer whose asynchronous run is going on in this task, if any."""
 
 
-def mode_of(spec: TimerSpec) -> int:
-    """The dispatch mode bits of a spec."""
-    mode = TAKES_TICK if spec.takes_tick else 0
-    if spec.is_coroutine:
-        mode |= COROUTINE
-    policy = spec.policy
-    if policy.thread and not spec.is_coroutine:
-        mode |= THREAD
-    # The fast path handles periodic inline runs with any missed policy, error hooks and
-    # max_failures (they act only on late or failed runs); these need the general path:
-    if spec.kind is not PERIODIC or policy.jitter_ms or policy.timeout_s is not None:
-        mode |= SPECIAL
-    return mode
-
-
 class _Failed:
     """The result of a run that raised or timed out."""
 
@@ -103,43 +96,99 @@ _FAILED: Final = _Failed()
 
 @final
 class Dispatcher:
-    """Runs due timers for one :class:`~aiotimer.Scheduler`."""
+    """Runs due timers for one scheduler.
+
+    :param now_ns: the scheduler's clock
+    :param hold: the clock's ``hold`` (thread work in progress)
+    :param slab: the scheduler's histograms
+    :param ms_grid: the millisecond grid (run timeouts are one-shots there)
+    :param on_error: the scheduler's error hook
+    :param block_ns: the loop-block watchdog's threshold (``None``: off)
+    :param thread_limit: the size of the thread executor
+    :param finish: ``finish(timer)`` ends a timer whose run was its last (the registry)
+    :param run_finished: called when an asynchronous run ends (the drain)
+    """
 
     __slots__ = (
+        "_backend",
         "_block_ns",
-        "_loop",
+        "_clock_back",
+        "_executor",
+        "_finish",
+        "_hold",
+        "_ms",
+        "_now_ns",
+        "_on_error",
         "_phase",
-        "_scheduler",
+        "_run_finished",
+        "_slab",
+        "_start_ns",
+        "_task_group",
         "_tasks",
+        "_thread_limit",
         "inflight",
         "limiter",
-        "task_group",
+        "threads",
     )
 
-    def __init__(self, scheduler: Scheduler, block_ns: int | None) -> None:
-        self._scheduler = scheduler
+    def __init__(
+        self,
+        *,
+        now_ns: Callable[[], int],
+        hold: Callable[[], AbstractContextManager[None]],
+        slab: HistogramSlab,
+        ms_grid: Grid,
+        on_error: ErrorHook | None,
+        block_ns: int | None,
+        thread_limit: int,
+        finish: Callable[[Timer], None],
+        run_finished: Callable[[], None],
+    ) -> None:
+        self._now_ns = now_ns
+        self._hold = hold
+        self._slab = slab
+        self._ms = ms_grid
+        self._on_error = on_error
         self._block_ns = block_ns if block_ns is not None else 1 << 62
-        self.task_group: TaskGroup | None = None  # set while the scheduler runs
-        # On asyncio, asynchronous runs are plain tasks of this loop, tracked here and
-        # cancelled by cancel_runs(); on trio they are tasks of the task group.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.limiter: anyio.CapacityLimiter | None = None  # for thread=True runs
+        self._thread_limit = thread_limit
+        self._finish = finish
+        self._run_finished = run_finished
+        self._backend: Backend = ASYNCIO
+        self._task_group: TaskGroup | None = None  # set while the scheduler runs
+        self._tasks: set[asyncio.Task[None]] = set()  # runs' tasks on asyncio
+        self._executor: ThreadPoolExecutor | None = None  # thread=True runs on asyncio
+        self.limiter: anyio.CapacityLimiter | None = None  # thread=True runs on trio
+        self._start_ns = 0
+        self._clock_back = False  # a clock that went back was reported
         self.inflight = 0  # asynchronous runs in flight
+        self.threads: dict[Timer, int] = {}  # thread runs in flight, by timer
         self._phase = 0  # rotates which runs of a big batch are timed
 
-    def open(self, task_group: TaskGroup, thread_limit: int) -> None:
-        """The scheduler started: runs go to ``task_group`` (or plain tasks on asyncio)."""
-        self.task_group = task_group
-        self.limiter = anyio.CapacityLimiter(thread_limit)
-        self._loop = asyncio.get_running_loop() if current_backend() == "asyncio" else None
+    def open(self, task_group: TaskGroup, backend: Backend, start_ns: int) -> None:
+        """The scheduler started at ``start_ns``: runs go to ``task_group`` (or plain tasks)."""
+        self._task_group = task_group
+        self._backend = backend
+        self._start_ns = start_ns
+        if backend is ASYNCIO:
+            self._executor = ThreadPoolExecutor(self._thread_limit, "aiotimer")
+        else:
+            self.limiter = anyio.CapacityLimiter(self._thread_limit)
 
     async def cancel_runs(self) -> None:
-        """Cancel the asynchronous runs still going (after the grace) and wait for them."""
+        """Cancel the asynchronous runs still going (after the grace) and wait for them; thread
+        runs cannot be killed: those still running are reported by timer."""
+        if self.threads:
+            logger.warning(
+                "stopping with thread runs still going after the grace period (they finish on "
+                "their own, their results are dropped): %s",
+                ", ".join(f"{t.name!r} x{n}" for t, n in self.threads.items()),
+            )
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
+            import asyncio
+
             await asyncio.wait(tasks)
 
     def close(self) -> None:
@@ -147,40 +196,37 @@ class Dispatcher:
         grace) are cancelled now; their cleanup runs as the loop gets to them."""
         for task in self._tasks:
             task.cancel()
-        self.task_group = None
-        self._loop = None
+        self._task_group = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self.limiter = None
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def fire(
-        self, queue: TickQueue, tick: int, bucket: list[Timer], uniform: int, now_tick: int
-    ) -> None:
-        """Run every live timer of ``bucket``, due at ``tick``; ``uniform`` is the interval of a
-        uniform bucket (see ``_queue``), else 0; ``now_tick`` is the tick now."""
+    def fire(self, grid: Grid, tick: int, bucket: list[Timer], uniform: int, now_tick: int) -> None:
+        """Run every live timer of ``bucket``, due at ``tick`` of ``grid``; ``uniform`` is the
+        interval of a uniform bucket (see ``_queue``), else 0; ``now_tick`` is the tick now."""
         if uniform and now_tick - tick < uniform:
-            done = self._fire_uniform(queue, tick, bucket, uniform)
+            done = self._fire_uniform(grid, tick, bucket, uniform)
             if done == len(bucket):
                 return
-            # It fell a whole interval behind: the rest are late runs, for the general loop.
-            bucket = bucket[done:]
-            now_tick = (self._scheduler._now_ns() - queue.origin_ns) // queue.tick_ns
-        self._fire_mixed(queue, tick, bucket, now_tick)
+            bucket = bucket[done:]  # it fell a whole interval behind: the rest are late runs
+        self._fire_mixed(grid, tick, bucket)
 
-    def _fire_uniform(self, queue: TickQueue, tick: int, bucket: list[Timer], interval: int) -> int:
-        """:meth:`_fire_mixed` for a uniform bucket: every live entry is a fast-mode timer of
-        ``interval``, on time, so each run is a stale check, one store, one counter and the
-        call, and the list goes back whole to the next tick.
+    def _fire_uniform(self, grid: Grid, tick: int, bucket: list[Timer], interval: int) -> int:
+        """Run a uniform bucket: every live entry is a fast-mode timer of ``interval``, on time,
+        so each run is a stale check, its next tick stored, one counter and the call, and the
+        list goes back whole to the next tick (the one place outside the grid that writes a
+        timer's position: what the grid would compute, ``tick + interval``, in one store).
 
         :returns: the entries taken: all of them, unless the batch fell a whole interval behind
             (the clock is read at each timed run), when the rest are late runs
-
-        Its loop is :meth:`_fire_mixed`'s with what a uniform bucket makes constant taken out:
-        a change to one is a change to the other.
         """
-        now_ns = self._scheduler._now_ns
-        scheduled_ns, ticks, ticks_raw = self._grid_point(queue, tick)
+        now_ns = self._now_ns
+        scheduled_ns, ticks, ticks_raw = self._point(grid, tick)
         next_tick = tick + interval
-        late_ns = queue.origin_ns + next_tick * queue.tick_ns  # runs from then on are late
+        late_ns = grid.ns_of(next_tick)  # runs from then on are late
         size = len(bucket)
         every, untimed = self._chunks(size)
         entries = iter(bucket)
@@ -194,7 +240,7 @@ class Dispatcher:
                     if timer._due_tick != tick:
                         stale += 1  # cancelled, paused or moved since it was queued here
                         continue
-                    timer._due_tick = next_tick
+                    timer._grid_tick = timer._due_tick = next_tick
                     timer._runs += 1
                     try:
                         if timer._mode:
@@ -210,119 +256,61 @@ class Dispatcher:
             timed = next(entries, None)  # the timed run of this chunk
             if timed is None:
                 break
-            taken += 1
             timer = timed
+            taken += 1
             if timer._due_tick != tick:
                 stale += 1
                 continue
-            timer._due_tick = next_tick
+            timer._grid_tick = timer._due_tick = next_tick
             timer._runs += 1
             t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, 0)
             last_timed = timer
             if t_prev >= late_ns:
                 break
         taken = min(taken, size)  # (the last islice may have come up short)
-        queue.requeue(next_tick, bucket if taken == size else bucket[:taken], interval, stale)
+        grid.requeue_bucket(next_tick, bucket if taken == size else bucket[:taken], interval, stale)
         return taken
 
-    def _fire_mixed(self, queue: TickQueue, tick: int, bucket: list[Timer], now_tick: int) -> None:
+    def _fire_mixed(self, grid: Grid, tick: int, bucket: list[Timer]) -> None:
         """Run every live timer of ``bucket``, whatever their modes and intervals, late or not;
-        mark the bucket they go back to uniform if it turns out so."""
-        now_ns = self._scheduler._now_ns
-        origin_ns = queue.origin_ns
-        tick_ns = queue.tick_ns
-        takes_tick = TAKES_TICK
-        scheduled_ns, ticks, ticks_raw = self._grid_point(queue, tick)
-        every, untimed = self._chunks(len(bucket))
-        entries = iter(bucket)
-        lag = now_tick - tick  # ticks late (re-read after each timed run)
-        last_tick = NOT_QUEUED
-        append = bucket.append  # replaced before first use
-        targets = 0  # times the next tick changed along the bucket
-        late = False
+        the grid re-queues each one before its run."""
+        now_ns = self._now_ns
+        scheduled_ns, ticks, ticks_raw = self._point(grid, tick)
+        every, countdown = self._chunks(len(bucket))
         stale = 0
-        general = 0  # entries handed to the general path (they re-queue themselves)
+        untimed = 0
         last_timed: Timer | None = None
         t_prev = now_ns()
-        while True:
-            if untimed:
-                for timer in islice(entries, untimed):
-                    if timer._due_tick != tick:
-                        stale += 1  # cancelled, paused or moved since it was queued here
-                        continue
-                    mode = timer._mode
-                    if mode > takes_tick:
-                        self._fire_general(queue, timer, tick + lag)
-                        general += 1
-                        t_prev = now_ns()
-                        lag = (t_prev - origin_ns) // tick_ns - tick  # it may have held the loop
-                        continue
-                    interval = timer._interval
-                    if lag < interval:
-                        next_tick = tick + interval
-                        missed = 0
-                    else:
-                        next_tick, missed = late_run(timer, tick, tick + lag)
-                        late = True
-                    timer._due_tick = next_tick  # (no jitter: _grid_tick is _due_tick)
-                    if next_tick != last_tick:
-                        last_tick = next_tick
-                        append = queue.bucket_for(next_tick).append
-                        targets += 1
-                    append(timer)
-                    timer._runs += 1
-                    try:
-                        if mode:
-                            param = timer.spec.param
-                            timer._call(Tick(ticks, ticks_raw, scheduled_ns, missed, param, timer))
-                        else:
-                            timer._call()
-                    except Exception as exc:
-                        self._failed(timer, exc)
-                t_prev = self._group_done(last_timed, untimed, t_prev)
-            untimed = every - 1
-            timed = next(entries, None)  # the timed run of this chunk
-            if timed is None:
-                break
-            timer = timed
+        for timer in bucket:
             if timer._due_tick != tick:
-                stale += 1
+                stale += 1  # cancelled, paused or moved since it was queued here
                 continue
-            mode = timer._mode
-            if mode > takes_tick:
-                self._fire_general(queue, timer, tick + lag)
-                general += 1
-                t_prev = now_ns()
-                lag = (t_prev - origin_ns) // tick_ns - tick
+            if timer._mode > FAST:
+                self._dispatch(grid, timer, t_prev)
+                t_prev = now_ns()  # it may have held the loop
                 continue
-            interval = timer._interval
-            if lag < interval:
-                next_tick = tick + interval
-                missed = 0
-            else:
-                next_tick, missed = late_run(timer, tick, tick + lag)
-                late = True
-            timer._due_tick = next_tick
-            if next_tick != last_tick:
-                last_tick = next_tick
-                append = queue.bucket_for(next_tick).append
-                targets += 1
-            append(timer)
+            missed = grid.advance(timer, tick, t_prev)
+            if missed:
+                timer.trouble().missed += missed
             timer._runs += 1
+            if countdown:
+                countdown -= 1
+                untimed += 1
+                self._call(timer, scheduled_ns, ticks, ticks_raw, missed)
+                continue
+            countdown = every - 1
+            if untimed:
+                t_prev = self._group_done(last_timed, untimed, t_prev)
+                untimed = 0
             t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, missed)
-            lag = (t_prev - origin_ns) // tick_ns - tick  # a run may have held the loop
             last_timed = timer
-        requeued = len(bucket) - stale - general
-        queue.added(requeued)
         if stale:
-            queue.settle(stale)
-        if targets == 1 and not (general or late):  # all to one tick: one interval, fast modes
-            queue.mark_uniform(last_tick, last_tick - tick, requeued)
+            grid.queue.settle(stale)
 
-    def _grid_point(self, queue: TickQueue, tick: int) -> tuple[int, int, int]:
-        """``(scheduled_ns, ticks, ticks_raw)`` of grid point ``tick`` of ``queue``."""
-        scheduled_ns = queue.origin_ns + tick * queue.tick_ns
-        since_start_ns = scheduled_ns - self._scheduler._start_ns
+    def _point(self, grid: Grid, tick: int) -> tuple[int, int, int]:
+        """``(scheduled_ns, ticks, ticks_raw)`` of grid point ``tick`` of ``grid``."""
+        scheduled_ns = grid.ns_of(tick)
+        since_start_ns = scheduled_ns - self._start_ns
         return scheduled_ns, since_start_ns // NS_PER_S, since_start_ns // NS_PER_MS
 
     def _chunks(self, size: int) -> tuple[int, int]:
@@ -342,16 +330,15 @@ class Dispatcher:
     def _group_done(self, last_timed: Timer | None, count: int, since_ns: int) -> int:
         """``count`` untimed runs since ``since_ns`` ended: report them if they held the loop
         too long; the clock now."""
-        now_ns = self._scheduler._now_ns()
+        now_ns = self._now_ns()
         if now_ns - since_ns >= self._block_ns:
             self._group_blocked(last_timed, count, now_ns - since_ns)
         return now_ns
 
-    def _timed_run(
-        self, timer: Timer, t0: int, scheduled_ns: int, ticks: int, ticks_raw: int, missed: int
-    ) -> int:
-        """Run a fast-mode ``timer`` (re-queued already) started at ``t0``, and time it: its
-        statistics and the loop-block watchdog. Returns the clock after the run."""
+    def _call(
+        self, timer: Timer, scheduled_ns: int, ticks: int, ticks_raw: int, missed: int
+    ) -> None:
+        """Call a fast-mode timer's callback (re-queued already); errors are reported."""
         try:
             if timer._mode:
                 timer._call(Tick(ticks, ticks_raw, scheduled_ns, missed, timer.spec.param, timer))
@@ -359,7 +346,14 @@ class Dispatcher:
                 timer._call()
         except Exception as exc:
             self._failed(timer, exc)
-        t1 = self._scheduler._now_ns()
+
+    def _timed_run(
+        self, timer: Timer, t0: int, scheduled_ns: int, ticks: int, ticks_raw: int, missed: int
+    ) -> int:
+        """:meth:`_call` started at ``t0``, timed: its statistics and the loop-block watchdog.
+        Returns the clock after the run."""
+        self._call(timer, scheduled_ns, ticks, ticks_raw, missed)
+        t1 = self._now_ns()
         self._record(timer, t0 - scheduled_ns, t1 - t0, t0)
         if t1 - t0 >= self._block_ns:
             self._blocked(timer, t1 - t0)
@@ -367,72 +361,76 @@ class Dispatcher:
 
     # -- everything else ---------------------------------------------------------------------
 
-    def _fire_general(self, queue: TickQueue, timer: Timer, now_tick: int) -> None:
+    def _dispatch(self, grid: Grid, timer: Timer, now_ns: int) -> None:
+        """A due timer of a slow mode (coroutine, thread, one-shot, jitter, timeout...)."""
         mode = timer._mode
         if mode & INTERNAL:
-            timer._due_tick = NOT_QUEUED
+            grid.hold(timer)
             timer._state = FINISHED
             timer._call()
             return
-        spec = timer.spec
-        policy = spec.policy
-        grid = timer._grid_tick
+        grid_tick = timer._grid_tick
         missed = 0
-        if spec.kind is PERIODIC:
-            if now_tick - grid < timer._interval:
-                next_grid = grid + timer._interval
-            else:
-                next_grid, missed = late_run(timer, grid, now_tick)
-            self._scheduler._queue_grid(timer, next_grid)
+        if timer.spec.kind is PERIODIC:
+            missed = grid.advance(timer, grid_tick, now_ns)
+            if missed:
+                timer.trouble().missed += missed
         else:
-            timer._due_tick = NOT_QUEUED  # re-queued or finished once the run returns
-        if mode & ASYNC and timer._running >= policy.overlap.limit:
-            trouble = timer.trouble()
-            if policy.overlap.mode == "queue" and trouble.queued_run is None:
-                trouble.queued_run = (grid, missed)
-            else:
-                trouble.overlaps += 1
+            grid.hold(timer)  # re-queued or ended once the run returns
+        if mode & ASYNC and timer._running >= timer.spec.policy.overlap.limit:
+            self._wait_or_skip(grid, timer, grid_tick, missed, now_ns)
             return
-        self._start_run(queue, timer, grid, missed)
+        self._start_run(grid, timer, grid_tick, missed)
 
-    def _start_run(self, queue: TickQueue, timer: Timer, grid: int, missed: int) -> None:
+    def _wait_or_skip(
+        self, grid: Grid, timer: Timer, grid_tick: int, missed: int, now: int
+    ) -> None:
+        """A run is due while earlier runs of the timer still go: a BURST catch-up run waits
+        for them (at most ``max_catchup``), ``Overlap.QUEUE`` keeps one run waiting, else the
+        run is skipped and counted as an overlap."""
+        trouble = timer.trouble()
+        policy = timer.spec.policy
+        if policy.missed is MISSED_BURST and grid.tick_of(now) - grid_tick >= timer._interval:
+            if len(trouble.pending) < policy.max_catchup:
+                trouble.pending.append((grid_tick, missed))
+                return
+        elif policy.overlap.mode == "queue" and trouble.queued_run is None:
+            trouble.queued_run = (grid_tick, missed)
+            return
+        trouble.overlaps += 1
+
+    def _start_run(self, grid: Grid, timer: Timer, grid_tick: int, missed: int) -> None:
         mode = timer._mode
-        scheduler = self._scheduler
-        scheduled_ns = queue.origin_ns + grid * queue.tick_ns
+        scheduled_ns = grid.ns_of(grid_tick)
         timer._runs += 1
         arg: tuple[Tick, ...] = ()
         if mode & TAKES_TICK:
-            since_start_ns = scheduled_ns - scheduler._start_ns
+            since_start_ns = scheduled_ns - self._start_ns
+            param = timer.spec.param
             arg = (
                 Tick(
                     since_start_ns // NS_PER_S,
                     since_start_ns // NS_PER_MS,
                     scheduled_ns,
                     missed,
-                    timer.spec.param,
+                    param,
                     timer,
                 ),
             )
         if mode & ASYNC:
             timer._running += 1
             self.inflight += 1
-            run = self._run_async(timer, grid, scheduled_ns, arg)
-            loop = self._loop
-            if loop is not None:  # asyncio: a plain task (anyio's start_soon costs ~8x more)
-                task = loop.create_task(run)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            else:
-                assert self.task_group is not None
-                self.task_group.start_soon(lambda: run)
+            assert self._task_group is not None
+            run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg)
+            self._backend.start_run(run, self._task_group, self._tasks)
             return
-        t0 = scheduler._now_ns()
+        t0 = self._now_ns()
         try:
             result = timer._call(*arg)
         except Exception as exc:
             self._failed(timer, exc)
             result = _FAILED
-        duration_ns = scheduler._now_ns() - t0
+        duration_ns = self._now_ns() - t0
         self._record(timer, t0 - scheduled_ns, duration_ns, t0)
         if duration_ns >= self._block_ns:
             self._blocked(timer, duration_ns)
@@ -440,42 +438,25 @@ class Dispatcher:
         if timeout_ns is not None and duration_ns > timeout_ns:
             self._overran(timer, duration_ns)
             result = _FAILED
-        self._after_run(timer, grid, result)
+        self._settle(grid, timer, grid_tick, result)
 
     async def _run_async(
-        self, timer: Timer, grid: int, scheduled_ns: int, arg: tuple[Tick, ...]
+        self, grid: Grid, timer: Timer, grid_tick: int, scheduled_ns: int, arg: tuple[Tick, ...]
     ) -> None:
-        scheduler = self._scheduler
         current_timer.set(timer)
         timeout_ns = timer.spec.policy.timeout_ns
-        t0 = scheduler._now_ns()
+        t0 = self._now_ns()
         result: object = _FAILED
         watchdog: Timer | None = None
         try:
             if timer._mode & THREAD:
-                overran: list[bool] = []
-                if timeout_ns is not None:
-
-                    def report() -> None:
-                        overran.append(True)
-                        self._overran(timer, timeout_ns, still_running=True)
-
-                    watchdog = scheduler._call_later_internal(timeout_ns, report)
-                with scheduler.clock.hold():
-                    result = await anyio.to_thread.run_sync(
-                        timer._call, *arg, limiter=self.limiter, abandon_on_cancel=True
-                    )
-                duration_ns = scheduler._now_ns() - t0
-                if timeout_ns is not None and duration_ns > timeout_ns:
-                    result = _FAILED  # a run past its timeout counts as failed
-                    if not overran:
-                        self._overran(timer, duration_ns)
+                result = await self._run_thread(timer, arg, timeout_ns, t0)
             elif timeout_ns is None:
                 coro: Awaitable[Any] = timer._call(*arg)
                 result = await coro
             else:
                 with anyio.CancelScope() as scope:
-                    watchdog = scheduler._call_later_internal(timeout_ns, scope.cancel)
+                    watchdog = self._later(timeout_ns, scope.cancel)
                     coro = timer._call(*arg)
                     result = await coro
                 if scope.cancelled_caught:
@@ -487,52 +468,119 @@ class Dispatcher:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            self._record(timer, t0 - scheduled_ns, scheduler._now_ns() - t0, t0)
+            self._record(timer, t0 - scheduled_ns, self._now_ns() - t0, t0)
             timer._running -= 1
             self.inflight -= 1
-            scheduler._run_finished()
-        self._after_run(timer, grid, result)
+            self._run_finished()
+        self._settle(grid, timer, grid_tick, result)
+        self._next_waiting(grid, timer)
+
+    async def _run_thread(
+        self, timer: Timer, arg: tuple[Tick, ...], timeout_ns: int | None, t0: int
+    ) -> object:
+        """Run a sync callback in a worker thread; past its timeout it is reported (a thread
+        cannot be killed) and its run counts as failed."""
+        overran: list[bool] = []
+        watchdog: Timer | None = None
+        if timeout_ns is not None:
+
+            def report() -> None:
+                overran.append(True)
+                self._overran(timer, timeout_ns, still_running=True)
+
+            watchdog = self._later(timeout_ns, report)
+        self.threads[timer] = self.threads.get(timer, 0) + 1
+        try:
+            with self._hold():
+                if self._executor is not None:
+                    import asyncio
+
+                    context = contextvars.copy_context()  # as anyio does: the run sees ours
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, context.run, timer._call, *arg
+                    )
+                else:
+                    result = await anyio.to_thread.run_sync(
+                        timer._call, *arg, limiter=self.limiter, abandon_on_cancel=True
+                    )
+        finally:
+            left = self.threads[timer] - 1
+            if left:
+                self.threads[timer] = left
+            else:
+                del self.threads[timer]
+            if watchdog is not None:
+                watchdog.cancel()
+        duration_ns = self._now_ns() - t0
+        if timeout_ns is not None and duration_ns > timeout_ns:
+            if not overran:
+                self._overran(timer, duration_ns)
+            return _FAILED  # a run past its timeout counts as failed
+        return result
+
+    def _next_waiting(self, grid: Grid, timer: Timer) -> None:
+        """A run ended: start a run that waited for it (a BURST catch-up, then a queued one)."""
         trouble = timer._trouble
-        if trouble is not None and trouble.queued_run is not None:
+        if trouble is None or timer._state is not ACTIVE:
+            return
+        if trouble.pending:
+            self._start_run(grid, timer, *trouble.pending.pop(0))
+        elif trouble.queued_run is not None:
             queued, trouble.queued_run = trouble.queued_run, None
-            if timer._state is ACTIVE:
-                self._start_run(timer._queue, timer, *queued)
+            self._start_run(grid, timer, *queued)
+
+    def _later(self, delay_ns: int, fn: Callable[[], object]) -> Timer:
+        """Run ``fn()`` once after ``delay_ns`` (rounded up to whole ms) on the ms grid and the
+        scheduler's clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
+        return internal_oneshot(self._ms, self._now_ns(), delay_ns, fn)
 
     def _record(self, timer: Timer, lateness_ns: int, duration_ns: int, started_ns: int) -> None:
-        """The stats of a run off the hot path (the same numbers :meth:`fire` keeps inline)."""
-        slab = self._scheduler._hist
+        """The stats of a timed run. A clock that went back (a misbehaving custom clock) makes a
+        negative duration: clamped to 0 and reported once."""
+        if duration_ns < 0 or lateness_ns < 0:
+            if not self._clock_back:
+                self._clock_back = True
+                logger.warning(
+                    "the clock went back during a run of timer %r (%d ns): durations and "
+                    "lateness are clamped to 0 (reported once)",
+                    timer.name,
+                    min(duration_ns, lateness_ns),
+                )
+            duration_ns = max(0, duration_ns)
+            lateness_ns = max(0, lateness_ns)
+        slab = self._slab
         hist = timer._hist
         if hist == NO_HISTOGRAM:  # allocated at the first timed run: timers that never run
             hist = timer._hist = slab.allocate()  # (cancelled per-call one-shots) cost nothing
         slab.record_run(hist, lateness_ns, duration_ns, started_ns)
 
-    def _after_run(self, timer: Timer, grid: int, result: object) -> None:
+    def _settle(self, grid: Grid, timer: Timer, grid_tick: int, result: object) -> None:
         """Settle a non-periodic timer once its run returned ``result``."""
         kind = timer.spec.kind
         if kind is PERIODIC or timer._state is not ACTIVE:
             return  # periodic timers were re-queued before the run; ended ones stay ended
         if timer._due_tick != NOT_QUEUED:
             return  # rescheduled during the run: that wins
-        scheduler = self._scheduler
         if kind is ONESHOT:
-            scheduler._finish(timer)
+            self._finish(timer)
             return
         # RETURNS_INTERVAL: None keeps the interval, 0 stops, n > 0 is the next interval.
-        interval = timer._interval
         if result is None or result is _FAILED:
             pass  # a failed run keeps the schedule; the error was reported
         elif result == 0 and type(result) is int:
-            scheduler._finish(timer)
+            self._finish(timer)
             return
         else:
+            unit = timer.spec.unit
             try:
-                whole = check_interval(timer.name, "returned interval", result, timer.spec.unit)
+                whole = check_interval(timer.name, "returned interval", result, unit)
             except (TypeError, ValueError) as exc:
                 self._failed(timer, exc)
             else:
-                interval = whole * timer.spec.unit.tick_ns // timer._queue.tick_ns
-        timer._interval = interval
-        scheduler._requeue_after(timer, grid)
+                timer._interval = whole * unit.tick_ns // grid.tick_ns
+        missed = grid.advance(timer, grid_tick, self._now_ns())
+        if missed:
+            timer.trouble().missed += missed
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -567,7 +615,7 @@ class Dispatcher:
         trouble.failures_in_row = trouble.failures_in_row + 1 if in_row else 1
         trouble.failed_run = timer._runs
         policy = timer.spec.policy
-        for hook in (policy.on_error, self._scheduler._on_error):
+        for hook in (policy.on_error, self._on_error):
             if hook is not None:
                 try:
                     hook(timer, exc)
@@ -603,21 +651,14 @@ class Dispatcher:
         )
 
 
-def late_run(timer: Timer, grid: int, now_tick: int) -> tuple[int, int]:
-    """``(next grid point, missed)`` for a periodic run for ``grid`` that happens at
-    ``now_tick``, one interval or more late: the timer's :class:`~aiotimer.Missed` policy."""
-    interval = timer._interval
-    passed = (now_tick - grid) // interval  # grid points that passed after `grid`
-    policy = timer.spec.policy
-    if policy.missed is MISSED_SKIP:  # merge them into this run
-        missed = passed
-        next_grid = grid + (passed + 1) * interval
-    elif policy.missed is MISSED_BURST:  # replay them, but at most max_catchup
-        missed = max(0, passed - policy.max_catchup)
-        next_grid = grid + (missed + 1) * interval
-    else:  # MISSED_DELAY: restart the grid from this late run
-        missed = passed
-        next_grid = now_tick + interval
-    if missed:
-        timer.trouble().missed += missed
-    return next_grid, missed
+def internal_oneshot(grid: Grid, now_ns: int, delay_ns: int, fn: Callable[[], object]) -> Timer:
+    """A one-shot of the scheduler's own (no registry, no stats) running ``fn()`` after
+    ``delay_ns`` rounded up to whole ticks of ``grid``."""
+    from ._scheduler import INTERNAL_SPEC  # the one spec all internal one-shots share
+
+    delay = max(1, -(-delay_ns // grid.tick_ns))
+    timer = Timer(INTERNAL_SPEC, INTERNAL_SPEC.label, grid, delay, INTERNAL)
+    timer._call = fn
+    timer._state = ACTIVE
+    grid.arm(timer, now_ns)
+    return timer

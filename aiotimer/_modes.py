@@ -6,15 +6,48 @@ or timeout, run by the dispatcher's hot loops. Every other mode goes through its
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["ASYNC", "COROUTINE", "FAST", "INTERNAL", "SPECIAL", "TAKES_TICK", "THREAD"]
+from ._spec import PERIODIC
+
+if TYPE_CHECKING:
+    from ._spec import TimerSpec
+
+__all__ = [
+    "ASYNC",
+    "COROUTINE",
+    "FAST",
+    "INTERNAL",
+    "JITTER",
+    "SPECIAL",
+    "TAKES_TICK",
+    "THREAD",
+    "mode_of",
+]
 
 TAKES_TICK: Final = 1
 COROUTINE: Final = 2
 THREAD: Final = 4
 SPECIAL: Final = 8  # not periodic, or jittered, or with a timeout
 INTERNAL: Final = 16  # the scheduler's own one-shots (run timeouts): no stats, no registry
+JITTER: Final = 32  # each run is drawn off its grid point (with SPECIAL)
 ASYNC: Final = COROUTINE | THREAD
 FAST: Final = TAKES_TICK
 """The largest fast mode: ``mode <= FAST`` is the hot loops' test."""
+
+
+def mode_of(spec: TimerSpec) -> int:
+    """The dispatch mode bits of a spec."""
+    mode = TAKES_TICK if spec.takes_tick else 0
+    if spec.is_coroutine:
+        mode |= COROUTINE
+    policy = spec.policy
+    if policy.thread:
+        mode |= THREAD
+    if policy.jitter_ms:
+        mode |= JITTER | SPECIAL
+    # The fast path handles periodic inline runs with any missed policy, error hooks and
+    # max_failures (they act only on late or failed runs); these need the general path:
+    if spec.kind is not PERIODIC or policy.timeout_s is not None:
+        mode |= SPECIAL
+    return mode

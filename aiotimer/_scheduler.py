@@ -7,7 +7,11 @@ Ground rules:
   is one interval after it.
 * A timer's first run is at the first grid point at least one interval after it was added:
   never earlier than the interval, at most one grid tick (1 ms, or 1 s on the second grid) later.
+  With ``grid_origin_ns``, run k of every timer is at ``origin + k * interval`` (the first one at
+  or after "now + interval"), so schedulers sharing an origin share grid points.
 * Periodic timers then run on their anchored grid (``anchor + k * interval``) and never drift.
+* The scheduler owns the registry, the lifecycle and the services; each grid (``_grid.py``)
+  owns its timers' positions; the dispatcher (``_dispatch.py``) runs what is due.
 * ``stop()`` stops new runs, lets running coroutine callbacks finish within a grace period on
   the scheduler's clock, then cancels what is left. A stopped scheduler can be started again;
   its timers are re-armed from the new start.
@@ -15,7 +19,12 @@ Ground rules:
   A ``thread=True`` callback that must change timers goes through ``anyio.from_thread``.
 * The registry maps unique names to live timers. Unnamed timers are named after their callback
   (``module.qualname``, then ``#2``, ``#3``... for the same callback added again); an explicit
-  name that is taken, or a function decorated twice, is refused.
+  name that is taken, or a function decorated twice, is refused. Name bookkeeping is freed with
+  the last timer of a name.
+* **Anonymous one-shots** (``add_once_*`` without a name: per-call timers, by the thousand) are
+  not in the registry: nothing looks them up, so an arm costs no unique name. Their ``name`` is
+  their callback's (not unique); :attr:`timers` and :meth:`get_timer` do not list them;
+  :meth:`stats` counts them in ``timer_count``; the handle works as any other.
 """
 
 from __future__ import annotations
@@ -30,24 +39,26 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import anyio
+import anyio.abc
 from anyio.abc import TaskStatus
 
-from ._backend import spawn_detached
+from ._backend import Backend, current_backend
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import Dispatcher, current_timer, late_run, mode_of
-from ._modes import INTERNAL, SPECIAL
+from ._dispatch import Dispatcher, current_timer
+from ._grid import Grid
+from ._modes import mode_of
 from ._policy import ErrorHook
-from ._queue import NOT_QUEUED, TickQueue
+from ._queue import NOT_QUEUED
 from ._registrar import Registrar
 from ._service import Service
-from ._spec import ONESHOT, PERIODIC, UNIT_MS, Kind, TimerSpec, Unit, callback_name, check_interval
-from ._stats import NO_HISTOGRAM, Histogram, HistogramSlab
+from ._spec import ONESHOT, UNIT_MS, Kind, TimerSpec, Unit, callback_name, check_interval
+from ._stats import Histogram, HistogramSlab, SchedulerStats
 from ._tick_source import TickSource
 from ._timer import ACTIVE, CANCELLED, FINISHED, PAUSED, PENDING, Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
 
 if TYPE_CHECKING:
-    from .process import TimerProcess
+    from ._service import Attachable
 
 __all__ = ["Scheduler"]
 
@@ -58,16 +69,16 @@ DEFAULT_GRACE_S: Final = 5.0
 DEFAULT_BLOCK_WARN_S: Final = 0.1
 DEFAULT_THREAD_LIMIT: Final = 8
 
-_Layout = tuple[TimerSpec, int, TickQueue, int, str, str | None, list[int]]
+_Layout = tuple[TimerSpec, int, Grid, int, str, str | None, bool]
 """How a spec registers (see ``Scheduler._lay_out``)."""
-_INTERNAL_SPEC_NAME: Final = "aiotimer.internal"
 
 
 def _internal() -> None:
     """Stands for the callable of an internal one-shot (each brings its own)."""
 
 
-_INTERNAL_SPEC: Final = TimerSpec(_internal, 1, Unit.MS, Kind.ONESHOT, name=_INTERNAL_SPEC_NAME)
+INTERNAL_SPEC: Final = TimerSpec(_internal, 1, Unit.MS, Kind.ONESHOT, name="aiotimer.internal")
+"""The spec every internal one-shot (run timeouts) shares."""
 
 
 @final
@@ -96,18 +107,20 @@ class Scheduler(Registrar[Timer]):
     """
 
     __slots__ = (
+        "_backend",
+        "_bases",
         "_by_callback",
         "_clock",
         "_dispatcher",
         "_drained",
         "_grace_ns",
         "_grid_origin_ns",
+        "_grids",
         "_hist",
         "_layout",
+        "_loop_token",
         "_ms",
-        "_name_counts",
         "_now_ns",
-        "_on_error",
         "_s",
         "_services",
         "_start_ns",
@@ -115,11 +128,11 @@ class Scheduler(Registrar[Timer]):
         "_state",
         "_stop_requested",
         "_stopped",
-        "_thread_limit",
         "_tick_scope",
         "_tick_source",
         "_timerfd",
         "_timers",
+        "_unnamed",
         "_use_timerfd",
         "name",
         "random",
@@ -137,6 +150,8 @@ class Scheduler(Registrar[Timer]):
         seed: int | None = None,
         precision: Precision = "auto",
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Scheduler: name must be a non-empty str, got {name!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"scheduler {name!r}: clock must implement Clock, got {clock!r}")
         if grid_origin_ns is not None and (
@@ -174,22 +189,33 @@ class Scheduler(Registrar[Timer]):
         self._now_ns: Callable[[], int] = (
             time.monotonic_ns if type(self._clock) is MonotonicClock else self._clock.now_ns
         )
-        self._on_error = on_error
-        self._thread_limit = thread_limit
         self.random = random.Random(seed)
         self._hist = HistogramSlab()
         self._services: dict[str, Service] = {}
         self._grid_origin_ns = grid_origin_ns
-        self._ms = TickQueue(NS_PER_MS, self)
-        self._s = TickQueue(NS_PER_S, self)
-        self._name_counts: dict[str, list[int]] = {}  # default name -> [its last number]
-        self._layout = self._lay_out(_INTERNAL_SPEC)  # the last spec registered, laid out
+        self._ms = Grid(NS_PER_MS, self, self._hist, self.random)
+        self._s = Grid(NS_PER_S, self, self._hist, self.random)
+        self._grids = (self._ms, self._s)
+        # default name -> [live timers named after it, the last number given]; freed at 0
+        self._bases: dict[str, list[int]] = {}
+        self._layout = self._lay_out(INTERNAL_SPEC)  # the last spec registered, laid out
         self._timers: dict[str, Timer] = {}
+        self._unnamed: set[Timer] = set()  # live anonymous one-shots (not in the registry)
         self._by_callback: dict[Callable[..., Any], Timer] = {}  # decorated functions
         self._dispatcher = Dispatcher(
-            self, None if block_warn_s is None else math.ceil(block_warn_s * NS_PER_S)
+            now_ns=self._now_ns,
+            hold=self._clock.hold,
+            slab=self._hist,
+            ms_grid=self._ms,
+            on_error=on_error,
+            block_ns=None if block_warn_s is None else math.ceil(block_warn_s * NS_PER_S),
+            thread_limit=thread_limit,
+            finish=self._finish,
+            run_finished=self._run_finished,
         )
-        self._tick_source = TickSource(self._clock, (self._ms, self._s), self._on_due)
+        self._tick_source = TickSource(self._clock, self._grids, self._on_due)
+        self._backend: Backend | None = None  # chosen at start
+        self._loop_token: object = None  # the loop it runs on
         self._state: _State = "stopped"
         self._start_ns = 0
         self._started_once = False
@@ -252,52 +278,55 @@ class Scheduler(Registrar[Timer]):
                     f"timer {spec.label!r}: function {callback_name(spec.callback)} is already "
                     f"registered on scheduler {self.name!r} as timer {other.name!r}"
                 )
-        # This path is benchmarked (100,000 registrations): an anonymous timer's name, and
-        # arming it on a running scheduler, are done inline.
+        # This path is benchmarked (100,000 registrations): an anonymous timer's name is made
+        # inline.
         layout = self._layout
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
             layout = self._layout = self._lay_out(spec)
-        _, mode, queue, interval, base, own_name, numbered = layout
+        _, mode, grid, interval, base, own_name, unnamed = layout
         timers = self._timers
-        if own_name is not None:
-            name = self._own_name(own_name)
-        elif base not in timers:
-            name = base
-        else:  # base#2, base#3...: the next free number
-            n = numbered[0] + 1
-            name = f"{base}#{n}"
-            while name in timers:
-                n += 1
-                name = f"{base}#{n}"
-            numbered[0] = n
-        timer = Timer(spec, name, queue, interval, mode)
-        timers[name] = timer
-        if decorated:
-            self._by_callback[spec.callback] = timer
-        if self._state != "running":
-            return timer  # armed by the next start
-        if mode & SPECIAL:
-            self._arm(timer, self._now_ns())
-        else:  # _arm without a jitter, in one call
+        if unnamed:  # an anonymous one-shot: no unique name, no registry entry
+            timer = Timer(spec, base, grid, interval, mode)
+            self._unnamed.add(timer)
+        else:
+            if own_name is not None:
+                name = self._own_name(own_name)
+            else:
+                counts = self._bases.get(base)
+                if counts is None:
+                    counts = self._bases[base] = [0, 1]
+                if counts[0] == 0 and base not in timers:
+                    name = base
+                else:  # base#2, base#3...: the next free number
+                    n = counts[1] + 1
+                    name = f"{base}#{n}"
+                    while name in timers:
+                        n += 1
+                        name = f"{base}#{n}"
+                    counts[1] = n
+                counts[0] += 1
+            timer = Timer(spec, name, grid, interval, mode)
+            timers[name] = timer
+            if decorated:
+                self._by_callback[spec.callback] = timer
+        if self._state == "running":
             timer._state = ACTIVE
-            deadline_ns = queue.arm(timer, self._now_ns())
-            if deadline_ns is not None:  # a tick already queued is one the source knows of
-                self._tick_source.wake_for(deadline_ns)
-        return timer
+            grid.arm(timer, self._now_ns())
+        return timer  # else armed by the next start
 
     def _lay_out(self, spec: TimerSpec) -> _Layout:
-        """``(spec, dispatch mode, queue, interval in the queue's ticks, default name, own
-        name or None, [the last number given to the default name])``."""
+        """``(spec, dispatch mode, grid, interval in the grid's ticks, default name, own name or
+        None, whether it is an anonymous one-shot)``."""
         name = spec.name
         base = name if name is not None else callback_name(spec.callback)
-        numbered = self._name_counts.setdefault(base, [1])  # shared by the layouts of a base
-        # A jittered timer runs off the grid points, so it lives on the ms queue whatever its
+        unnamed = name is None and spec.kind is ONESHOT
+        # A jittered timer runs off the grid points, so it lives on the ms grid whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
         if spec.unit is UNIT_MS:
-            return spec, mode_of(spec), self._ms, spec.interval, base, name, numbered
+            return spec, mode_of(spec), self._ms, spec.interval, base, name, unnamed
         if spec.policy.jitter_ms:
-            return spec, mode_of(spec), self._ms, spec.interval * 1000, base, name, numbered
-        return spec, mode_of(spec), self._s, spec.interval, base, name, numbered
+            return spec, mode_of(spec), self._ms, spec.interval * 1000, base, name, unnamed
+        return spec, mode_of(spec), self._s, spec.interval, base, name, unnamed
 
     def _own_name(self, name: str) -> str:
         """A timer's own name, refused when taken (anonymous timers are numbered instead)."""
@@ -309,19 +338,31 @@ class Scheduler(Registrar[Timer]):
         return name
 
     def _forget(self, timer: Timer, state: TimerState) -> bool:
+        """End ``timer``: off its grid, out of the registry, its name bookkeeping freed, its
+        final numbers kept on the handle."""
         if timer._state in (CANCELLED, FINISHED):
             return False
-        self._unqueue(timer)
+        timer._grid.forget(timer)
         timer._state = state
-        if timer._trouble is not None:
-            timer._trouble.queued_run = None
-        if timer._hist != NO_HISTOGRAM:
-            self._hist.release(timer._hist)
-            timer._hist = NO_HISTOGRAM
+        trouble = timer._trouble
+        if trouble is not None:
+            trouble.queued_run = None
+            trouble.pending.clear()
+        timer.release_histograms()
+        spec = timer.spec
         if self._timers.get(timer.name) is timer:
             del self._timers[timer.name]
-        if self._by_callback.get(timer.spec.callback) is timer:
-            del self._by_callback[timer.spec.callback]
+            if spec.name is None:  # a default name: one timer less named after its base
+                base = callback_name(spec.callback)
+                counts = self._bases.get(base)
+                if counts is not None:
+                    counts[0] -= 1
+                    if counts[0] <= 0:
+                        del self._bases[base]
+        else:
+            self._unnamed.discard(timer)
+        if self._by_callback.get(spec.callback) is timer:
+            del self._by_callback[spec.callback]
         return True
 
     def _cancel(self, timer: Timer) -> bool:
@@ -329,55 +370,6 @@ class Scheduler(Registrar[Timer]):
 
     def _finish(self, timer: Timer) -> None:
         self._forget(timer, FINISHED)
-
-    # -- arming ----------------------------------------------------------------------------
-
-    def _arm(self, timer: Timer, now_ns: int) -> None:
-        """Queue a timer for its first run: the first grid point >= now + interval."""
-        timer._state = ACTIVE
-        self._queue_grid(timer, timer._queue.tick_at_or_after(now_ns) + timer._interval)
-
-    def _queue_grid(self, timer: Timer, grid_tick: int) -> None:
-        """Queue a timer for its grid point ``grid_tick`` (plus a fresh jitter, if it has one)."""
-        queue = timer._queue
-        due_tick = grid_tick
-        if timer._mode & SPECIAL:  # (only those can have a jitter: skip the lookups otherwise)
-            jitter_ms = timer.spec.policy.jitter_ms
-            if jitter_ms:
-                due_tick += self.random.randrange(jitter_ms)
-        timer._grid_tick = grid_tick
-        timer._due_tick = due_tick
-        if queue.push(timer, due_tick):  # a tick already queued is one the source knows of
-            self._tick_source.wake_for(queue.origin_ns + due_tick * queue.tick_ns)
-
-    def _unqueue(self, timer: Timer) -> None:
-        if timer._due_tick != NOT_QUEUED:
-            timer._due_tick = NOT_QUEUED
-            timer._queue.discard()
-
-    def _now_tick(self, queue: TickQueue) -> int:
-        return (self._clock.now_ns() - queue.origin_ns) // queue.tick_ns
-
-    def _requeue_after(self, timer: Timer, grid_tick: int) -> None:
-        """Queue a timer that ran for grid point ``grid_tick`` one interval later; if that point
-        has passed, its missed policy decides (as for any late periodic run)."""
-        if self._state not in ("running", "stopping"):
-            return  # stopped meanwhile: re-armed at the next start
-        now_tick = self._now_tick(timer._queue)
-        if now_tick - grid_tick < timer._interval:
-            self._queue_grid(timer, grid_tick + timer._interval)
-        else:
-            self._queue_grid(timer, late_run(timer, grid_tick, now_tick)[0])
-
-    def _call_later_internal(self, delay_ns: int, fn: Callable[[], object]) -> Timer:
-        """Run ``fn()`` once after ``delay_ns`` (rounded up to whole ms) on the scheduler's own
-        queue and clock: how run timeouts follow virtual time in tests. Cancel to drop it."""
-        delay_ms = max(1, -(-delay_ns // NS_PER_MS))
-        # One shared spec; the callable goes straight into the timer (no signature to read).
-        timer = Timer(_INTERNAL_SPEC, _INTERNAL_SPEC_NAME, self._ms, delay_ms, INTERNAL)
-        timer._call = fn
-        self._arm(timer, self._clock.now_ns())
-        return timer
 
     # -- timer control (through Timer's methods) --------------------------------------------
 
@@ -389,11 +381,11 @@ class Scheduler(Registrar[Timer]):
         self._check_alive(timer, "pause")
         if timer._state is PAUSED:
             return
-        if timer._due_tick != NOT_QUEUED and not timer.spec.policy.jitter_ms:
-            timer._grid_tick = timer._due_tick  # the fast path keeps only _due_tick up to date
-        self._unqueue(timer)
-        if timer._trouble is not None:
-            timer._trouble.queued_run = None
+        timer._grid.unqueue(timer)  # its grid point is kept: resume keeps its phase
+        trouble = timer._trouble
+        if trouble is not None:
+            trouble.queued_run = None
+            trouble.pending.clear()
         timer._state = PAUSED
 
     def _resume(self, timer: Timer) -> None:
@@ -404,36 +396,30 @@ class Scheduler(Registrar[Timer]):
             timer._state = PENDING  # armed by the next start
             return
         timer._state = ACTIVE
-        grid = timer._grid_tick
-        if grid == NOT_QUEUED:
-            self._arm(timer, self._clock.now_ns())
-            return
-        now_tick = self._now_tick(timer._queue)
-        if grid <= now_tick:
-            interval = timer._interval
-            if timer.spec.kind is PERIODIC:  # the first grid point after now
-                grid += ((now_tick - grid) // interval + 1) * interval
-            else:  # a one-shot (or returns-interval) that came due while paused: next tick
-                grid = now_tick + 1
-        self._queue_grid(timer, grid)
+        timer._grid.resume(timer, self._clock.now_ns())
 
     def _reschedule(self, timer: Timer, interval: float) -> None:
         self._check_alive(timer, "reschedule")
         what = "delay" if timer.spec.kind is ONESHOT else "interval"
-        whole = check_interval(timer.name, what, interval, timer.spec.unit)
-        timer._interval = whole * timer.spec.unit.tick_ns // timer._queue.tick_ns
-        self._unqueue(timer)
-        timer._grid_tick = NOT_QUEUED
+        unit = timer.spec.unit
+        whole = check_interval(timer.name, what, interval, unit)
+        grid = timer._grid
+        grid.forget(timer)
+        timer._interval = whole * unit.tick_ns // grid.tick_ns
         if timer._state is ACTIVE:
-            self._arm(timer, self._clock.now_ns())
+            grid.arm(timer, self._clock.now_ns())
 
     def _on_due(self, now_ns: int) -> None:
         """The tick source's call: run everything due by ``now_ns`` on both grids."""
         fire = self._dispatcher.fire
-        for queue in (self._ms, self._s):
-            now_tick = (now_ns - queue.origin_ns) // queue.tick_ns
+        for grid in self._grids:
+            queue = grid.queue
+            now_tick = grid.tick_of(now_ns)
             while (due := queue.pop_due(now_tick)) is not None:
-                fire(queue, due[0], due[1], due[2], now_tick)
+                try:
+                    fire(grid, due[0], due[1], due[2], now_tick)
+                finally:
+                    queue.batch_done()
 
     # -- services ----------------------------------------------------------------------------
 
@@ -456,17 +442,19 @@ class Scheduler(Registrar[Timer]):
             )
         self._services[service.name] = service
 
-    def add_process(self, process: TimerProcess) -> None:
+    def add_process(self, process: Attachable) -> None:
         """Run a :class:`~aiotimer.TimerProcess`'s workers with this scheduler: started by
-        :meth:`start`, stopped by :meth:`stop`. Only while the scheduler is stopped.
+        :meth:`start`, stopped by :meth:`stop`. Only while the scheduler is stopped. (A thin
+        convenience for ``process.attach(scheduler)``: the core knows nothing of processes.)
 
         :raises TypeError: not a TimerProcess
         :raises ValueError: one of that name is attached, or it is attached elsewhere
         :raises RuntimeError: the scheduler is not stopped
         """
-        from .process import attach  # the process layer is imported only by those who use it
-
-        attach(self, process)
+        attach = getattr(process, "attach", None)
+        if not callable(attach):
+            raise TypeError(f"scheduler {self.name!r}: not a TimerProcess: {process!r}")
+        attach(self)
 
     @property
     def services(self) -> Mapping[str, Service]:
@@ -474,18 +462,24 @@ class Scheduler(Registrar[Timer]):
 
     # -- observability -----------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot of the scheduler and every live timer, as plain JSON-ready data."""
-        return {
-            "scheduler": self.name,
-            "state": self._state,
-            "ticks": self.get_ticks(),
-            "ticks_raw": self.get_ticks_raw(),
-            "wakeups": self._tick_source.wakeups,
-            "running": self._dispatcher.inflight,
-            "timers": {name: t.stats.as_dict() for name, t in self._timers.items()},
-            **{k: v for svc in self._services.values() for k, v in svc.stats().items()},
-        }
+    def stats(self, *, timers: bool = True) -> SchedulerStats:
+        """A snapshot of the scheduler, its live timers and its services (typed; ``as_dict()``
+        for JSON).
+
+        :param timers: include every live timer's :class:`TimerStats` (O(timers)); ``False``
+            gives the summary only (``timer_count``), cheap whatever the number of timers
+        """
+        return SchedulerStats(
+            scheduler=self.name,
+            state=self._state,
+            ticks=self.get_ticks(),
+            ticks_raw=self.get_ticks_raw(),
+            wakeups=self._tick_source.wakeups,
+            running=self._dispatcher.inflight,
+            timer_count=len(self._timers) + len(self._unnamed),
+            timers={name: t.stats for name, t in self._timers.items()} if timers else {},
+            services={name: svc.stats() for name, svc in self._services.items()},
+        )
 
     def histograms(self) -> tuple[Histogram, Histogram]:
         """The lateness and the duration histograms of every timer, added up (timed runs; see
@@ -538,7 +532,7 @@ class Scheduler(Registrar[Timer]):
                 raise
 
         try:
-            spawn_detached(run, name=f"aiotimer scheduler {self.name!r}")
+            current_backend().spawn_detached(run, name=f"aiotimer scheduler {self.name!r}")
         except BaseException:
             self._state = "stopped"
             raise
@@ -566,11 +560,16 @@ class Scheduler(Registrar[Timer]):
             raise ValueError(f"scheduler {self.name!r}: grace_s must be >= 0, got {grace_s!r}")
         if self._state == "stopped" or self._stop_requested is None:
             return
+        if self._loop_token is not None and current_backend().loop_token() is not self._loop_token:
+            raise RuntimeError(
+                f"scheduler {self.name!r}: stop() called from another event loop than the one "
+                "it runs on (call it from that loop, e.g. asyncio.run_coroutine_threadsafe)"
+            )
         if self._state != "stopping":
             self._grace_ns = int(grace_s * NS_PER_S) if grace_s != float("inf") else 2**62
             self._stop_requested.set()
         own = current_timer.get()
-        if own is not None and own._queue.owner is self:
+        if own is not None and own.scheduler is self:
             return
         assert self._stopped is not None
         await self._stopped.wait()
@@ -591,6 +590,13 @@ class Scheduler(Registrar[Timer]):
         """Move to "starting", or raise if not stopped; a stop() from now on is honoured."""
         if self._state != "stopped":
             raise RuntimeError(f"scheduler {self.name!r} is already {self._state}")
+        now_ns = self._clock.now_ns()
+        if type(now_ns) is not int:
+            raise TypeError(
+                f"scheduler {self.name!r}: clock {self._clock!r} broke the Clock contract: "
+                f"now_ns() must return an int of nanoseconds, got {type(now_ns).__name__} "
+                f"{now_ns!r}"
+            )
         self._state = "starting"
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
@@ -600,8 +606,7 @@ class Scheduler(Registrar[Timer]):
         self._tick_scope = anyio.CancelScope()
         try:
             async with anyio.create_task_group() as tg:
-                self._dispatcher.open(tg, self._thread_limit)
-                self._begin()
+                self._begin(tg)
                 tg.start_soon(self._run_tick_source, self._tick_scope)
                 self._state = "running"
                 for service in self._services.values():
@@ -624,19 +629,24 @@ class Scheduler(Registrar[Timer]):
         with scope:
             await self._tick_source.run()
 
-    def _begin(self) -> None:
+    def _begin(self, task_group: anyio.abc.TaskGroup) -> None:
+        backend = self._backend = current_backend()
+        self._loop_token = backend.loop_token()
         if self._use_timerfd:
             self._timerfd = TimerFd()
             self._tick_source.use_timerfd(self._timerfd)
         now_ns = self._clock.now_ns()
         self._start_ns = now_ns
         self._started_once = True
+        self._dispatcher.open(task_group, backend, now_ns)
+        aligned = self._grid_origin_ns is not None
         origin_ns = now_ns if self._grid_origin_ns is None else self._grid_origin_ns
-        self._ms.set_origin(origin_ns)
-        self._s.set_origin(origin_ns)
-        for timer in self._timers.values():
+        for grid in self._grids:
+            grid.start(origin_ns, aligned, self._tick_source.wake_for)
+        for timer in self._all_timers():
             if timer._state is PENDING:
-                self._arm(timer, now_ns)
+                timer._state = ACTIVE
+                timer._grid.arm(timer, now_ns)
 
     def _end(self) -> None:
         self._dispatcher.close()
@@ -644,17 +654,28 @@ class Scheduler(Registrar[Timer]):
             self._tick_source.use_timerfd(None)
             self._timerfd.close()
             self._timerfd = None
-        self._ms.clear()
-        self._s.clear()
-        for timer in self._timers.values():
-            timer._due_tick = timer._grid_tick = NOT_QUEUED
-            if timer._trouble is not None:
-                timer._trouble.queued_run = None
+        for timer in self._all_timers():
+            running = timer._state is ACTIVE and timer._due_tick == NOT_QUEUED
+            if running and timer.spec.kind is ONESHOT:
+                self._finish(timer)  # its run started (stop may have cancelled it): done
+        for grid in self._grids:
+            grid.stop()
+        for timer in self._all_timers():
+            timer._grid_tick = NOT_QUEUED
+            trouble = timer._trouble
+            if trouble is not None:
+                trouble.queued_run = None
+                trouble.pending.clear()
             if timer._state is ACTIVE:
                 timer._state = PENDING
+        self._loop_token = None
         self._state = "stopped"
         if self._stopped is not None:
             self._stopped.set()
+
+    def _all_timers(self) -> list[Timer]:
+        """Every live timer: the registry's and the anonymous one-shots."""
+        return [*self._timers.values(), *self._unnamed]
 
     async def _drain(self) -> None:
         """Wait for asynchronous runs in flight, at most the grace period on our clock."""

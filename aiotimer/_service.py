@@ -8,14 +8,16 @@ its tick source, stopped before it drains its callbacks, and asked for their num
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
+
+from ._stats import JsonStats
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
 
-__all__ = ["Service"]
+__all__ = ["Attachable", "Service"]
 
 
 @runtime_checkable
@@ -37,6 +39,15 @@ class Service(Protocol):
         """Stop gracefully within about ``grace_s``; ``serve`` is cancelled right after."""
         ...
 
-    def stats(self) -> dict[str, Any]:
-        """Plain, JSON-ready data merged into ``scheduler.stats()`` (under the service's keys)."""
+    def stats(self) -> JsonStats:
+        """The service's numbers, a typed object (``scheduler.stats().services[name]``) that
+        turns into JSON-ready data with ``as_dict()``."""
         ...
+
+
+@runtime_checkable
+class Attachable(Protocol):
+    """Something that attaches itself to a scheduler as a service (a ``TimerProcess``), for
+    ``scheduler.add_process``: the core calls it without importing what it is."""
+
+    def attach(self, scheduler: Scheduler) -> None: ...

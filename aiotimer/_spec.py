@@ -15,9 +15,11 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, final
 
-from ._policy import DEFAULT_POLICY, Policy
+from ._policy import DEFAULT_POLICY, MAX_DELAY_S, Policy
 
 __all__ = ["Kind", "TimerSpec", "Unit", "callback_name"]
+
+NS_PER_S: Final = 1_000_000_000
 
 
 class Unit(enum.Enum):
@@ -82,7 +84,8 @@ def _callback_name(callback: object) -> str:
 
 
 def check_interval(timer: str, what: str, value: object, unit: Unit) -> int:
-    """Return ``value`` as a whole, positive number of ``unit``; raise naming ``timer``.
+    """Return ``value`` as a whole, positive number of ``unit``, at most ``MAX_DELAY_S``;
+    raise naming ``timer``.
 
     Floats are accepted when they hold a whole number (``20.0``). A fraction is refused rather
     than rounded, so a timer never runs at an interval other than the one written.
@@ -95,8 +98,18 @@ def check_interval(timer: str, what: str, value: object, unit: Unit) -> int:
         )
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"timer {timer!r}: {label} must be finite and > 0, got {value!r}")
+    limit = MAX_DELAY_S * NS_PER_S // unit.tick_ns
+    if value > limit:
+        raise ValueError(
+            f"timer {timer!r}: {label} must be at most {limit} (100 years), got {value!r}"
+        )
     if value != int(value):
-        hint = f"; use every_ms({value * 1000:g})" if unit is Unit.S else ""
+        hint = ""
+        if unit is Unit.S and value * 1000 == int(value * 1000):
+            call = "add_once_ms" if what == "delay" else "every_ms"
+            hint = f"; use {call}({int(value * 1000)})"
+        elif unit is Unit.S:
+            hint = "; the finest grid is 1 ms"
         raise ValueError(
             f"timer {timer!r}: {label} must be a whole number of {unit.suffix}, got {value!r}{hint}"
         )
@@ -118,7 +131,12 @@ def callback_shape(callback: Callable[..., Any], name: str | None) -> tuple[bool
         return _shape_cached(callback)
     except TypeError:
         pass  # unhashable, or a signature we refuse: redo it uncached, naming the timer
-    return _takes_tick(_label(name, callback), callback), is_coroutine_callable(callback)
+    label = _label(name, callback)
+    try:
+        is_coroutine = is_coroutine_callable(callback)
+    except TypeError as exc:
+        raise TypeError(f"timer {label!r}: {exc}") from None
+    return _takes_tick(label, callback), is_coroutine
 
 
 @functools.lru_cache(maxsize=1024)
@@ -157,7 +175,17 @@ def _takes_tick(timer: str, callback: Callable[..., Any]) -> bool:
 
 
 def is_coroutine_callable(callback: object) -> bool:
-    """True for ``async def`` functions, partials of them and objects with an async ``__call__``."""
+    """True for ``async def`` functions, partials of them and objects with an async ``__call__``.
+
+    :raises TypeError: for an async generator function (``async def`` with ``yield``): calling
+        it runs nothing, so such a timer would silently never run
+    """
+    target = getattr(callback, "func", callback)  # functools.partial
+    if inspect.isasyncgenfunction(target) or inspect.isasyncgenfunction(type(target).__call__):
+        raise TypeError(
+            f"callback {callback_name(callback)} is an async generator function (async def "
+            "with yield): calling it runs nothing; a timer callback is a plain or async def"
+        )
     if inspect.iscoroutinefunction(callback):
         return True
     if inspect.isfunction(callback) or inspect.ismethod(callback):
@@ -212,6 +240,11 @@ class TimerSpec(tuple[Any, ...]):
         if policy is not DEFAULT_POLICY:
             _check_policy(_label(name, callback), policy, interval, unit)
         takes_tick, is_coroutine = callback_shape(callback, name)
+        if is_coroutine and policy.thread:
+            raise TypeError(
+                f"timer {_label(name, callback)!r}: thread=True is for blocking sync callbacks; "
+                f"{callback_name(callback)} is a coroutine function (it runs on the loop)"
+            )
         return tuple.__new__(
             cls, (callback, interval, unit, kind, name, param, policy, takes_tick, is_coroutine)
         )

@@ -22,8 +22,9 @@ Ground rules:
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final, runtime_checkable
 
 __all__ = [
     "BUCKET_UPPER_NS",
@@ -31,6 +32,8 @@ __all__ = [
     "Distribution",
     "Histogram",
     "HistogramSlab",
+    "JsonStats",
+    "SchedulerStats",
     "TimerStats",
     "bucket_of",
 ]
@@ -259,4 +262,47 @@ class TimerStats:
                 "p99_s": duration.p99_s,
                 "max_s": duration.max_s,
             },
+        }
+
+
+@runtime_checkable
+class JsonStats(Protocol):
+    """Typed stats that turn into JSON-ready data at the edge (what a service's ``stats()``
+    returns)."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """A snapshot of a scheduler: its own numbers, its timers' and its services'.
+
+    :ivar timers: each live timer's :class:`TimerStats` by name; empty when the snapshot was
+        taken with ``stats(timers=False)`` (``timer_count`` still counts them)
+    :ivar services: each attached service's own typed stats, by service name
+    """
+
+    scheduler: str
+    state: str
+    ticks: int
+    ticks_raw: int
+    wakeups: int
+    running: int
+    timer_count: int
+    timers: Mapping[str, TimerStats]
+    services: Mapping[str, JsonStats]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the scheduler's fields, ``"timers"`` by name, and each service's
+        ``as_dict()`` under its own name in ``"services"``."""
+        return {
+            "scheduler": self.scheduler,
+            "state": self.state,
+            "ticks": self.ticks,
+            "ticks_raw": self.ticks_raw,
+            "wakeups": self.wakeups,
+            "running": self.running,
+            "timer_count": self.timer_count,
+            "timers": {name: t.as_dict() for name, t in self.timers.items()},
+            "services": {name: svc.as_dict() for name, svc in self.services.items()},
         }

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, final
 
 import anyio
 
-from ._backend import native_checkpoint
+from ._backend import current_backend
 from ._clock import Clock
-from ._queue import TickQueue
 
 if TYPE_CHECKING:
+    from ._grid import Grid
     from ._timerfd import TimerFd
 
 __all__ = ["TickSource"]
@@ -30,24 +30,22 @@ __all__ = ["TickSource"]
 
 @final
 class TickSource:
-    """Drives ``queues`` on ``clock``: calls ``on_due(now_ns)`` whenever something is due."""
+    """Drives ``grids`` on ``clock``: calls ``on_due(now_ns)`` whenever something is due."""
 
     __slots__ = (
         "_armed_ns",
         "_clock",
+        "_grids",
         "_on_due",
-        "_queues",
         "_sleep_scope",
         "_timerfd",
         "_waiting",
         "wakeups",
     )
 
-    def __init__(
-        self, clock: Clock, queues: Sequence[TickQueue], on_due: Callable[[int], None]
-    ) -> None:
+    def __init__(self, clock: Clock, grids: Sequence[Grid], on_due: Callable[[int], None]) -> None:
         self._clock = clock
-        self._queues = tuple(queues)
+        self._grids = tuple(grids)
         self._on_due = on_due
         self._sleep_scope: anyio.CancelScope | None = None
         self._armed_ns: int | None = None  # the deadline we sleep for; None = until woken
@@ -56,7 +54,7 @@ class TickSource:
         self.wakeups = 0  # times the loop woke us (for benchmarks and the tickless tests)
 
     def next_deadline_ns(self) -> int | None:
-        deadlines = [d for q in self._queues if (d := q.next_deadline_ns()) is not None]
+        deadlines = [d for g in self._grids if (d := g.next_deadline_ns()) is not None]
         return min(deadlines) if deadlines else None
 
     def use_timerfd(self, timerfd: TimerFd | None) -> None:
@@ -77,7 +75,7 @@ class TickSource:
     async def run(self) -> None:
         """Loop until cancelled (the scheduler cancels it when it stops)."""
         clock = self._clock
-        checkpoint = native_checkpoint()
+        checkpoint = current_backend().checkpoint()
         while True:
             deadline_ns = self.next_deadline_ns()
             if deadline_ns is None or clock.now_ns() < deadline_ns:

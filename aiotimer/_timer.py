@@ -3,14 +3,12 @@
 A ``Timer`` is both the user's handle (cancel, pause, reschedule, stats) and the entry the
 schedulers queue, so it uses ``__slots__`` and keeps the fields the hot path reads as plain
 attributes (see ``_dispatch.py`` for what a fire costs). Every state change goes through the
-owning :class:`~aiotimer.Scheduler`, the only place that queues and unqueues timers, so each is
-safe from any callback: the timer's own, or another one of the same dispatch batch.
+owning :class:`~aiotimer.Scheduler` (the registry) and the timer's :class:`~aiotimer._grid.Grid`
+(the only writer of its position), so each is safe from any callback: the timer's own, or
+another one of the same dispatch batch.
 
-Ticks here are ticks of the timer's queue (1 ms, or 1 s on the second grid): ``_interval``,
-``_grid_tick`` and ``_due_tick`` are in those units. ``_grid_tick`` is the grid point of the
-next run; ``_due_tick`` is when it is queued for, later than the grid point by the run's jitter.
-Without jitter the two are equal, and while such a timer is queued the dispatcher's fast path
-updates only ``_due_tick``: read the grid point of a queued timer through ``_due_tick``.
+Ticks here are ticks of the timer's grid (1 ms, or 1 s on the second grid): ``_interval``,
+``_grid_tick`` and ``_due_tick`` are in those units (see ``_grid.py`` for their contract).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from ._stats import (
 )
 
 if TYPE_CHECKING:
-    from ._queue import TickQueue
+    from ._grid import Grid
     from ._scheduler import Scheduler
 
 __all__ = ["Tick", "Timer", "TimerState"]
@@ -103,9 +101,11 @@ class _Trouble:
         "errors",
         "failed_run",
         "failures_in_row",
+        "final",
         "loop_blocks",
         "missed",
         "overlaps",
+        "pending",
         "queued_run",
         "timeouts",
     )
@@ -119,6 +119,9 @@ class _Trouble:
         self.failures_in_row = 0
         self.failed_run = -1  # the run number of the last failure
         self.queued_run: tuple[int, int] | None = None  # Overlap.QUEUE: (grid tick, missed)
+        self.pending: list[tuple[int, int]] = []  # BURST catch-up runs waiting: (grid, missed)
+        # an ended timer's last numbers, taken when its histograms were released
+        self.final: tuple[TimerStats, Histogram, Histogram] | None = None
 
 
 _NO_TROUBLE: Final = _Trouble()
@@ -134,11 +137,11 @@ class Timer:
     __slots__ = (
         "_call",
         "_due_tick",
+        "_grid",
         "_grid_tick",
         "_hist",
         "_interval",
         "_mode",
-        "_queue",
         "_running",
         "_runs",
         "_state",
@@ -151,16 +154,16 @@ class Timer:
         self,
         spec: TimerSpec,
         name: str,
-        queue: TickQueue,
+        grid: Grid,
         interval: int,
         mode: int,
     ) -> None:
         self.spec = spec
         self.name = name
-        self._queue = queue  # of its scheduler (queue.owner): the ms or the s grid
+        self._grid = grid  # of its scheduler (grid.owner): the ms or the s grid
         self._call = spec[0]  # spec.callback, without the property call (registration)
         self._mode = mode  # dispatch mode bits, from the dispatcher (0 = fast path)
-        self._interval = interval  # in ticks of _queue; returns-interval runs change it
+        self._interval = interval  # in ticks of _grid; returns-interval runs change it
         self._grid_tick = NOT_QUEUED
         self._due_tick = NOT_QUEUED
         self._state = PENDING
@@ -177,19 +180,19 @@ class Timer:
 
     @property
     def scheduler(self) -> Scheduler:
-        return self._queue.owner
+        return self._grid.owner  # type: ignore[no-any-return]
 
     @property
     def interval(self) -> int:
         """The current interval in the timer's unit (``spec.unit``)."""
-        return self._interval * self._queue.tick_ns // self.spec.unit.tick_ns
+        return self._interval * self._grid.tick_ns // self.spec.unit.tick_ns
 
     @property
     def next_deadline_ns(self) -> int | None:
         """When the timer is next due, on the scheduler's clock; ``None`` when not queued."""
         if self._due_tick == NOT_QUEUED:
             return None
-        return self._queue.origin_ns + self._due_tick * self._queue.tick_ns
+        return self._grid.ns_of(self._due_tick)
 
     @property
     def next_run(self) -> float | None:
@@ -197,7 +200,7 @@ class Timer:
         deadline_ns = self.next_deadline_ns
         if deadline_ns is None:
             return None
-        return max(0, deadline_ns - self._queue.owner.clock.now_ns()) / 1e9
+        return max(0, deadline_ns - self.scheduler.clock.now_ns()) / 1e9
 
     @property
     def runs(self) -> int:
@@ -223,7 +226,7 @@ class Timer:
 
     @property
     def errors(self) -> int:
-        """Runs that raised (timeouts included)."""
+        """Runs that raised (timeouts are counted apart, in :attr:`timeouts`)."""
         return (self._trouble or _NO_TROUBLE).errors
 
     @property
@@ -238,12 +241,14 @@ class Timer:
 
     @property
     def stats(self) -> TimerStats:
-        """A snapshot of the timer's numbers."""
+        """A snapshot of the timer's numbers (an ended timer keeps its final ones)."""
         trouble = self._trouble or _NO_TROUBLE
+        if trouble.final is not None:
+            return trouble.final[0]
         lateness, duration = EMPTY_DISTRIBUTION, EMPTY_DISTRIBUTION
         last_run_ns = last_lateness_ns = None
         if self._hist != NO_HISTOGRAM:  # it had timed runs
-            slab = self._queue.owner._hist
+            slab = self._grid.slab
             last_run_ns, last_lateness_ns, max_lateness_ns, max_duration_ns = slab.marks_of(
                 self._hist
             )
@@ -269,10 +274,23 @@ class Timer:
     def histograms(self) -> tuple[Histogram, Histogram]:
         """The raw lateness and duration histograms (counts of timed runs per bucket of
         ``aiotimer.BUCKET_UPPER_NS``, and sums), for exporters such as Prometheus."""
+        final = (self._trouble or _NO_TROUBLE).final
+        if final is not None:
+            return final[1], final[2]
         if self._hist == NO_HISTOGRAM:  # none of its runs was timed yet
             return EMPTY_HISTOGRAM, EMPTY_HISTOGRAM
-        slab = self._queue.owner._hist
+        slab = self._grid.slab
         return slab.histogram(self._hist), slab.histogram(self._hist + DURATION)
+
+    def release_histograms(self) -> None:
+        """The timer ended: keep its final numbers on the handle, free its histogram slot."""
+        if self._hist == NO_HISTOGRAM:
+            return  # its numbers are all counters, on the handle already
+        hists = self.histograms()
+        stats = self.stats
+        self.trouble().final = (stats, *hists)
+        self._grid.slab.release(self._hist)
+        self._hist = NO_HISTOGRAM
 
     # -- control ---------------------------------------------------------------------------
 
@@ -281,21 +299,21 @@ class Timer:
 
         :return: ``True`` if this call cancelled it, ``False`` if it had already ended
         """
-        return self._queue.owner._cancel(self)
+        return self.scheduler._cancel(self)
 
     def pause(self) -> None:
         """Stop running until :meth:`resume`; runs in flight finish. No-op if already paused.
 
         :raises RuntimeError: if the timer has ended
         """
-        self._queue.owner._pause(self)
+        self.scheduler._pause(self)
 
     def resume(self) -> None:
         """Run again from the next grid point after now (paused time is not counted as missed).
 
         :raises RuntimeError: if the timer has ended
         """
-        self._queue.owner._resume(self)
+        self.scheduler._resume(self)
 
     def reschedule(self, interval: float) -> None:
         """Change the interval (in the timer's unit) and restart the grid from now: the next run
@@ -304,7 +322,7 @@ class Timer:
         :raises ValueError: for an interval that is not a whole, positive number
         :raises RuntimeError: if the timer has ended
         """
-        self._queue.owner._reschedule(self, interval)
+        self.scheduler._reschedule(self, interval)
 
     def __repr__(self) -> str:
         return f"<Timer {self.name!r} {self.spec.describe()} {self._state.value}>"

@@ -30,7 +30,7 @@ from typing import Final, Literal, final
 
 import anyio
 
-from ._backend import current_backend
+from ._backend import TRIO, current_backend
 from ._clock import NS_PER_S, Clock, MonotonicClock
 
 __all__ = ["Precision", "TimerFd", "resolve_precision", "timerfd_available"]
@@ -42,6 +42,10 @@ _CLOCK_MONOTONIC: Final = 1
 _TFD_TIMER_ABSTIME: Final = 1
 _TFD_NONBLOCK: Final = 0o4000
 _TFD_CLOEXEC: Final = 0o2000000
+MAX_DEADLINE_NS: Final = 1 << 62
+"""The latest deadline ever handed to the kernel (146 years of CLOCK_MONOTONIC): a later one is
+armed for this instead (the tick source re-checks its clock on waking), so no value can wrap a
+``timespec`` field or make ``timerfd_settime`` fail."""
 
 
 class _Timespec(ctypes.Structure):
@@ -132,7 +136,7 @@ class TimerFd:
     a ``wait_readable``.
     """
 
-    __slots__ = ("_fd", "_loop", "_spec", "_waiter")
+    __slots__ = ("_fd", "_loop", "_spec", "_trio", "_waiter")
 
     def __init__(self) -> None:
         flags = _TFD_NONBLOCK | _TFD_CLOEXEC
@@ -145,6 +149,7 @@ class TimerFd:
                 raise OSError(err, f"timerfd_create: {os.strerror(err)}")
             self._fd = fd
         self._spec = _Itimerspec()  # reused: no allocation per arm
+        self._trio = current_backend() is TRIO
         self._loop: asyncio.AbstractEventLoop | None = None  # whose reader watches the fd
         self._waiter: asyncio.Future[None] | None = None
 
@@ -156,7 +161,7 @@ class TimerFd:
         """Expire at ``deadline_ns`` on CLOCK_MONOTONIC (at once if it has passed); ``None``
         disarms it."""
         # an all-zero it_value disarms; 1 ns is long past: expire at once
-        deadline_ns = 0 if deadline_ns is None else max(deadline_ns, 1)
+        deadline_ns = 0 if deadline_ns is None else min(max(deadline_ns, 1), MAX_DEADLINE_NS)
         if hasattr(os, "timerfd_settime_ns"):
             os.timerfd_settime_ns(self._fd, flags=_TFD_TIMER_ABSTIME, initial=deadline_ns)
             return
@@ -168,7 +173,7 @@ class TimerFd:
 
     async def wait(self) -> None:
         """Wait until the armed deadline passes (never before: the kernel's guarantee)."""
-        if current_backend() == "trio":
+        if self._trio:
             await anyio.wait_readable(self._fd)
             self._clear()
             return

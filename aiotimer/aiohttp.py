@@ -111,7 +111,7 @@ def add_status_route(app: web.Application, path: str = "/timers") -> web.Abstrac
     _check_free(app, path, "add_status_route")
 
     async def timers_status(request: web.Request) -> web.Response:
-        return web.json_response(scheduler.stats())
+        return web.json_response(scheduler.stats().as_dict())
 
     return app.router.add_get(path, timers_status)
 

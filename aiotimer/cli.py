@@ -284,7 +284,8 @@ def status_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     """The status table (header first) from ``scheduler.stats()``: the scheduler's timers, then
     those of its timer processes' workers as they last reported (``proc[i] timer``)."""
     timers: list[tuple[str, dict[str, Any]]] = list(stats["timers"].items())
-    for proc, workers in stats.get("workers", {}).items():
+    processes = stats.get("services", {}).get("aiotimer.process", {})
+    for proc, workers in processes.get("workers", {}).items():
         for worker in workers:
             child = worker.get("stats") or {}
             for name, t in child.get("timers", {}).items():
@@ -321,7 +322,7 @@ class _LogStatus:
         while True:
             await anyio.sleep(self.every_s)
             for name, every, _, runs, missed, errors, last, p50, p99, top in status_rows(
-                scheduler.stats()
+                scheduler.stats().as_dict()
             )[1:]:
                 logger.info(
                     "status: timer %r %s: runs=%s missed=%s errors=%s "
@@ -365,7 +366,7 @@ class _TerminalStatus(logging.Handler):
         return "".join(f"{line}\n" for line in lines)
 
     def render(self, scheduler: Scheduler) -> list[str]:
-        stats = scheduler.stats()
+        stats = scheduler.stats().as_dict()
         size = shutil.get_terminal_size()
         rows = status_rows(stats)
         total = len(rows) - 1

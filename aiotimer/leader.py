@@ -49,6 +49,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -59,12 +60,32 @@ from ._clock import NS_PER_S
 from ._scheduler import Scheduler
 from ._timer import Timer, TimerState
 
-__all__ = ["LeaderLock"]
+__all__ = ["LeaderLock", "LeaderStats"]
 
 logger = logging.getLogger("aiotimer.leader")
 
 MAX_RETRY_S: Final = 1.0
 """The default retry period is the shortest guarded interval, but never longer than this."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderStats:
+    """A :class:`LeaderLock`'s numbers (``scheduler.stats().services[lock.name]``)."""
+
+    lock_file: str
+    is_leader: bool
+    pid: int
+    guarded: tuple[str, ...]
+    leaderships: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lock_file": self.lock_file,
+            "is_leader": self.is_leader,
+            "pid": self.pid,
+            "guarded": list(self.guarded),
+            "leaderships": self.leaderships,
+        }
 
 
 @final
@@ -210,16 +231,14 @@ class LeaderLock:
         """Stop retrying; the lock itself is released once the scheduler has drained."""
         self._stopping = True
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            self._name: {
-                "lock_file": str(self._path),
-                "is_leader": self._leader,
-                "pid": os.getpid(),
-                "guarded": [t.name for t in self._guarded],
-                "leaderships": self._leaderships,
-            }
-        }
+    def stats(self) -> LeaderStats:
+        return LeaderStats(
+            lock_file=str(self._path),
+            is_leader=self._leader,
+            pid=os.getpid(),
+            guarded=tuple(t.name for t in self._guarded),
+            leaderships=self._leaderships,
+        )
 
     # -- internals -------------------------------------------------------------------------
 

@@ -207,9 +207,9 @@ class _Families:
             "aiotimer_scheduler_running", sched, 1.0 if scheduler.running else 0.0
         )
         live = scheduler.timers
-        for name, timer_stats in stats["timers"].items():
+        for name, typed in stats.timers.items():
             labels = {**sched, "timer": name}
-            self._add_timer(labels, timer_stats)
+            self._add_timer(labels, typed.as_dict())
             lateness, duration = live[name].histograms()  # the same registry, same moment
             self.lateness.add_metric(
                 (scheduler.name, name), _cumulative(lateness.counts), lateness.sum_ns / 1e9
@@ -223,7 +223,8 @@ class _Families:
                 self.leader.add_sample(
                     "aiotimer_leader", {**sched, "service": service.name}, float(is_leader)
                 )
-        workers = stats.get("workers")
+        processes = stats.services.get("aiotimer.process")
+        workers = processes.as_dict().get("workers") if processes is not None else None
         if isinstance(workers, Mapping):
             for worker, info in workers.items():
                 self._add_worker(sched, str(worker), info)

@@ -36,10 +36,10 @@ async def main(seconds: float) -> None:
     scheduler.add_once_s(2, lambda: print("one-shot after 2 s"))
     async with scheduler:
         await asyncio.sleep(seconds)
-    for name, stats in scheduler.stats()["timers"].items():
-        p99 = stats["lateness"]["p99_s"]
+    for name, stats in scheduler.stats().timers.items():
+        p99 = stats.lateness.p99_s
         lateness = f"p99 lateness {p99 * 1e3:.2f} ms" if p99 is not None else "no runs"
-        print(f"{name:>12}: {stats['runs']} runs, {lateness}")
+        print(f"{name:>12}: {stats.runs} runs, {lateness}")
 
 
 if __name__ == "__main__":

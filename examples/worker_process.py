@@ -43,7 +43,9 @@ async def main(seconds: float) -> None:
     scheduler.add_process(cleaner)
     async with scheduler:
         await anyio.sleep(seconds)
-        for worker in scheduler.stats()["workers"]["cleaner"]:
+        for worker in scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"][
+            "cleaner"
+        ]:
             runs = {name: t["runs"] for name, t in worker["stats"]["timers"].items()}
             print(f"worker {worker['index']}: pid {worker['pid']} {worker['state']}, runs {runs}")
 

@@ -232,7 +232,7 @@ async def test_the_status_route_returns_the_scheduler_stats_as_json(
     assert response.status == 200
     assert response.content_type == "application/json"
     body = await response.json()
-    assert body == scheduler.stats()
+    assert body == scheduler.stats().as_dict()
     assert body["scheduler"] == "svc"
     assert body["state"] == "running"
     assert body["timers"]["rtp"]["runs"] == 50

@@ -42,9 +42,9 @@ async def test_a_big_batch_runs_every_timer_once_per_grid_point(
     timers = [s.add_every_s(1, make(i), param=i) for i in range(2000)]  # type: ignore[arg-type]
     async with s:
         await virtual_clock.advance(0.5)
-        wakeups = s.stats()["wakeups"]
+        wakeups = s.stats().wakeups
         await virtual_clock.advance(5)
-        assert s.stats()["wakeups"] - wakeups == 5
+        assert s.stats().wakeups - wakeups == 5
     assert runs == {i: 5 for i in range(2000)}
     assert all(t.runs == 5 and t.missed == 0 for t in timers)
     assert len(ticks) == 200 * 5

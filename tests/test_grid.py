@@ -97,10 +97,10 @@ async def test_second_timers_due_together_run_in_one_wakeup(virtual_clock: Virtu
         s.add_every_s(1, bump)
     async with s:
         await virtual_clock.advance(0.5)
-        wakeups_before = s.stats()["wakeups"]
+        wakeups_before = s.stats().wakeups
         await virtual_clock.advance(0.6)
         assert count == 1000
-        assert s.stats()["wakeups"] - wakeups_before == 1
+        assert s.stats().wakeups - wakeups_before == 1
 
 
 async def test_no_wakeups_when_nothing_is_due(virtual_clock: VirtualClock) -> None:
@@ -109,13 +109,13 @@ async def test_no_wakeups_when_nothing_is_due(virtual_clock: VirtualClock) -> No
     s = aiotimer.Scheduler(clock=virtual_clock)
     async with s:
         await virtual_clock.advance(3600)
-        assert s.stats()["wakeups"] == 0
+        assert s.stats().wakeups == 0
         assert virtual_clock.sleepers == 0
         s.add_every_s(60, lambda: None)
         await virtual_clock.advance(59)
-        assert s.stats()["wakeups"] == 1
+        assert s.stats().wakeups == 1
         await virtual_clock.advance(1)
-        assert s.stats()["wakeups"] == 2
+        assert s.stats().wakeups == 2
 
 
 async def test_an_earlier_timer_wakes_a_sleeping_tick_source(virtual_clock: VirtualClock) -> None:

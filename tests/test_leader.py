@@ -114,7 +114,7 @@ async def test_only_the_named_timers_are_guarded(
     async with a, b:
         await virtual_clock.advance(0.5)
     assert sorted(set(runs)) == ["a", "a-local", "b-local"]
-    assert lock_b.stats()["leader"]["guarded"] == ["job"]
+    assert lock_b.stats().guarded == ("job",)
 
 
 @pytest.mark.anyio
@@ -179,7 +179,7 @@ async def test_stats_show_the_role_and_reach_the_scheduler_stats(
     s.add_every_s(1, job, name="job")
     s.add_service(LeaderLock(tmp_path / "t.lock", name="host-leader"))
     async with s:
-        assert s.stats()["host-leader"] == {
+        assert s.stats().services["host-leader"].as_dict() == {
             "lock_file": str(tmp_path / "t.lock"),
             "is_leader": True,
             "pid": os.getpid(),

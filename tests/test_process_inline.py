@@ -163,7 +163,7 @@ async def test_worker_stats_and_callback_errors_appear_in_the_parents_stats(
     attach(scheduler, proc)
     await scheduler.start()
     await virtual_clock.advance_ms(250)
-    (worker,) = scheduler.stats()["workers"]["stats"]
+    (worker,) = scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"]["stats"]
     assert worker["state"] == "running"
     assert worker["mode"] == "inline"
     assert worker["callback_errors"] == 2

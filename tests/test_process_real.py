@@ -151,14 +151,16 @@ async def test_workers_start_fire_report_their_stats_and_stop() -> None:
                 )
 
         def reported() -> bool:
-            workers = scheduler.stats()["workers"]["basic"]
+            workers = scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"][
+                "basic"
+            ]
             return all(
                 (w["stats"] or {}).get("timers", {}).get("sync", {}).get("runs", 0) >= 1
                 for w in workers
             )
 
         await eventually(reported, what="worker stats in scheduler.stats()")
-        worker = scheduler.stats()["workers"]["basic"][1]
+        worker = scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"]["basic"][1]
         assert worker["pid"] == pids[1]
         assert worker["mode"] == "spawn"
         assert worker["state"] == "running"
@@ -212,7 +214,7 @@ async def test_a_sigkilled_worker_is_detected_at_once_and_restarted() -> None:
         await inbox.wait_for(lambda info, o: o[0] == "first" and o[2] != old_pid)
         assert worker.state is WorkerState.RUNNING
         assert worker.pid != old_pid
-        stats = scheduler.stats()["workers"]["killme"][0]
+        stats = scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"]["killme"][0]
         assert stats["restarts"] == 1
         assert stats["crashes"] == 1
         assert "SIGKILL" in stats["last_crash"]
@@ -333,7 +335,7 @@ async def test_callback_errors_reach_the_parent_with_their_traceback() -> None:
         assert worker.last_error is not None
         assert worker.last_error["timer"] == "bad"
         assert "ValueError: boom 42" in worker.last_error["traceback"]
-        stats = scheduler.stats()["workers"]["errors"][0]
+        stats = scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"]["errors"][0]
         assert stats["callback_errors"] >= 1
 
 

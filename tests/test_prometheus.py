@@ -6,12 +6,9 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 from aiohttp import web
-from anyio.abc import TaskStatus
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily
 from prometheus_client.openmetrics.parser import (
@@ -60,25 +57,6 @@ async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
         yield scheduler
     finally:
         await scheduler.stop(0)
-
-
-class FakeWorkers:
-    """A service reporting worker processes the way the worker-process service does."""
-
-    name = "workers"
-
-    def __init__(self, workers: dict[str, Any]) -> None:
-        self.workers = workers
-
-    async def serve(self, scheduler: Scheduler, *, task_status: TaskStatus[None]) -> None:
-        task_status.started()
-        await anyio.sleep_forever()
-
-    async def stop(self, grace_s: float) -> None:
-        pass
-
-    def stats(self) -> dict[str, Any]:
-        return {"workers": self.workers}
 
 
 # -- names, types, labels ------------------------------------------------------------------
@@ -216,34 +194,6 @@ async def test_the_scheduler_running_gauge_follows_the_lifecycle(
     async with running(scheduler):
         assert value(registry, "aiotimer_scheduler_running", scheduler="s") == 1
     assert value(registry, "aiotimer_scheduler_running", scheduler="s") == 0
-
-
-@pytest.mark.anyio
-async def test_worker_restarts_and_worker_timers_come_from_the_scheduler_stats(
-    virtual_clock: VirtualClock, registry: CollectorRegistry
-) -> None:
-    scheduler = Scheduler(clock=virtual_clock, name="s")
-    scheduler.add_service(
-        FakeWorkers(
-            {
-                "slow-work": {"restarts": 2, "timers": {"crunch": {"runs": 7, "errors": 1}}},
-                "no-timers-yet": {"restarts": 0},
-            }
-        )
-    )
-    aiotimer.prometheus.register(scheduler, registry=registry)
-    async with running(scheduler):
-        assert (
-            value(registry, "aiotimer_worker_restarts_total", scheduler="s", worker="slow-work")
-            == 2
-        )
-        assert (
-            value(registry, "aiotimer_worker_restarts_total", scheduler="s", worker="no-timers-yet")
-            == 0
-        )
-        labels = {"scheduler": "s", "worker": "slow-work", "timer": "crunch"}
-        assert value(registry, "aiotimer_runs_total", **labels) == 7
-        assert value(registry, "aiotimer_errors_total", **labels) == 1
 
 
 @pytest.mark.anyio

@@ -1,4 +1,5 @@
-"""The calendar queue on its own: buckets, uniform marks, and its count of live entries."""
+"""The calendar queue on its own: buckets, uniform marks, its count of live entries, and no
+compaction under a batch."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def uniform_bucket(queue: TickQueue, tick: int, interval: int, n: int) -> list[A
 
 
 def test_a_requeued_bucket_is_uniform_and_pop_due_says_so() -> None:
-    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
+    q = TickQueue()
     uniform_bucket(q, 10, 5, 3)
     assert len(q) == 3
     tick, bucket, interval = q.pop_due(10)  # type: ignore[misc]
@@ -43,7 +44,7 @@ def test_a_requeued_bucket_is_uniform_and_pop_due_says_so() -> None:
 
 
 def test_a_timer_that_does_not_fit_clears_the_mark() -> None:
-    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
+    q = TickQueue()
     uniform_bucket(q, 10, 5, 3)
     push(q, Entry(5, TAKES_TICK), 10)  # same interval, a fast mode: still uniform
     assert q.pop_due(10)[2] == 5  # type: ignore[index]
@@ -53,30 +54,8 @@ def test_a_timer_that_does_not_fit_clears_the_mark() -> None:
         assert q.pop_due(20)[2] == 0  # type: ignore[index]
 
 
-def test_a_bucket_handed_out_for_appends_loses_its_mark() -> None:
-    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
-    uniform_bucket(q, 10, 5, 3)
-    q.bucket_for(10).append(Entry(9))  # type: ignore[arg-type]
-    q.added(1)
-    assert q.pop_due(10)[2] == 0  # type: ignore[index]
-
-
-def test_mark_uniform_only_when_the_bucket_holds_nothing_else() -> None:
-    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
-    target = q.bucket_for(10)
-    target.extend([Entry(5), Entry(5)])  # type: ignore[list-item]
-    q.added(2)
-    q.mark_uniform(10, 5, 2)
-    assert q.pop_due(10)[2] == 5  # type: ignore[index]
-    target = q.bucket_for(20)
-    target.extend([Entry(5), Entry(5), Entry(8)])  # type: ignore[list-item]
-    q.added(3)
-    q.mark_uniform(20, 5, 2)  # a third entry came from elsewhere
-    assert q.pop_due(20)[2] == 0  # type: ignore[index]
-
-
 def test_requeue_onto_a_bucket_merges_and_keeps_the_mark_only_if_it_matches() -> None:
-    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
+    q = TickQueue()
     uniform_bucket(q, 10, 5, 2)
     uniform_bucket(q, 10, 5, 3)
     _, bucket, interval = q.pop_due(10)  # type: ignore[misc]
@@ -88,7 +67,7 @@ def test_requeue_onto_a_bucket_merges_and_keeps_the_mark_only_if_it_matches() ->
 
 def test_stale_entries_travel_along_until_they_weigh_then_are_dropped() -> None:
     """The live count stays exact either way: stale entries are counted as such."""
-    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
+    q = TickQueue()
     live = [Entry(5) for _ in range(100)]
     dead = [Entry(5) for _ in range(5)]
     for e in live:
@@ -113,7 +92,7 @@ def test_stale_entries_travel_along_until_they_weigh_then_are_dropped() -> None:
 
 
 def test_compaction_clears_the_marks() -> None:
-    q = TickQueue(1_000_000, None)  # type: ignore[arg-type]
+    q = TickQueue()
     entries = uniform_bucket(q, 10, 5, 3000)
     for e in entries[:1501]:
         e._due_tick = NOT_QUEUED
@@ -121,3 +100,47 @@ def test_compaction_clears_the_marks() -> None:
     assert len(q) == 1499
     _, bucket, interval = q.pop_due(10)  # type: ignore[misc]
     assert (len(bucket), interval) == (1499, 0)
+
+
+def test_a_push_that_fits_keeps_the_mark_exact() -> None:
+    q = TickQueue()
+    push(q, Entry(5), 10)  # a new bucket of a fast-mode timer: uniform from the start
+    push(q, Entry(5, TAKES_TICK), 10)
+    assert q.pop_due(10)[2] == 5  # type: ignore[index]
+    push(q, Entry(5, COROUTINE), 20)  # a slow mode never marks its bucket
+    push(q, Entry(5), 20)
+    assert q.pop_due(20)[2] == 0  # type: ignore[index]
+
+
+def test_discards_during_a_batch_compact_only_when_the_batch_is_done() -> None:
+    """A cancel storm from the callbacks of one batch must not rebuild the buckets under it:
+    the count stays exact, the compaction waits for batch_done()."""
+    q = TickQueue()
+    others = uniform_bucket(q, 20, 5, 3000)
+    uniform_bucket(q, 10, 5, 1)
+    assert q.pop_due(10) is not None  # a batch begins
+    target = q._buckets[20]
+    for e in others[:2000]:  # the batch's callback cancels 2000 of the other bucket
+        e._due_tick = NOT_QUEUED
+        q.discard()
+    assert q._buckets[20] is target  # not rebuilt while the batch runs
+    assert len(q) == 1000
+    q.batch_done()
+    assert q._buckets[20] is not target  # compacted now
+    assert len(q._buckets[20]) == 1000
+    assert len(q) == 1000
+
+
+def test_clear_returns_each_live_timer_once() -> None:
+    q = TickQueue()
+    a, b = Entry(5), Entry(5)
+    push(q, a, 10)
+    a._due_tick = NOT_QUEUED  # paused
+    q.discard()
+    push(q, a, 10)  # resumed to the same tick: two entries of one timer
+    push(q, b, 11)
+    b._due_tick = 12  # moved: its entry at 11 is stale
+    q.discard()
+    push(q, b, 12)
+    assert sorted(map(id, q.clear())) == sorted(map(id, (a, b)))
+    assert len(q) == 0

@@ -116,8 +116,16 @@ def test_decorator_without_parentheses_is_a_clear_error(s: aiotimer.Scheduler) -
         ({"missed": "skip"}, TypeError, "missed must be a Missed, got 'skip'"),
         ({"max_catchup": 0}, ValueError, "max_catchup must be >= 1, got 0"),
         ({"overlap": 2}, TypeError, "overlap must be an Overlap, got 2"),
-        ({"timeout_s": 0}, ValueError, "timeout_s must be a finite number > 0, got 0"),
-        ({"timeout_s": math.inf}, ValueError, "timeout_s must be a finite number > 0, got inf"),
+        (
+            {"timeout_s": 0},
+            ValueError,
+            "timeout_s must be a finite number > 0 and <= 3153600000, got 0",
+        ),
+        (
+            {"timeout_s": math.inf},
+            ValueError,
+            "timeout_s must be a finite number > 0 and <= 3153600000, got inf",
+        ),
         ({"thread": 1}, TypeError, "thread must be a bool, got 1"),
         ({"jitter_ms": -1}, ValueError, "jitter_ms must be >= 0, got -1"),
         (

@@ -20,7 +20,7 @@ async def test_start_returns_once_running_and_stop_is_idempotent(
     assert not s.running
     await s.start()
     assert s.running
-    assert s.stats()["state"] == "running"
+    assert s.stats().state == "running"
     await s.stop()
     assert not s.running
     await s.stop()  # again: nothing to do
@@ -166,7 +166,7 @@ async def test_stats_are_plain_json(virtual_clock: VirtualClock) -> None:
     s.add_every_ms(10, lambda: None, name="fast")
     async with s:
         await virtual_clock.advance_ms(100)
-        stats = json.loads(json.dumps(s.stats()))
+        stats = json.loads(json.dumps(s.stats().as_dict()))
     assert stats["scheduler"] == "svc"
     fast = stats["timers"]["fast"]
     assert fast["runs"] == 10
@@ -252,4 +252,4 @@ async def test_cancelling_serve_cancels_runs_in_flight(virtual_clock: VirtualClo
         tg.cancel_scope.cancel()
     await virtual_clock.run_until_idle()
     assert events == ["start", "ended"]
-    assert s.stats()["running"] == 0
+    assert s.stats().running == 0

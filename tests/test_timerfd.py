@@ -111,7 +111,7 @@ async def test_an_idle_scheduler_sleeps_on_a_disarmed_timerfd() -> None:
     s = aiotimer.Scheduler(precision="timerfd")
     async with s:
         await anyio.sleep(0.05)
-        assert s.stats()["wakeups"] == 0
+        assert s.stats().wakeups == 0
         fired = anyio.Event()
         s.add_once_ms(5, fired.set)
         with anyio.fail_after(5):

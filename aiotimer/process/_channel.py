@@ -211,7 +211,7 @@ class Channel:
         """Read until end of file, a stream out of step, :meth:`close` or cancellation."""
         self._done = anyio.Event()
         self._loop_thread = threading.get_ident()
-        if current_backend() == "asyncio":
+        if current_backend().name == "asyncio":
             loop = self._loop = asyncio.get_running_loop()
             self._call_soon_threadsafe = loop.call_soon_threadsafe
             loop.add_reader(self.sock.fileno(), self._on_readable)

@@ -14,6 +14,7 @@ Ground rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
@@ -143,5 +144,16 @@ class ProcessHub:
             for runner in self._runners:
                 tg.start_soon(runner.stop, grace_s)
 
-    def stats(self) -> dict[str, Any]:
-        return {"workers": {name: proc.stats() for name, proc in self._processes.items()}}
+    def stats(self) -> ProcessesStats:
+        return ProcessesStats({name: proc.stats() for name, proc in self._processes.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessesStats:
+    """The timer processes' numbers (``scheduler.stats().services["aiotimer.process"]``):
+    each process's workers' :meth:`Worker.stats`, by process name."""
+
+    workers: dict[str, list[dict[str, Any]]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"workers": self.workers}

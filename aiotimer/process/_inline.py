@@ -88,7 +88,7 @@ class InlineRunner:
     def child_stats(self) -> tuple[dict[str, Any] | None, float | None]:
         if self._scheduler is None:
             return None, None
-        return self._scheduler.stats(), 0.0
+        return self._scheduler.stats().as_dict(), 0.0
 
     # -- life ---------------------------------------------------------------------------------
 

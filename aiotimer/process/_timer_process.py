@@ -304,6 +304,13 @@ class TimerProcess(Registrar[TimerSpec]):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def attach(self, scheduler: Scheduler) -> None:
+        """Run this process's workers with ``scheduler`` (``scheduler.add_process(self)``):
+        started by its ``start()``, stopped by its ``stop()`` (:func:`aiotimer.process.attach`)."""
+        from ._hub import attach  # (_hub imports this module)
+
+        attach(scheduler, self)
+
     def run_inline(self, scheduler: Scheduler) -> None:
         """Attach to ``scheduler`` in inline mode: each worker is a scheduler on ``scheduler``'s
         loop and clock (a :class:`~aiotimer.testing.VirtualClock` in tests) running the same

@@ -175,13 +175,13 @@ class _Child:
                 tg.start_soon(self.pump.run)
                 await tg.start(self.scheduler.serve)
                 self.channel.send(Msg.READY)
-                self.channel.send(Msg.STATS, self.scheduler.stats())
+                self.channel.send(Msg.STATS, self.scheduler.stats().as_dict())
                 tg.start_soon(self._heartbeats)
                 tg.start_soon(self._stats)
                 await self.stop_requested.wait()
                 await self.scheduler.stop(self.grace_s)
                 if self.channel.open:
-                    self.channel.send(Msg.STATS, self.scheduler.stats())
+                    self.channel.send(Msg.STATS, self.scheduler.stats().as_dict())
                 tg.cancel_scope.cancel()
             self.channel.flush_blocking(timeout_s=1.0)
         finally:
@@ -203,7 +203,7 @@ class _Child:
     async def _stats(self) -> None:
         while True:
             await anyio.sleep(self.config.stats_interval_s)
-            self.channel.send(Msg.STATS, self.scheduler.stats())
+            self.channel.send(Msg.STATS, self.scheduler.stats().as_dict())
 
     def _stop(self, grace_s: float) -> None:
         assert self.stop_requested is not None

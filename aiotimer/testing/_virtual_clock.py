@@ -22,7 +22,6 @@ Ground rules:
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import math
@@ -34,12 +33,11 @@ from typing import Final, final
 import anyio
 import anyio.lowlevel
 
-from .._backend import current_backend, spawn_detached
+from .._backend import current_backend
 
 __all__ = ["VirtualClock"]
 
 NS_PER_S: Final = 1_000_000_000
-_MAX_IDLE_SPINS: Final = 100_000
 DEFAULT_WALL_START_NS: Final = 1_767_225_600 * NS_PER_S
 """2026-01-01T00:00:00Z: the virtual wall clock's default start."""
 
@@ -106,7 +104,7 @@ class VirtualClock:
         heapq.heappush(self._sleepers, (deadline_ns, next(self._seq), sleeper))
         if self.autojump and not self._driving:
             self._driving = True
-            spawn_detached(self._drive, name="aiotimer VirtualClock autojump")
+            current_backend().spawn_detached(self._drive, name="aiotimer VirtualClock autojump")
         try:
             await sleeper.event.wait()
         finally:
@@ -247,27 +245,7 @@ def _to_ns(value: float, what: str) -> int:
 
 async def _wait_loop_idle() -> None:
     """Return once no other task of the running loop can make progress."""
-    if current_backend() == "trio":
-        import trio.testing
-
-        await trio.testing.wait_all_tasks_blocked()
-        return
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    for _ in range(_MAX_IDLE_SPINS):
-        await asyncio.sleep(0)
-        ready = getattr(loop, "_ready", None)  # CPython's loop: callbacks queued to run
-        if ready:
-            continue
-        if all(_blocked(task) for task in asyncio.all_tasks(loop) if task is not me):
-            return
-    raise RuntimeError(
-        f"VirtualClock: the loop never went idle in {_MAX_IDLE_SPINS} iterations "
-        "(a task busy-loops without waiting on anything?)"
-    )
-
-
-def _blocked(task: asyncio.Task[object]) -> bool:
-    """A task waiting on a future that has not completed (so it cannot run now)."""
-    waiter = getattr(task, "_fut_waiter", None)
-    return waiter is not None and not waiter.done()
+    try:
+        await current_backend().wait_idle()
+    except RuntimeError as exc:
+        raise RuntimeError(f"VirtualClock: {exc}") from None
