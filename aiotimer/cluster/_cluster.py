@@ -1,0 +1,467 @@
+"""The :class:`Cluster` service: each grid point of a cluster timer runs once across nodes.
+
+Timeline of one grid point of a timer whose preferred node is ``A``, with nodes ``A, B, C``
+(``d`` = ``backup_delay_s``)::
+
+    grid instant T            T + claim RTT          T + d          T + d + claim RTT
+    A: claim (T) ------------> won: run starts
+    B:              (waits d) ---------------------> claim (T) ---> lost: "run elsewhere"
+    C:              (waits d) ---------------------> claim (T) ---> lost: "run elsewhere"
+
+    A dead (its heartbeat expired, so B and C no longer prefer it... or not yet):
+    B:              (waits d) ---------------------> claim (T) ---> won: run starts (late by d)
+
+Ground rules:
+
+* **At most once per grid point.** A node runs a point only after winning its claim in the
+  store (see :mod:`aiotimer.cluster._store`: one winner, fenced by the grid instant). A winner
+  that dies mid-run leaves a "claimed, not finished" record; nobody re-runs it, unless the
+  cluster was given a lease (``lease_s``: at least once, a run unfinished after the lease may
+  be claimed again by a node that reaches the point later).
+* **No leader.** Every node holding a cluster timer takes part. Each timer's preferred node
+  (rendezvous hashing over the live nodes, which heartbeat in the store) claims at the grid
+  point; the others claim ``backup_delay_s`` later, so the common case has no contention and
+  losing a node costs that delay. One claim round trip per node per group (preferred now,
+  backups later) per batch of timers due together, never one per timer.
+* **Store errors** follow ``on_unreachable``: ``"skip"`` (default: the point does not run
+  here; never a duplicate) or ``"run"`` (run locally: never a gap, duplicates possible).
+* **Clock skew.** Grid instants come from this node's wall clock. Every heartbeat compares it
+  with the store's clock; a node off by more than ``max_skew_s`` refuses to claim (its runs
+  are skipped and counted) and logs an error until it is back within the tolerance.
+* Finished runs are reported to the store in batches (one round trip per heartbeat at most);
+  runs older than ``retention_s`` are pruned by every node, about every ``prune_every_s``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, final
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._open import open_store
+from ._rendezvous import preferred_node
+from ._store import (
+    ClaimStore,
+    NodeInfo,
+    Outcome,
+    RunOutcome,
+    StoreError,
+    check_node,
+    check_positive_s,
+)
+
+if TYPE_CHECKING:
+    from .._scheduler import Scheduler
+
+__all__ = ["Cluster", "ClusterStats", "ClusterTimerStats", "GatedRunLike"]
+
+logger = logging.getLogger("aiotimer.cluster")
+
+NS_PER_S: Final = 1_000_000_000
+LATENCY_SAMPLES: Final = 1024
+"""Claim latencies kept for the stats' percentiles (the newest ones)."""
+FINISH_BATCH: Final = 500
+"""Finished runs sent to the store at once (more wait for the next flush)."""
+
+
+class GatedRunLike(Protocol):
+    """What the scheduler's run gate hands the cluster for one grid point of one timer."""
+
+    @property
+    def timer_name(self) -> str: ...
+
+    @property
+    def instant_ms(self) -> int: ...
+
+    def start(self) -> None:
+        """Run it now, here, with every policy of the timer."""
+        ...
+
+    def skip(self) -> None:
+        """Do not run it here (counted by the scheduler as not run here)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTimerStats:
+    """One cluster timer's numbers on this node."""
+
+    won: int
+    run_elsewhere: int
+    store_errors: int
+    refused_skew: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "won": self.won,
+            "run_elsewhere": self.run_elsewhere,
+            "store_errors": self.store_errors,
+            "refused_skew": self.refused_skew,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStats:
+    """A :class:`Cluster`'s numbers (``scheduler.stats().services[cluster.name]``).
+
+    :ivar skew_s: the store's clock minus this node's wall clock at the last heartbeat
+        (``None`` before the first), within half a heartbeat's round trip
+    :ivar claim_latency_p50_s: over the newest claims (``None`` before the first)
+    """
+
+    url: str
+    cluster: str
+    node: str
+    live_nodes: tuple[str, ...]
+    refusing: bool
+    skew_s: float | None
+    claims: int
+    round_trips: int
+    claim_latency_p50_s: float | None
+    claim_latency_p99_s: float | None
+    claim_latency_max_s: float | None
+    store_errors: int
+    timers: dict[str, ClusterTimerStats]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "cluster": self.cluster,
+            "node": self.node,
+            "live_nodes": list(self.live_nodes),
+            "refusing": self.refusing,
+            "skew_s": self.skew_s,
+            "claims": self.claims,
+            "round_trips": self.round_trips,
+            "claim_latency": {
+                "p50_s": self.claim_latency_p50_s,
+                "p99_s": self.claim_latency_p99_s,
+                "max_s": self.claim_latency_max_s,
+            },
+            "store_errors": self.store_errors,
+            "timers": {name: t.as_dict() for name, t in self.timers.items()},
+        }
+
+
+def default_node_name() -> str:
+    """``host-pid-random``: unique per process, also across restarts that reuse a pid."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@final
+class Cluster:
+    """A service that runs each grid point of the cluster timers once across all nodes.
+
+    :param url: the store (``sqlite:///path``, ``postgresql://...``, ``redis://...``), or a
+        :class:`~aiotimer.cluster.ClaimStore` not yet opened
+    :param name: the cluster's name in the store (clusters sharing a store never interfere);
+        also the service's name
+    :param node: this node's name (unique in the cluster); default ``host-pid-random``
+    :param timers: names of timers to guard besides those registered with ``cluster=True``
+    :param backup_delay_s: how long non-preferred nodes wait before claiming
+    :param on_unreachable: ``"skip"`` (never a duplicate) or ``"run"`` (never a gap) when the
+        store fails a claim
+    :param max_skew_s: the largest difference between this node's wall clock and the store's
+        under which this node claims
+    :param retention_s: runs older than this are pruned from the store
+    :param heartbeat_s: how often this node refreshes its liveness; it counts as dead
+        ``node_ttl_s`` (default 3 heartbeats) after its last one
+    :param lease_s: ``None`` (at most once) or a lease for at least once (see module notes)
+    :raises ValueError: naming the parameter and the value
+    """
+
+    def __init__(
+        self,
+        url: str | ClaimStore,
+        *,
+        name: str = "default",
+        node: str | None = None,
+        timers: Iterable[str] | None = None,
+        backup_delay_s: float = 0.25,
+        on_unreachable: Literal["skip", "run"] = "skip",
+        max_skew_s: float = 1.0,
+        retention_s: float = 7 * 86400.0,
+        heartbeat_s: float = 1.0,
+        node_ttl_s: float | None = None,
+        lease_s: float | None = None,
+        prune_every_s: float = 3600.0,
+    ) -> None:
+        self._store: ClaimStore = open_store(url, name) if isinstance(url, str) else url
+        self._name = f"cluster:{self._store.cluster}"
+        self._node = check_node(default_node_name() if node is None else node)
+        if isinstance(timers, str):
+            raise TypeError(
+                f"cluster {name!r}: timers must be a collection of names, got {timers!r}"
+            )
+        self._guarded = frozenset(timers or ())
+        self._backup_delay_s = check_positive_s("backup_delay_s", backup_delay_s)
+        if on_unreachable not in ("skip", "run"):
+            raise ValueError(
+                f"cluster {name!r}: on_unreachable must be 'skip' or 'run', got {on_unreachable!r}"
+            )
+        self._run_when_unreachable = on_unreachable == "run"
+        self._max_skew_ns = int(check_positive_s("max_skew_s", max_skew_s) * NS_PER_S)
+        self._retention_ns = int(check_positive_s("retention_s", retention_s) * NS_PER_S)
+        self._heartbeat_s = check_positive_s("heartbeat_s", heartbeat_s)
+        self._node_ttl_s = (
+            3 * self._heartbeat_s
+            if node_ttl_s is None
+            else check_positive_s("node_ttl_s", node_ttl_s)
+        )
+        if self._node_ttl_s <= self._heartbeat_s:
+            raise ValueError(
+                f"cluster {name!r}: node_ttl_s ({self._node_ttl_s:g}) must be longer than "
+                f"heartbeat_s ({self._heartbeat_s:g}), or live nodes flicker"
+            )
+        self._lease_s = None if lease_s is None else check_positive_s("lease_s", lease_s)
+        self._prune_every_s = check_positive_s("prune_every_s", prune_every_s)
+
+        self._scheduler: Scheduler | None = None
+        self._tg: TaskGroup | None = None
+        self._open = False
+        self._live: tuple[str, ...] = (self._node,)
+        self._skew_ns: int | None = None
+        self._refusing = False
+        self._claims = 0
+        self._store_errors = 0
+        self._latencies_ns: collections.deque[int] = collections.deque(maxlen=LATENCY_SAMPLES)
+        self._per_timer: dict[str, list[int]] = {}  # won, elsewhere, store errors, refused
+        self._finished: list[RunOutcome] = []
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self._store.cluster!r} node={self._node!r} store={self._store.url!r}>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def node(self) -> str:
+        return self._node
+
+    @property
+    def store(self) -> ClaimStore:
+        return self._store
+
+    @property
+    def guarded(self) -> frozenset[str]:
+        """Names of the timers guarded by ``timers=`` (besides ``cluster=True`` ones)."""
+        return self._guarded
+
+    # -- Service -------------------------------------------------------------------------
+
+    async def serve(
+        self, scheduler: Scheduler, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Join the cluster: open the store, heartbeat, prune, and take the scheduler's cluster
+        runs through :meth:`offer`. A store unreachable at start is not fatal: the node keeps
+        trying, and its runs follow ``on_unreachable`` meanwhile."""
+        if self._scheduler is not None:
+            raise RuntimeError(f"{self!r} already serves a scheduler")
+        self._scheduler = scheduler
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._beat()
+                tg.start_soon(self._heartbeats)
+                tg.start_soon(self._prunes)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._tg = None
+            self._scheduler = None
+            with anyio.CancelScope(shield=True):
+                await self._close()
+
+    async def stop(self, grace_s: float) -> None:
+        """Leave the cluster: report finished runs, drop this node from the live nodes (so the
+        others prefer another node at once) and close the store."""
+        with anyio.move_on_after(max(grace_s, 0.1)):
+            await self._flush()
+            if self._open:
+                try:
+                    await self._store.leave(self._node)
+                except StoreError as exc:
+                    logger.warning("%r: could not leave the cluster: %s", self, exc)
+
+    def stats(self) -> ClusterStats:
+        lat = sorted(self._latencies_ns)
+
+        def q(p: float) -> float | None:
+            if not lat:
+                return None
+            return lat[min(len(lat) - 1, max(0, math.ceil(p * len(lat)) - 1))] / NS_PER_S
+
+        return ClusterStats(
+            url=self._store.url,
+            cluster=self._store.cluster,
+            node=self._node,
+            live_nodes=self._live,
+            refusing=self._refusing,
+            skew_s=None if self._skew_ns is None else self._skew_ns / NS_PER_S,
+            claims=self._claims,
+            round_trips=self._store.round_trips,
+            claim_latency_p50_s=q(0.5),
+            claim_latency_p99_s=q(0.99),
+            claim_latency_max_s=lat[-1] / NS_PER_S if lat else None,
+            store_errors=self._store_errors,
+            timers={name: ClusterTimerStats(*c) for name, c in self._per_timer.items()},
+        )
+
+    # -- the gate ------------------------------------------------------------------------
+
+    def offer(self, runs: Sequence[GatedRunLike]) -> None:
+        """The scheduler's gate: the cluster runs due together at one grid point. Returns at
+        once; each run is started or skipped once its claim is answered."""
+        tg = self._tg
+        if tg is None:  # not serving (stopping): nothing may run without a claim
+            for run in runs:
+                run.skip()
+            return
+        tg.start_soon(self._handle, list(runs))
+
+    def finished(self, timer: str, instant_ms: int, outcome: Outcome, duration_ns: int) -> None:
+        """Record how a run this node won ended (sent to the store with the next flush)."""
+        self._finished.append(RunOutcome(timer, instant_ms, outcome, max(0, duration_ns)))
+
+    async def _handle(self, runs: list[GatedRunLike]) -> None:
+        live = self._live
+        mine = [r for r in runs if preferred_node(r.timer_name, live) == self._node]
+        backups = [r for r in runs if preferred_node(r.timer_name, live) != self._node]
+        if mine:
+            await self._claim(mine)
+        if backups and self._scheduler is not None:
+            clock = self._scheduler.clock
+            await clock.sleep_until(clock.now_ns() + int(self._backup_delay_s * NS_PER_S))
+            await self._claim(backups)
+
+    async def _claim(self, runs: list[GatedRunLike]) -> None:
+        if self._refusing:
+            for run in runs:
+                self._count(run.timer_name, 3)
+                run.skip()
+            return
+        claims = [(r.timer_name, r.instant_ms) for r in runs]
+        started = time.perf_counter_ns()
+        try:
+            if not self._open:
+                raise StoreError(f"{self._store.url}: not connected")
+            won = await self._store.claim(self._node, claims, lease_s=self._lease_s)
+        except StoreError as exc:
+            self._store_errors += 1
+            logger.error(
+                "%r: claiming %d run(s) failed (%s); %s",
+                self,
+                len(runs),
+                exc,
+                "running them here" if self._run_when_unreachable else "skipping them",
+            )
+            for run in runs:
+                self._count(run.timer_name, 2)
+                if self._run_when_unreachable:
+                    run.start()
+                else:
+                    run.skip()
+            return
+        self._latencies_ns.append(time.perf_counter_ns() - started)
+        self._claims += len(claims)
+        for run, flag in zip(runs, won, strict=True):
+            self._count(run.timer_name, 0 if flag else 1)
+            if flag:
+                run.start()
+            else:
+                run.skip()
+
+    def _count(self, timer: str, column: int) -> None:
+        counts = self._per_timer.get(timer)
+        if counts is None:
+            counts = self._per_timer[timer] = [0, 0, 0, 0]
+        counts[column] += 1
+
+    # -- background ----------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await anyio.sleep(self._heartbeat_s)
+            await self._beat()
+            await self._flush()
+
+    async def _beat(self) -> None:
+        """Open the store if needed, heartbeat, refresh the live nodes and the skew."""
+        try:
+            if not self._open:
+                await self._store.open()
+                self._open = True
+            before = time.time_ns()
+            live = await self._store.heartbeat(self._node, self._node_ttl_s)
+            after = time.time_ns()
+        except StoreError as exc:
+            logger.warning("%r: heartbeat failed: %s", self, exc)
+            return
+        self._live = tuple(n.node for n in live) or (self._node,)
+        self._check_skew(live, (before + after) // 2)
+
+    def _check_skew(self, live: list[NodeInfo], local_ns: int) -> None:
+        # The store sets this node's expiry to its own clock + ttl: that gives its clock
+        # without another round trip, within half the heartbeat's round trip.
+        me = next((n for n in live if n.node == self._node), None)
+        if me is None:
+            return
+        self._skew_ns = skew = me.expires_ns - int(self._node_ttl_s * NS_PER_S) - local_ns
+        refusing = abs(skew) > self._max_skew_ns
+        if refusing and not self._refusing:
+            logger.error(
+                "%r: this node's wall clock is %+.3f s off the store's (tolerance %.3f s): "
+                "it refuses to claim cluster runs until its clock is fixed (NTP?)",
+                self,
+                -skew / NS_PER_S,
+                self._max_skew_ns / NS_PER_S,
+            )
+        elif self._refusing and not refusing:
+            logger.warning(
+                "%r: wall clock back within %+.3f s of the store's: claiming again",
+                self,
+                -skew / NS_PER_S,
+            )
+        self._refusing = refusing
+
+    async def _flush(self) -> None:
+        while self._finished and self._open:
+            batch, self._finished = self._finished[:FINISH_BATCH], self._finished[FINISH_BATCH:]
+            try:
+                await self._store.finish(self._node, batch)
+            except StoreError as exc:
+                logger.warning("%r: recording %d finished run(s) failed: %s", self, len(batch), exc)
+                self._finished[:0] = batch  # kept for the next flush
+                if len(self._finished) > 100 * FINISH_BATCH:  # bounded: the oldest go
+                    del self._finished[: len(self._finished) - 100 * FINISH_BATCH]
+                return
+
+    async def _prunes(self) -> None:
+        # Every node prunes, at a random phase, so a cluster prunes about n times per period.
+        await anyio.sleep(self._prune_every_s * secrets.randbelow(1000) / 1000)
+        while True:
+            if self._open:
+                try:
+                    cutoff = await self._store.clock_ns() - self._retention_ns
+                    deleted = await self._store.prune(cutoff)
+                    logger.debug("%r: pruned %d run(s)", self, deleted)
+                except StoreError as exc:
+                    logger.warning("%r: pruning failed: %s", self, exc)
+            await anyio.sleep(self._prune_every_s)
+
+    async def _close(self) -> None:
+        if self._open:
+            self._open = False
+            with anyio.move_on_after(5):
+                await self._store.close()
