@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import aiotimer
 from aiotimer.cluster import ClaimStore, NodeInfo, Outcome, open_store, preferred_node
 from aiotimer.cluster._cluster import Cluster
+from aiotimer.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -210,6 +212,26 @@ async def test_a_node_whose_clock_is_off_refuses_to_claim_and_says_so(
         cluster.offer(batch)
         await settle(batch)
         assert batch[0].decisions == ["start"]
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_wall_clock_step_beyond_the_tolerance_stops_the_claims(url: str) -> None:
+    clock = VirtualClock()
+    clock.set_wall(time.time_ns())
+    cluster = Cluster(url, node="a", max_skew_s=0.5, **FAST)
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+    scheduler.add_service(cluster)
+    await scheduler.start()
+    try:
+        assert not cluster.stats().refusing
+        clock.step_wall(-2.0)  # an operator's `date -s`, or NTP stepping a bad clock
+        await anyio.sleep(0.2)
+        assert cluster.stats().refusing
+        batch = runs(["t"])
+        cluster.offer(batch)
+        await settle(batch)
+        assert batch[0].decisions == ["skip"]
     finally:
         await scheduler.stop()
 

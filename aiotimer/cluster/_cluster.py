@@ -402,9 +402,11 @@ class Cluster:
             if not self._open:
                 await self._store.open()
                 self._open = True
-            before = time.time_ns()
+            # The grid instants come from the scheduler's wall clock: that is the one to check.
+            wall_ns = self._scheduler.clock.wall_ns if self._scheduler else time.time_ns
+            before = wall_ns()
             live = await self._store.heartbeat(self._node, self._node_ttl_s)
-            after = time.time_ns()
+            after = wall_ns()
         except StoreError as exc:
             logger.warning("%r: heartbeat failed: %s", self, exc)
             return
