@@ -88,3 +88,34 @@ def test_quick_memory_workload_prints_tables_and_writes_results(tmp_path: Path) 
     assert aiotimer["traced_bytes_per_timer"] > 0
     assert {t["met"] for t in memory["targets"]} <= {True, False, None}
     assert (tmp_path / "memory.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_quick_cluster_workload_claims_every_batch_once_on_every_store(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "cluster", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, rows = _table_rows(proc.stdout, "cluster: claim cost per batch")
+    assert header.split()[:3] == ["store", "nodes", "timers"]
+    stores = {row.split()[0] for row in rows}
+    assert "sqlite" in stores  # the servers' rows appear when they are reachable
+    if os.environ.get("AIOTIMER_REQUIRE_SERVICES") == "1":
+        assert stores == {"sqlite", "postgres", "redis"}, proc.stdout
+    for row in rows:
+        cells = row.split()
+        assert cells[-2:] == ["0", "0"], f"duplicates or gaps: {row}"
+        assert cells[6] == "1.00", f"not one round trip per batch: {row}"
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert results["workloads"]["cluster"]["ok"]
