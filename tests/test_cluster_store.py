@@ -275,6 +275,14 @@ async def test_prune_deletes_runs_older_than_the_cutoff_only(store: ClaimStore) 
     assert deleted >= 1
 
 
+async def test_prune_reaches_every_run_of_a_large_store(store: ClaimStore) -> None:
+    claims = [(f"t{i}", T0) for i in range(2500)]  # Redis prunes them over several pages
+    await store.claim("a", claims)
+    await store.finish("a", [RunOutcome("t0", T0, Outcome.OK, 1)])
+    assert await store.prune((T0 + 1) * 1_000_000) >= 2499
+    assert await store.history(limit=3000) == []
+
+
 # -- liveness and leases (real time: the store's clock cannot be virtual) ------------------------
 
 

@@ -148,22 +148,28 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_s)
 return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 """
 )
-# KEYS: open, history, nodes. ARGV: cutoff_ms (an instant), cutoff_us.
+# KEYS: open, history, nodes. ARGV: cutoff_ms (an instant), cutoff_us, HSCAN cursor.
+# Prunes one HSCAN page of `open` (so a script never walks a huge hash at once); on the last
+# page (cursor back to 0) also trims the history stream and the expired nodes.
+# Returns {next cursor, deleted}.
 PRUNE_LUA: Final = (
     LUA_PRELUDE
     + """
+local page = redis.call('HSCAN', KEYS[1], ARGV[3], 'COUNT', 1000)
 local deleted = 0
-local fields = redis.call('HKEYS', KEYS[1])
-for _, field in ipairs(fields) do
-    local instant = string.match(field, '%z(%d+)$')
+local fields = page[2]
+for i = 1, #fields, 2 do
+    local instant = string.match(fields[i], '%z(%d+)$')
     if instant and newer(ARGV[1], instant) then
-        redis.call('HDEL', KEYS[1], field)
+        redis.call('HDEL', KEYS[1], fields[i])
         deleted = deleted + 1
     end
 end
-deleted = deleted + redis.call('XTRIM', KEYS[2], 'MINID', ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
-return deleted
+if page[1] == '0' then
+    deleted = deleted + redis.call('XTRIM', KEYS[2], 'MINID', ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
+end
+return {page[1], deleted}
 """
 )
 SCRIPTS: Final = {"claim": CLAIM_LUA, "finish": FINISH_LUA, "live": LIVE_LUA, "prune": PRUNE_LUA}
@@ -386,10 +392,18 @@ class RedisStore(StoreBase):
         return merged[:limit]
 
     async def prune(self, older_than_ns: int) -> int:
+        """:meth:`ClaimStore.prune`, one round trip per 1,000 unfinished runs (a page of
+        ``HSCAN``). The history stream is trimmed by finish time (its entry IDs), the
+        unfinished runs by grid instant."""
         older_than_ns = check_cutoff_ns(older_than_ns)
         keys = [self._open_key, self._history_key, self._nodes_key]
-        args = [str(older_than_ns // 1_000_000), str(older_than_ns // 1000)]
-        return int(await self._eval("prune", keys, args))
+        cutoffs = [str(older_than_ns // 1_000_000), str(older_than_ns // 1000)]
+        cursor, total = "0", 0
+        while True:
+            cursor, deleted = await self._eval("prune", keys, [*cutoffs, cursor])
+            total += int(deleted)
+            if cursor == "0":
+                return total
 
     async def drop(self) -> None:
         """Delete every key of this cluster, fence included (tests and tear-down only: a
