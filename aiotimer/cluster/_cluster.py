@@ -177,6 +177,9 @@ class Cluster:
     :param heartbeat_s: how often this node refreshes its liveness; it counts as dead
         ``node_ttl_s`` (default 3 heartbeats) after its last one
     :param lease_s: ``None`` (at most once) or a lease for at least once (see module notes)
+    :param prune_every_s: how often this node prunes old runs
+    :param store_timeout_s: how long connecting or one store call may take before the call
+        counts as failed (``on_unreachable`` decides); keep it under the shortest interval
     :raises ValueError: naming the parameter and the value
     """
 
@@ -195,8 +198,14 @@ class Cluster:
         node_ttl_s: float | None = None,
         lease_s: float | None = None,
         prune_every_s: float = 3600.0,
+        store_timeout_s: float = 2.0,
     ) -> None:
-        self._store: ClaimStore = open_store(url, name) if isinstance(url, str) else url
+        timeout_s = check_positive_s("store_timeout_s", store_timeout_s)
+        self._store: ClaimStore = (
+            open_store(url, name, connect_timeout_s=timeout_s, timeout_s=timeout_s)
+            if isinstance(url, str)
+            else url
+        )
         self._name = f"cluster:{self._store.cluster}"
         self._node = check_node(default_node_name() if node is None else node)
         if isinstance(timers, str):
