@@ -62,7 +62,7 @@ from ._clock import NS_PER_MS, NS_PER_S
 from ._modes import ASYNC, FAST, INTERNAL, TAKES_TICK, THREAD
 from ._policy import MISSED_BURST, ErrorHook
 from ._queue import NOT_QUEUED
-from ._spec import ONESHOT, PERIODIC, check_interval
+from ._spec import ONESHOT, PERIODIC, UNIT_MS, TimerSpec, check_interval
 from ._stats import NO_HISTOGRAM, HistogramSlab
 from ._timer import ACTIVE, FINISHED, Tick, Timer
 
@@ -385,13 +385,17 @@ class Dispatcher:
     def _wait_or_skip(
         self, grid: Grid, timer: Timer, grid_tick: int, missed: int, now: int
     ) -> None:
-        """A run is due while earlier runs of the timer still go: a BURST catch-up run waits
-        for them (at most ``max_catchup``), ``Overlap.QUEUE`` keeps one run waiting, else the
-        run is skipped and counted as an overlap."""
+        """A run is due while earlier runs of the timer still go. Under BURST, the runs of one
+        burst (points that came due together after a stall: late by an interval or more, or due
+        while a run of the burst has not even started) run one after the other: this one waits.
+        Else ``Overlap.QUEUE`` keeps one run waiting, or the run is skipped and counted as an
+        overlap."""
         trouble = timer.trouble()
         policy = timer.spec.policy
-        if policy.missed is MISSED_BURST and grid.tick_of(now) - grid_tick >= timer._interval:
-            if len(trouble.pending) < policy.max_catchup:
+        if policy.missed is MISSED_BURST and (
+            trouble.pending or trouble.unstarted or grid.tick_of(now) - grid_tick >= timer._interval
+        ):
+            if len(trouble.pending) <= policy.max_catchup:
                 trouble.pending.append((grid_tick, missed))
                 return
         elif policy.overlap.mode == "queue" and trouble.queued_run is None:
@@ -420,6 +424,8 @@ class Dispatcher:
         if mode & ASYNC:
             timer._running += 1
             self.inflight += 1
+            if timer.spec.policy.missed is MISSED_BURST:
+                timer.trouble().unstarted += 1  # (a burst's next run waits for it)
             assert self._task_group is not None
             run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg)
             self._backend.start_run(run, self._task_group, self._tasks)
@@ -444,7 +450,10 @@ class Dispatcher:
         self, grid: Grid, timer: Timer, grid_tick: int, scheduled_ns: int, arg: tuple[Tick, ...]
     ) -> None:
         current_timer.set(timer)
-        timeout_ns = timer.spec.policy.timeout_ns
+        policy = timer.spec.policy
+        if policy.missed is MISSED_BURST:
+            timer.trouble().unstarted -= 1
+        timeout_ns = policy.timeout_ns
         t0 = self._now_ns()
         result: object = _FAILED
         watchdog: Timer | None = None
@@ -651,11 +660,17 @@ class Dispatcher:
         )
 
 
+def _internal() -> None:
+    """Stands for the callable of an internal one-shot (each brings its own)."""
+
+
+INTERNAL_SPEC: Final = TimerSpec(_internal, 1, UNIT_MS, ONESHOT, name="aiotimer.internal")
+"""The spec every internal one-shot (run timeouts) shares."""
+
+
 def internal_oneshot(grid: Grid, now_ns: int, delay_ns: int, fn: Callable[[], object]) -> Timer:
     """A one-shot of the scheduler's own (no registry, no stats) running ``fn()`` after
     ``delay_ns`` rounded up to whole ticks of ``grid``."""
-    from ._scheduler import INTERNAL_SPEC  # the one spec all internal one-shots share
-
     delay = max(1, -(-delay_ns // grid.tick_ns))
     timer = Timer(INTERNAL_SPEC, INTERNAL_SPEC.label, grid, delay, INTERNAL)
     timer._call = fn

@@ -44,14 +44,14 @@ from anyio.abc import TaskStatus
 
 from ._backend import Backend, current_backend
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
-from ._dispatch import Dispatcher, current_timer
+from ._dispatch import INTERNAL_SPEC, Dispatcher, current_timer
 from ._grid import Grid
 from ._modes import mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED
 from ._registrar import Registrar
 from ._service import Service
-from ._spec import ONESHOT, UNIT_MS, Kind, TimerSpec, Unit, callback_name, check_interval
+from ._spec import ONESHOT, UNIT_MS, TimerSpec, callback_name, check_interval
 from ._stats import Histogram, HistogramSlab, SchedulerStats
 from ._tick_source import TickSource
 from ._timer import ACTIVE, CANCELLED, FINISHED, PAUSED, PENDING, Timer, TimerState
@@ -71,14 +71,6 @@ DEFAULT_THREAD_LIMIT: Final = 8
 
 _Layout = tuple[TimerSpec, int, Grid, int, str, str | None, bool]
 """How a spec registers (see ``Scheduler._lay_out``)."""
-
-
-def _internal() -> None:
-    """Stands for the callable of an internal one-shot (each brings its own)."""
-
-
-INTERNAL_SPEC: Final = TimerSpec(_internal, 1, Unit.MS, Kind.ONESHOT, name="aiotimer.internal")
-"""The spec every internal one-shot (run timeouts) shares."""
 
 
 @final
@@ -666,6 +658,7 @@ class Scheduler(Registrar[Timer]):
             if trouble is not None:
                 trouble.queued_run = None
                 trouble.pending.clear()
+                trouble.unstarted = 0  # (their tasks were cancelled)
             if timer._state is ACTIVE:
                 timer._state = PENDING
         self._loop_token = None

@@ -116,6 +116,10 @@ def check_interval(timer: str, what: str, value: object, unit: Unit) -> int:
     return int(value)
 
 
+_MAX_INTERVAL: Final = {u: MAX_DELAY_S * NS_PER_S // u.tick_ns for u in Unit}
+"""The longest interval in each unit (``MAX_DELAY_S``)."""
+
+
 def _label(name: str | None, callback: object) -> str:
     return name if name is not None else callback_name(callback)
 
@@ -235,7 +239,7 @@ class TimerSpec(tuple[Any, ...]):
                 f"timer {_label(name, callback)!r}: callback must be callable, got "
                 f"{type(callback).__name__} {callback!r}"
             )
-        if type(interval) is not int or interval <= 0:
+        if type(interval) is not int or not 0 < interval <= _MAX_INTERVAL[unit]:
             interval = check_interval(_label(name, callback), _what(kind), interval, unit)
         if policy is not DEFAULT_POLICY:
             _check_policy(_label(name, callback), policy, interval, unit)

@@ -108,6 +108,7 @@ class _Trouble:
         "pending",
         "queued_run",
         "timeouts",
+        "unstarted",
     )
 
     def __init__(self) -> None:
@@ -120,6 +121,7 @@ class _Trouble:
         self.failed_run = -1  # the run number of the last failure
         self.queued_run: tuple[int, int] | None = None  # Overlap.QUEUE: (grid tick, missed)
         self.pending: list[tuple[int, int]] = []  # BURST catch-up runs waiting: (grid, missed)
+        self.unstarted = 0  # BURST: async runs started whose task has not begun yet
         # an ended timer's last numbers, taken when its histograms were released
         self.final: tuple[TimerStats, Histogram, Histogram] | None = None
 

@@ -7,6 +7,8 @@ Workloads (all by default, in this order):
 * ``apscheduler``: 10,000 periodic 1 s jobs vs APScheduler 3's ``AsyncIOScheduler``;
 * ``memory``: memory and registration cost of 1,000,000 timers;
 * ``policies``: CPU per fire of each callback kind and policy, next to the fast path;
+* ``churn``: 100,000 pending one-shots, 10,000 re-arms/s, vs ``call_later`` + ``cancel()``
+  (``python -m benchmarks.churn --minutes N`` is its long memory check);
 * ``process``: timer processes (``benchmarks/process.py``, when present);
 * ``cluster``: claim cost of cluster timers on SQLite, PostgreSQL and Redis, 1 and 3 nodes.
 
@@ -39,6 +41,7 @@ WORKLOADS: dict[str, str] = {
     "apscheduler": "benchmarks.apscheduler_cmp",
     "memory": "benchmarks.memory",
     "policies": "benchmarks.policies",
+    "churn": "benchmarks.churn",
     "process": "benchmarks.process",
     "cluster": "benchmarks.cluster",
 }
@@ -48,6 +51,7 @@ TIMEOUT_S = {
     "apscheduler": 600.0,
     "memory": 900.0,
     "policies": 300.0,
+    "churn": 300.0,
     "process": 600.0,
     "cluster": 600.0,
 }

@@ -2,14 +2,17 @@
 
 Measures, and prints as a table with the issue's targets:
 
-* worker start to first tick, with ``spawn`` and with ``forkserver`` (its modules preloaded,
-  fork server already running): from ``scheduler.start()`` to the first run of a 1 ms timer in
-  the worker (``time.monotonic_ns`` is one clock for all processes of a host);
+* worker start to first tick, with the default context (on Linux a fork server, which the first
+  start boots and later starts find warm) and with ``spawn``: from ``scheduler.start()`` to the
+  first run of a 1 ms timer in the worker (``time.monotonic_ns`` is one clock for all processes
+  of a host), each next to its floor (``benchmarks.spawn_floor``: a child that reports at once,
+  and one that first starts an event loop, spawned or forked by a warm server);
 * the pipe round trip of a small message, parent -> worker -> parent, with sync handlers on
   both sides, and for reference the same ping-pong between two blocking sockets with no event
   loop and no framing (the floor of the machine);
 * SIGKILL of a worker to its detection by the parent (``on_crash``), and to the restarted
-  worker's first tick.
+  worker's first tick (default context), next to its floor: the detection, then a forked
+  child's loop.
 
 Run it as ``python -m benchmarks.process [--quick]``; ``--quick`` finishes in a few seconds.
 """
@@ -17,7 +20,6 @@ Run it as ``python -m benchmarks.process [--quick]``; ``--quick`` finishes in a 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import multiprocessing
 import os
@@ -35,28 +37,8 @@ import anyio.to_thread
 
 import aiotimer
 from aiotimer.process import RestartPolicy, TimerProcess, WorkerCrashed, WorkerInfo, attach
-from aiotimer.process import send_to_parent as _send_to_parent
 
-# -- what the workers run (module level: workers import it) ----------------------------------
-
-_MODULE = __spec__.name if __spec__ is not None else __name__
-"""This module's importable name, also when run as ``__main__`` (``python -m``): workers then
-import the callbacks by that name, which a fork server can preload."""
-
-
-def first_tick(tick: aiotimer.Tick) -> None:
-    if tick.timer.runs == 1:
-        _send_to_parent(("first", os.getpid(), time.monotonic_ns()))
-
-
-def echo(obj: Any) -> None:
-    _send_to_parent(obj)
-
-
-def _worker_fn(name: str) -> Callable[..., Any]:
-    """``name`` from this module under its importable name (see ``_MODULE``)."""
-    fn: Callable[..., Any] = getattr(importlib.import_module(_MODULE), name)
-    return fn
+from . import process_callbacks  # what the workers run (and import)
 
 
 def _blocking_echo(sock: socket.socket) -> None:
@@ -95,12 +77,13 @@ class _Firsts:
         return max(t for pid, t in self.at.items() if pid != old_pid)
 
 
-async def start_to_first_tick(context: str, runs: int) -> tuple[list[float], list[float]]:
-    """Milliseconds from ``start()`` to ready, and to the first tick, per run."""
+async def start_to_first_tick(context: str | None, runs: int) -> tuple[list[float], list[float]]:
+    """Milliseconds from ``start()`` to ready, and to the first tick, per run (``context``
+    ``None``: the default)."""
     ready_ms, tick_ms = [], []
     for _ in range(runs):
         proc = TimerProcess("bench-start", context=context)  # type: ignore[arg-type]
-        proc.add_every_ms(1, _worker_fn("first_tick"))
+        proc.add_every_ms(1, process_callbacks.first_tick)
         firsts = _Firsts()
         proc.on_message(firsts)
         scheduler = aiotimer.Scheduler()
@@ -113,12 +96,13 @@ async def start_to_first_tick(context: str, runs: int) -> tuple[list[float], lis
     return ready_ms, tick_ms
 
 
-def spawn_floor(runs: int) -> dict[str, float]:
-    """The machine's floor under a spawned worker's start (``benchmarks.spawn_floor``), run as
-    a program of its own: a spawn child re-imports its parent's main module, and this one's
-    imports would count."""
+def start_floors(runs: int, method: str) -> dict[str, float]:
+    """The machine's floors under a worker's start with ``method`` (``benchmarks.spawn_floor``),
+    run as a program of its own with no main module: a child re-imports its parent's main
+    module, and this one's imports would count."""
+    code = "from benchmarks.spawn_floor import main; main()"
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.spawn_floor", str(runs)],
+        [sys.executable, "-c", code, str(runs), method],
         capture_output=True,
         check=True,
         text=True,
@@ -131,7 +115,7 @@ def spawn_floor(runs: int) -> dict[str, float]:
 async def round_trip(n: int) -> list[float]:
     """Microseconds per parent -> worker -> parent round trip of a small message."""
     proc = TimerProcess("bench-rtt")
-    proc.on_parent_message(_worker_fn("echo"))
+    proc.on_parent_message(process_callbacks.echo)
     worker = proc.workers[0]
     warm_up = 200  # round trips not counted
     samples: list[float] = []
@@ -190,7 +174,7 @@ async def kill_to_restart(runs: int) -> tuple[list[float], list[float]]:
     proc = TimerProcess(
         "bench-kill", on_crash=on_crash, restart=RestartPolicy(max_restarts=1000, backoff_s=0)
     )
-    proc.add_every_ms(1, _worker_fn("first_tick"))
+    proc.add_every_ms(1, process_callbacks.first_tick)
     firsts = _Firsts()
     proc.on_message(firsts)
     scheduler = aiotimer.Scheduler()
@@ -247,19 +231,41 @@ async def _run(quick: bool, out: Callable[[str], object]) -> None:
     def row(name: str, value: str, target: str = "") -> None:
         rows.append((name, value, target))
 
-    ready, tick = await start_to_first_tick("spawn", runs)
+    # What no worker can beat on this machine: a child that reports at once, and one that
+    # first starts its loop; forked by a warm server, and spawned.
+    fs_floor = await anyio.to_thread.run_sync(start_floors, runs, "forkserver")
+    default = TimerProcess("bench-default").context
+    _, cold = await start_to_first_tick(None, 1)
+    row(f"default ({default}): first start, boots the server", f"{cold[0]:.0f} ms")
+    _, tick = await start_to_first_tick(None, runs)
+    fs_loop = fs_floor.get("forkserver_loop")
+    row(
+        f"default ({default}) warm: start to first tick, median",
+        f"{statistics.median(tick):.1f} ms",
+        "<= 40 ms",
+    )
+    if fs_loop is not None:
+        fs_bare = fs_floor["forkserver_bare"]
+        row("  floor: forked by a warm server, bare, median", f"{fs_bare:.1f} ms")
+        row("  floor: forked by a warm server + loop, median", f"{fs_loop:.1f} ms")
+    # Spawn costs 2 to 3 times more when the host is busy: each worker start is measured right
+    # after its floor, so that both see the same load.
+    ready, tick, floors = [], [], []
+    for _ in range(runs):
+        floors.append(await anyio.to_thread.run_sync(start_floors, 1, "spawn"))
+        one_ready, one_tick = await start_to_first_tick("spawn", 1)
+        ready += one_ready
+        tick += one_tick
+    bare = statistics.median(f["bare"] for f in floors)
+    loop = statistics.median(f["loop"] for f in floors)
     row("spawn: start() to ready, median", f"{statistics.median(ready):.0f} ms")
-    row("spawn: start to first tick, median", f"{statistics.median(tick):.0f} ms", "<= 100 ms")
-    # What no worker can beat on this machine: spawn itself, then spawn plus an event loop.
-    floor = await anyio.to_thread.run_sync(spawn_floor, runs)
-    row("  floor: spawn, bare interpreter, median", f"{floor['bare']:.0f} ms")
-    row("  floor: spawn + asyncio/uvloop loop, median", f"{floor['loop']:.0f} ms")
-    # Preloading the worker module is what makes forkserver fast (see the README).
-    multiprocessing.set_forkserver_preload(["aiotimer.process._worker"])
-    _, cold = await start_to_first_tick("forkserver", 1)
-    _, tick = await start_to_first_tick("forkserver", runs)
-    row("forkserver: first start (boots the server)", f"{cold[0]:.0f} ms")
-    row("forkserver: start to first tick, median", f"{statistics.median(tick):.1f} ms")
+    row(
+        "spawn: start to first tick, median",
+        f"{statistics.median(tick):.0f} ms",
+        f"<= floor + 40 = {loop + 40:.0f} ms",
+    )
+    row("  floor: spawn, bare interpreter, median", f"{bare:.0f} ms")
+    row("  floor: spawn + asyncio/uvloop loop, median", f"{loop:.0f} ms")
 
     rtt = await round_trip(rtt_n)
     row(f"round trip ({rtt_n} msgs): p50", f"{_p(rtt, 0.5):.0f} us", "<= 50 us")
@@ -273,7 +279,16 @@ async def _run(quick: bool, out: Callable[[str], object]) -> None:
         f"{statistics.median(detect):.1f} / {max(detect):.1f} ms",
         "<= 20 ms",
     )
-    row("SIGKILL to restarted first tick, median", f"{statistics.median(restart):.0f} ms")
+    row(
+        f"SIGKILL to restarted first tick ({default}), median / max",
+        f"{statistics.median(restart):.0f} / {max(restart):.0f} ms",
+        "<= 60 ms",
+    )
+    if fs_loop is not None and default == "forkserver":
+        row(
+            "  floor: detection + forked by a warm server + loop",
+            f"{statistics.median(detect) + fs_loop:.1f} ms",
+        )
 
     width = max(len(r[0]) for r in rows)
     mode = "quick" if quick else "full"

@@ -19,6 +19,8 @@ logger = logging.getLogger("process_targets")
 
 RUNS: list[tuple[str, int, int]] = []
 """Inline runs: (timer name, worker index, clock time in ns when the run started)."""
+IMPORTED_BY = os.getpid()
+"""The process that imported this module: a fork server that preloaded it, or the worker."""
 
 
 def record(tick: aiotimer.Tick) -> None:
@@ -42,6 +44,13 @@ def report_tick_once(tick: aiotimer.Tick) -> None:
     info = current_worker()
     if tick.timer.runs == 1:
         send_to_parent(("first", info.index, info.pid, time.monotonic_ns()))
+
+
+def report_parent(tick: aiotimer.Tick) -> None:
+    """At the first run: who the worker is, who forked it, and who imported this module."""
+    if tick.timer.runs == 1:
+        info = current_worker()
+        send_to_parent(("parent", info.index, os.getpid(), os.getppid(), IMPORTED_BY))
 
 
 def fail(tick: aiotimer.Tick) -> None:

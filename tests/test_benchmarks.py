@@ -90,15 +90,13 @@ def test_quick_memory_workload_prints_tables_and_writes_results(tmp_path: Path) 
     assert (tmp_path / "memory.json").is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
-def test_quick_cluster_workload_claims_every_batch_once_on_every_store(tmp_path: Path) -> None:
+def _run_benchmarks(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "cluster", "--quick", "--out", str(tmp_path)],
+    return subprocess.run(
+        [sys.executable, "-m", *args, "--out", str(tmp_path)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -106,6 +104,58 @@ def test_quick_cluster_workload_claims_every_batch_once_on_every_store(tmp_path:
         timeout=SMOKE_TIMEOUT_S,
         check=False,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_quick_churn_workload_prints_every_variant_next_to_its_baseline(tmp_path: Path) -> None:
+    proc = _run_benchmarks(["benchmarks", "churn", "--quick"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, rows = _table_rows(proc.stdout, "churn: 10,000 pending one-shots")
+    assert header.split()[:2] == ["loop", "impl"]
+    impls = ["call_later", "cancel+add_once_ms", "reschedule", "kamailio"]
+    assert [row.split()[1] for row in rows[:4]] == impls
+    for row in rows:
+        cells = row.split()
+        assert len(cells) == 7, row
+        assert float(cells[2]) > 0, row  # CPU s per wall s
+    assert [row.split()[3] for row in rows if row.split()[1] == "call_later"] == ["1.00"] * (
+        len(rows) // 4
+    )
+
+    churn = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["workloads"][
+        "churn"
+    ]
+    assert churn["ok"]
+    variant = churn["variants"]["reschedule/asyncio"]
+    assert variant["pending"] == 10_000
+    assert variant["batches_in_window"] == 3  # the window holds whole batches
+    assert variant["pending_at_end"] == 10_000  # re-arming keeps every slot armed, once
+    assert math.isfinite(variant["cpu_per_wall_s"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_churn_memory_check_samples_rss_of_every_variant(tmp_path: Path) -> None:
+    proc = _run_benchmarks(
+        ["benchmarks.churn", "--minutes", "0.05", "--sample-s", "1", "--quick"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, rows = _table_rows(proc.stdout, "churn memory: 10,000 pending one-shots")
+    assert [row.split()[0] for row in rows] == [
+        f"{impl}/asyncio" for impl in ("call_later", "cancel+add_once_ms", "reschedule", "kamailio")
+    ]
+    results = json.loads((tmp_path / "churn_memory.json").read_text(encoding="utf-8"))
+    for variant in results["variants"].values():
+        samples = variant["samples"]
+        assert [at for at, _, _ in samples] == [0.0, 1.0, 2.0, 3.0]
+        assert all(rss > 0 for _, rss, _ in samples)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_quick_cluster_workload_claims_every_batch_once_on_every_store(tmp_path: Path) -> None:
+    proc = _run_benchmarks(["benchmarks", "cluster", "--quick"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, rows = _table_rows(proc.stdout, "cluster: claim cost per batch")
     assert header.split()[:3] == ["store", "nodes", "timers"]

@@ -162,7 +162,7 @@ async def test_workers_start_fire_report_their_stats_and_stop() -> None:
         await eventually(reported, what="worker stats in scheduler.stats()")
         worker = scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"]["basic"][1]
         assert worker["pid"] == pids[1]
-        assert worker["mode"] == "spawn"
+        assert worker["mode"] == proc.context  # the default: see test_start
         assert worker["state"] == "running"
         assert worker["restarts"] == 0
         assert worker["heartbeat_age_s"] < 2

@@ -15,25 +15,29 @@ how many workers run them, and how they are supervised. Attached to a scheduler
     attach(scheduler, proc)  # or proc.run_inline(scheduler) in tests
     await scheduler.start()  # returns once every worker is ready
 
-Workers start with ``spawn`` by default: a fresh interpreter that imports aiotimer and the
-callbacks' modules (hundreds of milliseconds on a small VM). With ``context="forkserver"`` and
-``multiprocessing.set_forkserver_preload(["aiotimer.process._worker", "your.timers"])`` called
-before the first start, workers are forked from a server that already imported them.
+On Linux, workers are forked by a fork server started once per parent, which imported the
+worker, the event loop and the callbacks' modules first (``_start``); ``context="spawn"`` (the
+default elsewhere) starts each from a fresh interpreter instead.
 
 The tree shows the data flow: ``_timer_process`` (the declaration) and ``_spec`` (what crosses
 to a child) -> ``_hub`` (the scheduler's service) -> ``_supervisor`` (parent side, one per
 worker) <- ``_channel`` / ``_protocol`` (framed pipe) -> ``_worker`` (child side); ``_inline``
-replaces the last three in tests; ``_context`` is what a worker's callbacks see.
+replaces the last three in tests; ``_context`` is what a worker's callbacks see; ``_start``
+picks how workers start.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._context import WorkerInfo, current_worker, send_to_parent
 from ._errors import ProcessError, ProtocolError, WorkerCrashed, WorkerStartError
-from ._handle import Worker, WorkerState
-from ._hub import attach
 from ._protocol import PROTOCOL_VERSION
-from ._restart import RestartMode, RestartPolicy
-from ._spec import Mode, ProcessTimer
-from ._timer_process import ContextName, TimerProcess
+
+if TYPE_CHECKING:
+    from ._handle import Worker, WorkerState
+    from ._hub import attach
+    from ._restart import RestartMode, RestartPolicy
+    from ._spec import Mode, ProcessTimer
+    from ._timer_process import ContextName, TimerProcess
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -54,3 +58,28 @@ __all__ = [
     "current_worker",
     "send_to_parent",
 ]
+
+# The parent's side is imported on first use: a worker imports this package for its callbacks'
+# current_worker() and send_to_parent(), and has no use for supervisors and the hub.
+_LAZY = {
+    "ContextName": "_timer_process",
+    "Mode": "_spec",
+    "ProcessTimer": "_spec",
+    "RestartMode": "_restart",
+    "RestartPolicy": "_restart",
+    "TimerProcess": "_timer_process",
+    "Worker": "_handle",
+    "WorkerState": "_handle",
+    "attach": "_hub",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -27,8 +27,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
-import multiprocessing
-import multiprocessing.util  # its exit hook joins live children: ours must be registered after
+import multiprocessing.util  # noqa: F401  (its exit hook joins children: ours runs first)
 import os
 import socket
 import time
@@ -46,6 +45,7 @@ from ._errors import ProtocolError, WorkerCrashed, WorkerStartError, describe_ex
 from ._handle import Worker, WorkerState
 from ._logs import reemit
 from ._protocol import PROTOCOL_VERSION, Msg, hello_mismatch
+from ._start import start_context, start_forked
 from ._worker import WorkerConfig
 from ._worker import main as worker_main
 
@@ -107,11 +107,7 @@ class ProcessRunner:
         self._on_first = on_first
         self._first = True  # no READY yet from the first process
         self._label = f"worker {proc.name!r}[{worker.index}]"
-        self._ctx: SpawnContext | ForkServerContext = (
-            multiprocessing.get_context("forkserver")
-            if proc.context == "forkserver"
-            else multiprocessing.get_context("spawn")
-        )
+        self._ctx: SpawnContext | ForkServerContext = start_context(proc)
         self._stopping = False
         self._stop_requested: anyio.Event | None = None
         self._process: BaseProcess | None = None
@@ -271,7 +267,7 @@ class ProcessRunner:
         )
         try:
             if proc.context == "forkserver":
-                await anyio.to_thread.run_sync(process.start)
+                await anyio.to_thread.run_sync(start_forked, process)
             else:
                 process.start()
         except Exception as exc:

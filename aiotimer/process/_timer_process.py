@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, Unpack, cast, final
 
@@ -31,6 +32,7 @@ from ._handle import Worker
 from ._handlers import Handler, HandlerPump
 from ._restart import RestartMode, RestartPolicy
 from ._spec import Mode, ProcessTimer, check_importable, check_timer, encode_timers
+from ._start import default_context, forkserver_available
 
 if TYPE_CHECKING:
     from .._scheduler import Scheduler
@@ -53,7 +55,10 @@ class TimerProcess(Registrar[TimerSpec]):
     :param inline: run the workers as schedulers on the parent's loop and clock instead of
         processes (for tests; see :meth:`run_inline`)
     :param context: the multiprocessing start method, ``"spawn"`` or ``"forkserver"``; never
-        ``"fork"`` (forking a process with a running event loop copies its loop and threads)
+        ``"fork"`` (forking a process with a running event loop copies its loop and threads).
+        ``None``: ``"forkserver"`` on Linux (one warm server per parent, which preloads the
+        worker, the event loop and the callbacks' modules: see ``_start.py``), ``"spawn"``
+        elsewhere
     :param restart: a :class:`RestartPolicy`, or just its mode (``"on-failure"``, ``"always"``,
         ``"never"``)
     :param heartbeat_s: how often a worker says it is alive
@@ -76,7 +81,7 @@ class TimerProcess(Registrar[TimerSpec]):
         *,
         workers: int = 1,
         inline: bool = False,
-        context: ContextName = "spawn",
+        context: ContextName | None = None,
         restart: RestartPolicy | RestartMode = "on-failure",
         heartbeat_s: float = 1.0,
         heartbeat_timeout_s: float = 5.0,
@@ -97,8 +102,12 @@ class TimerProcess(Registrar[TimerSpec]):
                 f"{label}: context 'fork' is refused: forking a process that runs an event loop "
                 "copies the loop, its threads and locks mid-flight; use 'spawn' or 'forkserver'"
             )
-        if context not in ("spawn", "forkserver"):
+        if context is None:
+            context = default_context()
+        elif context not in ("spawn", "forkserver"):
             raise ValueError(f"{label}: context must be 'spawn' or 'forkserver', got {context!r}")
+        elif context == "forkserver" and not forkserver_available():
+            raise ValueError(f"{label}: context 'forkserver' is not available on {sys.platform}")
         if not isinstance(restart, RestartPolicy):
             try:
                 restart = RestartPolicy(mode=restart)
