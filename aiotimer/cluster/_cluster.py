@@ -201,6 +201,7 @@ class Cluster:
         store_timeout_s: float = 2.0,
     ) -> None:
         timeout_s = check_positive_s("store_timeout_s", store_timeout_s)
+        self._store_timeout_s = timeout_s
         self._store: ClaimStore = (
             open_store(url, name, connect_timeout_s=timeout_s, timeout_s=timeout_s)
             if isinstance(url, str)
@@ -293,8 +294,9 @@ class Cluster:
                 await self._close()
 
     async def stop(self, grace_s: float) -> None:
-        """Leave the cluster: report finished runs, drop this node from the live nodes (so the
-        others prefer another node at once) and close the store."""
+        """Leave the cluster: report finished runs and drop this node from the live nodes, so
+        the others prefer another node at once (the runs still draining finish here and are
+        reported when the service closes)."""
         with anyio.move_on_after(max(grace_s, 0.1)):
             await self._flush()
             if self._open:
@@ -472,7 +474,11 @@ class Cluster:
             await anyio.sleep(self._prune_every_s)
 
     async def _close(self) -> None:
+        # The scheduler cancels its services after draining its callbacks: the runs that
+        # finished during the drain are reported here, then the store closes.
+        with anyio.move_on_after(2 * self._store_timeout_s):
+            await self._flush()
         if self._open:
             self._open = False
-            with anyio.move_on_after(5):
+            with anyio.move_on_after(2 * self._store_timeout_s):
                 await self._store.close()
