@@ -341,7 +341,8 @@ async def test_without_a_lease_an_unfinished_run_is_never_claimed_again(
         ([("", 1)], ValueError, "timer name must be 1 to 200 characters"),
         ([("a\0b", 1)], ValueError, "without NUL"),
         ([(None, 1)], TypeError, "timer name must be a str"),
-        ([("t", 1), ("t", 1)], ValueError, "timer 't': instant_ms 1 claimed twice"),
+        ([("t", 1), ("t", 1)], ValueError, "timer 't': the instants of a timer must increase"),
+        ([("t", 2), ("u", 1), ("t", 1)], ValueError, "must increase within a batch, got 1 after 2"),
         (["t"], TypeError, "a claim must be a"),
     ],
 )

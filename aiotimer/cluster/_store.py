@@ -177,7 +177,7 @@ class ClaimStore(Protocol):
         node won it and must run it.
 
         :param claims: ``(timer name, grid instant in ms since the epoch)`` pairs; a batch may
-            hold several instants of one timer (each newer one wins in turn)
+            hold several instants of one timer, in increasing order
         :param lease_s: ``None`` (at most once) or a lease: a run claimed with a lease and not
             finished within ``lease_s`` seconds may be claimed again (at least once)
         :raises ValueError: for a malformed claim (naming it)
@@ -273,13 +273,14 @@ def check_positive_s(kind: str, value: object) -> float:
 
 
 def check_claims(claims: Sequence[tuple[str, int]]) -> None:
-    """Every claim is ``(timer name, instant_ms)`` with ``0 <= instant_ms < 2**63``, and no
-    claim appears twice in a batch (a node claiming one point twice is a caller's bug).
+    """Every claim is ``(timer name, instant_ms)`` with ``0 <= instant_ms < 2**63``, and the
+    instants of one timer increase within a batch (so a store may compare them with the fence
+    one by one or all at once: the answers are the same; a timer's points are due in order).
 
     :raises TypeError: or
     :raises ValueError: naming the first bad claim and its value
     """
-    seen: set[tuple[str, int]] = set()
+    last: dict[str, int] = {}
     for claim in claims:
         if not isinstance(claim, tuple) or len(claim) != 2:
             raise TypeError(f"a claim must be a (timer name, instant_ms) tuple, got {claim!r}")
@@ -294,9 +295,13 @@ def check_claims(claims: Sequence[tuple[str, int]]) -> None:
             raise ValueError(
                 f"timer {timer!r}: instant_ms must be in 0..2**63-1, got {instant_ms!r}"
             )
-        if claim in seen:
-            raise ValueError(f"timer {timer!r}: instant_ms {instant_ms} claimed twice in a batch")
-        seen.add(claim)
+        previous = last.get(timer)
+        if previous is not None and instant_ms <= previous:
+            raise ValueError(
+                f"timer {timer!r}: the instants of a timer must increase within a batch, "
+                f"got {instant_ms} after {previous}"
+            )
+        last[timer] = instant_ms
 
 
 def check_limit(limit: object) -> int:
