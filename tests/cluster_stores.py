@@ -109,8 +109,9 @@ class CuttableProxy:
     new ones (as a network partition or a restarting server would), :meth:`heal` lets them in
     again. Use it as an async context manager inside a task group's reach."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, local_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.local_host = local_host
         self.port = 0
         self._cut = False
         self._streams: set[Any] = set()
@@ -118,7 +119,7 @@ class CuttableProxy:
     async def __aenter__(self) -> CuttableProxy:
         import anyio
 
-        self._listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self._listener = await anyio.create_tcp_listener(local_host=self.local_host)
         self.port = self._listener.extra(anyio.abc.SocketAttribute.local_port)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -130,11 +131,11 @@ class CuttableProxy:
         await self._tg.__aexit__(None, None, None)
         await self._listener.aclose()
 
-    def url(self, url: str) -> str:
-        """``url`` pointed at the proxy instead of the server."""
+    def url(self, url: str, host: str = "127.0.0.1") -> str:
+        """``url`` pointed at the proxy (reached at ``host``) instead of the server."""
         parts = urllib.parse.urlsplit(url)
         auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.port}"))
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{auth}{host}:{self.port}"))
 
     async def cut(self) -> None:
         self._cut = True

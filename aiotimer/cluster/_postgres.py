@@ -227,7 +227,7 @@ class PostgresStore(StoreBase):
             pool = await asyncio.wait_for(
                 asyncpg.create_pool(
                     self._dsn,
-                    min_size=1,
+                    min_size=0,  # no background reconnects (they log tracebacks)
                     max_size=self._pool_size,
                     timeout=self._connect_timeout_s,
                     command_timeout=self._timeout_s,
