@@ -204,7 +204,7 @@ async def test_multi_host_drill(kind: str, tmp_path: Path, hosts: list[Host]) ->
     for row in rows:
         RESULTS.append([*row, len(twice)])
     print()
-    print(f"{'store':9} {'event':16} {'not run':>8} {"failover ms":>12} {'run twice':>10}")
+    print(f"{'store':9} {'event':16} {'not run':>8} {'failover ms':>12} {'run twice':>10}")
     for row in RESULTS:
         late = "-" if row[3] is None else f"{row[3]:.0f}"
         print(f"{row[0]:9} {row[1]:16} {row[2]:>8} {late:>12} {row[4]:>10}")

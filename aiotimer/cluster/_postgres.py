@@ -239,11 +239,19 @@ class PostgresStore(StoreBase):
             raise StoreUnavailable(f"{self._url}: cannot connect: {_describe(exc)}") from None
         except asyncpg.PostgresError as exc:  # e.g. a database that does not exist
             raise StoreError(f"{self._url}: cannot connect: {_describe(exc)}") from None
+        # The pool keeps no connection floor: this first statement is the one that connects.
+        self._round_trips += 1
         try:
-            self._round_trips += 1
-            await pool.execute(SCHEMA)
-        except BaseException:
-            await pool.close()
+            async with asyncio.timeout(self._connect_timeout_s + self._timeout_s):
+                await pool.execute(SCHEMA)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, UNAVAILABLE):
+                raise StoreUnavailable(f"{self._url}: cannot connect: {_describe(exc)}") from None
+            if isinstance(exc, asyncpg.PostgresError):
+                raise StoreError(
+                    f"{self._url}: cannot create the schema: {_describe(exc)}"
+                ) from exc
             raise
         self._pool = pool
 
