@@ -59,9 +59,11 @@ from anyio.abc import TaskGroup
 
 from ._backend import ASYNCIO, Backend
 from ._clock import NS_PER_MS, NS_PER_S
-from ._modes import ASYNC, FAST, INTERNAL, TAKES_TICK, THREAD
+from ._gate import GatedRun, RunGate
+from ._modes import ASYNC, CALENDAR, FAST, GATED, INTERNAL, TAKES_TICK, THREAD
 from ._policy import MISSED_BURST, ErrorHook
 from ._queue import NOT_QUEUED
+from ._spec import CALENDAR as CALENDAR_KIND
 from ._spec import ONESHOT, PERIODIC, UNIT_MS, TimerSpec, check_interval
 from ._stats import NO_HISTOGRAM, HistogramSlab
 from ._timer import ACTIVE, FINISHED, Tick, Timer
@@ -115,6 +117,7 @@ class Dispatcher:
         "_clock_back",
         "_executor",
         "_finish",
+        "_gated",
         "_hold",
         "_ms",
         "_now_ns",
@@ -126,6 +129,7 @@ class Dispatcher:
         "_task_group",
         "_tasks",
         "_thread_limit",
+        "gate",
         "inflight",
         "limiter",
         "threads",
@@ -162,6 +166,8 @@ class Dispatcher:
         self._clock_back = False  # a clock that went back was reported
         self.inflight = 0  # asynchronous runs in flight
         self.threads: dict[Timer, int] = {}  # thread runs in flight, by timer
+        self.gate: RunGate | None = None  # decides the runs of cluster timers
+        self._gated: list[GatedRun] = []  # this batch's runs for the gate
         self._phase = 0  # rotates which runs of a big batch are timed
 
     def open(self, task_group: TaskGroup, backend: Backend, start_ns: int) -> None:
@@ -371,12 +377,19 @@ class Dispatcher:
             return
         grid_tick = timer._grid_tick
         missed = 0
-        if timer.spec.kind is PERIODIC:
+        kind = timer.spec.kind
+        if kind is PERIODIC or kind is CALENDAR_KIND:
             missed = grid.advance(timer, grid_tick, now_ns)
             if missed:
                 timer.trouble().missed += missed
         else:
             grid.hold(timer)  # re-queued or ended once the run returns
+        if mode & GATED:  # a cluster timer: the gate decides, for the whole batch at once
+            run = GatedRun(
+                timer, grid_tick, grid.ns_of(grid_tick), missed, self._start_gated, self._skip
+            )
+            self._gated.append(run)
+            return
         if mode & ASYNC and timer._running >= timer.spec.policy.overlap.limit:
             self._wait_or_skip(grid, timer, grid_tick, missed, now_ns)
             return
@@ -403,6 +416,38 @@ class Dispatcher:
             return
         trouble.overlaps += 1
 
+    def flush_gated(self) -> None:
+        """Offer the batch's gated runs to the gate (the scheduler calls it after each batch
+        of wake-up work)."""
+        runs, self._gated = self._gated, []
+        gate = self.gate
+        try:
+            if gate is None:
+                raise RuntimeError("no run gate is installed (no Cluster service attached)")
+            gate.offer(runs)
+        except Exception:
+            logger.exception("the run gate failed; %d cluster run(s) skipped here", len(runs))
+            for run in runs:
+                if not run._decided:
+                    run.skip()
+
+    def _start_gated(self, run: GatedRun) -> bool:
+        """The gate's verdict: run it here, now."""
+        timer = run.timer
+        if timer._state is not ACTIVE:
+            return False
+        grid = timer._grid
+        if timer._mode & ASYNC and timer._running >= timer.spec.policy.overlap.limit:
+            self._wait_or_skip(grid, timer, run.instant_ms, run.missed, self._now_ns())
+            return False
+        self._start_run(grid, timer, run.instant_ms, run.missed)
+        return True
+
+    def _skip(self, run: GatedRun) -> None:
+        """The gate's verdict: not here (a calendar one-shot then ends all the same)."""
+        timer = run.timer
+        self._settle(timer._grid, timer, run.instant_ms, None)
+
     def _start_run(self, grid: Grid, timer: Timer, grid_tick: int, missed: int) -> None:
         mode = timer._mode
         scheduled_ns = grid.ns_of(grid_tick)
@@ -411,6 +456,7 @@ class Dispatcher:
         if mode & TAKES_TICK:
             since_start_ns = scheduled_ns - self._start_ns
             param = timer.spec.param
+            wall = grid.wall_of(timer, grid_tick) if mode & (CALENDAR | GATED) else None
             arg = (
                 Tick(
                     since_start_ns // NS_PER_S,
@@ -419,6 +465,7 @@ class Dispatcher:
                     missed,
                     param,
                     timer,
+                    wall,
                 ),
             )
         if mode & ASYNC:
@@ -569,9 +616,9 @@ class Dispatcher:
         if kind is PERIODIC or timer._state is not ACTIVE:
             return  # periodic timers were re-queued before the run; ended ones stay ended
         if timer._due_tick != NOT_QUEUED:
-            return  # rescheduled during the run: that wins
-        if kind is ONESHOT:
-            self._finish(timer)
+            return  # rescheduled during the run, or a calendar timer queued for its next instant
+        if kind is ONESHOT or kind is CALENDAR_KIND:
+            self._finish(timer)  # (a calendar timer held by its grid has no instant left)
             return
         # RETURNS_INTERVAL: None keeps the interval, 0 stops, n > 0 is the next interval.
         if result is None or result is _FAILED:

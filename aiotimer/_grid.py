@@ -23,15 +23,31 @@ Ground rules:
 * **Never early, never drifting.** Deadlines are rounded up to a tick; periodic runs are due at
   ``grid point + interval`` whatever the run's lateness (the missed policy acts only when a whole
   interval passed).
+
+:class:`WallGrid` is the third grid, for what is anchored on the wall clock (cluster and
+calendar timers): its ticks are milliseconds since the Unix epoch (UTC), mapped onto the
+monotonic clock (``origin_ns`` is the monotonic time at which the wall clock read 0), so every
+node computes the same instants. It sleeps on the monotonic clock and re-checks the wall clock on
+every wake-up (at least once a second while it holds timers): after a wall-clock step (NTP,
+suspend, an operator) it re-anchors, so a step forward makes the instants that passed late (the
+missed policy applies: one run under ``SKIP``) and a step back makes nothing due again (an
+instant is never run twice, never early). A wall-grid timer's first run is at its first instant
+after "now" (a cluster timer's interval counts from the epoch: ``every_s(60, cluster=True)``
+runs at the top of every minute).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, final
+from datetime import UTC, datetime
+from itertools import islice, takewhile
+from typing import TYPE_CHECKING, Any, Final
 
-from ._modes import JITTER
+from ._clock import NS_PER_MS, NS_PER_S, Clock
+from ._modes import CALENDAR, JITTER
+from ._policy import MISSED_BURST
 from ._queue import NOT_QUEUED, TickQueue
 from ._spec import PERIODIC
 from ._stats import HistogramSlab
@@ -39,14 +55,25 @@ from ._stats import HistogramSlab
 if TYPE_CHECKING:
     from ._timer import Timer
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "WallGrid"]
+
+logger = logging.getLogger("aiotimer.grid")
+
+WALL_CHECK_NS: Final = NS_PER_S
+"""How often, at least, the wall grid re-checks the wall clock while it holds timers (the
+scheduler's ``wall_check_s``, by default)."""
+REANCHOR_NS: Final = NS_PER_MS
+"""A wall-clock step larger than this re-anchors the wall grid (NTP slews stay below it for
+seconds: 500 ppm at most)."""
+MAX_COUNTED: Final = 10_000
+"""A calendar timer's missed instants are counted up to this many (a wall-clock jump of a year
+over an every-second expression would take seconds to count)."""
 
 
 def _no_wake(deadline_ns: int) -> None:
     """The wake-up call of a grid whose scheduler is not running."""
 
 
-@final
 class Grid:
     """Ticks of ``tick_ns`` from ``origin_ns``, the timers queued on them, and their positions.
 
@@ -173,6 +200,10 @@ class Grid:
         if self.queue.requeue(tick, entries, interval, stale):
             self._wake(self.origin_ns + tick * self.tick_ns)
 
+    def wall_of(self, timer: Timer, tick: int) -> datetime | None:
+        """The wall-clock instant of ``tick`` for ``timer`` (only the wall grid has them)."""
+        return None
+
     def hold(self, timer: Timer) -> None:
         """A popped one-shot (or returns-interval) timer runs: in no bucket until it is settled
         (re-queued by :meth:`advance`, or ended)."""
@@ -205,3 +236,114 @@ class Grid:
             else:
                 grid_tick = now_tick + 1
         self.put(timer, grid_tick)
+
+
+class WallGrid(Grid):
+    """Ticks of 1 ms since the Unix epoch (UTC), on the monotonic clock (see the module)."""
+
+    __slots__ = ("_check_ns", "_clock")
+
+    def __init__(
+        self,
+        owner: Any,
+        slab: HistogramSlab,
+        rng: random.Random,
+        clock: Clock,
+        check_ns: int = WALL_CHECK_NS,
+    ) -> None:
+        super().__init__(NS_PER_MS, owner, slab, rng)
+        self._clock = clock
+        self._check_ns = check_ns
+
+    def _offset_ns(self) -> int:
+        """The monotonic time at which the wall clock read the epoch."""
+        clock = self._clock
+        return clock.now_ns() - clock.wall_ns()
+
+    def start(self, origin_ns: int, aligned: bool, wake: Callable[[int], None]) -> None:
+        """Anchored on the epoch, whatever the scheduler's origin."""
+        super().start(self._offset_ns(), True, wake)
+
+    def reanchor(self) -> None:
+        """Follow a wall-clock step (called on every wake-up of the tick source)."""
+        offset_ns = self._offset_ns()
+        step_ns = self.origin_ns - offset_ns
+        if -REANCHOR_NS <= step_ns <= REANCHOR_NS:
+            return
+        logger.warning(
+            "the wall clock stepped %s by %.3f s: wall-clock timers re-anchored",
+            "forward" if step_ns > 0 else "back",
+            abs(step_ns) / NS_PER_S,
+        )
+        self.origin_ns = offset_ns
+        self._ceil_low_ns = self._ceil_high_ns = 0  # forget tick_at_or_after's last answer
+        tick = self.queue.next_tick()
+        if tick is not None:
+            self._wake(self.origin_ns + tick * self.tick_ns)
+
+    def next_deadline_ns(self) -> int | None:
+        """The next deadline, after re-checking the wall clock; while timers are queued, at
+        most ``check_ns`` away, so a wall-clock step is seen that soon (1 s by default)."""
+        deadline_ns = super().next_deadline_ns()
+        if deadline_ns is None:
+            return None
+        self.reanchor()
+        deadline_ns = super().next_deadline_ns()
+        assert deadline_ns is not None
+        return min(deadline_ns, self._clock.now_ns() + self._check_ns)
+
+    def wall_of(self, timer: Timer, tick: int) -> datetime | None:
+        wall_ns = tick * NS_PER_MS
+        trigger = timer.spec.trigger
+        if trigger is not None:
+            return trigger.as_datetime(wall_ns)  # type: ignore[no-any-return]
+        return datetime.fromtimestamp(wall_ns / NS_PER_S, UTC)
+
+    def arm(self, timer: Timer, now_ns: int) -> None:
+        """The timer's first instant after ``now_ns``."""
+        wall_ns = now_ns - self.origin_ns
+        if timer._mode & CALENDAR:
+            instant_ns = timer.spec.trigger.next_after(wall_ns)
+            if instant_ns is None:  # an instant that has passed: run at the next tick
+                self.put(timer, wall_ns // NS_PER_MS + 1)
+            else:
+                self.put(timer, -(-instant_ns // NS_PER_MS))
+            return
+        interval = timer._interval
+        self.put(timer, (wall_ns // NS_PER_MS // interval + 1) * interval)
+
+    def resume(self, timer: Timer, now_ns: int) -> None:
+        if timer._mode & CALENDAR:
+            self.arm(timer, now_ns)  # its next instant after now: paused ones are not missed
+        else:
+            super().resume(timer, now_ns)
+
+    def advance(self, timer: Timer, grid_tick: int, now_ns: int) -> int:
+        """A calendar timer: its trigger's next instant after the run's; instants that passed
+        meanwhile follow its missed policy (``SKIP`` and ``DELAY`` merge them into this run,
+        ``BURST`` replays up to ``max_catchup`` of them). With no next instant the timer is held
+        (it ends after this run). Other timers: as on any grid."""
+        if not timer._mode & CALENDAR:
+            return super().advance(timer, grid_tick, now_ns)
+        trigger = timer.spec.trigger
+        now_wall_ns = now_ns - self.origin_ns
+        instants = trigger.instants_after(grid_tick * NS_PER_MS)
+        passed = list(islice(takewhile(lambda i: i <= now_wall_ns, instants), MAX_COUNTED))
+        if len(passed) == MAX_COUNTED:
+            logger.warning(
+                "timer %r: more than %d instants passed since its last run; counted %d",
+                timer.name,
+                MAX_COUNTED,
+                MAX_COUNTED,
+            )
+        policy = timer.spec.policy
+        if passed and policy.missed is MISSED_BURST:
+            missed = max(0, len(passed) - policy.max_catchup)
+            self.put(timer, -(-passed[missed] // NS_PER_MS))
+            return missed
+        following = trigger.next_after(max(now_wall_ns, grid_tick * NS_PER_MS))
+        if following is None:
+            self.hold(timer)
+        else:
+            self.put(timer, -(-following // NS_PER_MS))
+        return len(passed)

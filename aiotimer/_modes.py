@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from ._spec import CALENDAR as CALENDAR_KIND
 from ._spec import PERIODIC
 
 if TYPE_CHECKING:
@@ -15,8 +16,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASYNC",
+    "CALENDAR",
     "COROUTINE",
     "FAST",
+    "GATED",
     "INTERNAL",
     "JITTER",
     "SPECIAL",
@@ -31,6 +34,8 @@ THREAD: Final = 4
 SPECIAL: Final = 8  # not periodic, or jittered, or with a timeout
 INTERNAL: Final = 16  # the scheduler's own one-shots (run timeouts): no stats, no registry
 JITTER: Final = 32  # each run is drawn off its grid point (with SPECIAL)
+CALENDAR: Final = 64  # the instants of a trigger, on the wall grid (with SPECIAL)
+GATED: Final = 128  # a cluster timer: each due run is offered to the run gate (with SPECIAL)
 ASYNC: Final = COROUTINE | THREAD
 FAST: Final = TAKES_TICK
 """The largest fast mode: ``mode <= FAST`` is the hot loops' test."""
@@ -50,4 +55,8 @@ def mode_of(spec: TimerSpec) -> int:
     # max_failures (they act only on late or failed runs); these need the general path:
     if spec.kind is not PERIODIC or policy.timeout_s is not None:
         mode |= SPECIAL
+    if spec.kind is CALENDAR_KIND:
+        mode |= CALENDAR
+    if spec.cluster:
+        mode |= GATED | SPECIAL
     return mode

@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from datetime import datetime, tzinfo
 from typing import Any, Final, Generic, TypedDict, TypeVar, Unpack
 
 from ._policy import DEFAULT_POLICY, ErrorHook, Missed, Overlap, Policy
 from ._spec import (
+    CALENDAR,
     ONESHOT,
     PERIODIC,
     RETURNS_INTERVAL,
@@ -81,7 +83,21 @@ class Registrar(ABC, Generic[R]):
         name: str | None,
         param: Any,
         options: PolicyOptions,
+        cluster: bool = False,
     ) -> TimerSpec:
+        if cluster is not False:
+            label = name if isinstance(name, str) else callback_name(callback)
+            policy = build_policy(label, options)
+            return TimerSpec(
+                callback,
+                interval,
+                unit,
+                kind,
+                name=name,
+                param=param,
+                policy=policy,
+                cluster=cluster,
+            )
         if options:
             label = name if isinstance(name, str) else callback_name(callback)
             policy = build_policy(label, options)
@@ -103,15 +119,21 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        cluster: bool = False,
         **options: Unpack[PolicyOptions],
     ) -> Callable[[F], F]:
         """Decorator: run the function every ``interval_ms`` milliseconds on the ms grid.
 
         :param returns_interval: the function's return value sets what happens next
             (``None`` same interval, ``0`` stop, ``n`` next interval in ms)
+        :param cluster: run once per grid point across a cluster: grid points are wall-clock
+            instants counted from the Unix epoch, each claimed by one node of the attached
+            ``aiotimer.cluster.Cluster``
         :param options: policy options, see :class:`~aiotimer.Policy`
         """
-        return self._decorator(UNIT_MS, interval_ms, name, param, returns_interval, options)
+        return self._decorator(
+            UNIT_MS, interval_ms, name, param, returns_interval, options, cluster
+        )
 
     def every_s(
         self,
@@ -120,10 +142,12 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        cluster: bool = False,
         **options: Unpack[PolicyOptions],
     ) -> Callable[[F], F]:
-        """Decorator: run the function every ``interval_s`` seconds on the second grid."""
-        return self._decorator(UNIT_S, interval_s, name, param, returns_interval, options)
+        """Decorator: run the function every ``interval_s`` seconds on the second grid
+        (``cluster=True``: once per grid point across a cluster, see :meth:`every_ms`)."""
+        return self._decorator(UNIT_S, interval_s, name, param, returns_interval, options, cluster)
 
     def _decorator(
         self,
@@ -133,6 +157,7 @@ class Registrar(ABC, Generic[R]):
         param: Any,
         returns_interval: bool,
         options: PolicyOptions,
+        cluster: bool = False,
     ) -> Callable[[F], F]:
         if callable(interval):  # @every_ms without the parentheses and the interval
             raise TypeError(
@@ -143,7 +168,7 @@ class Registrar(ABC, Generic[R]):
 
         def decorate(fn: F) -> F:
             self._register(
-                self._spec(fn, interval, unit, kind, name, param, options), decorated=True
+                self._spec(fn, interval, unit, kind, name, param, options, cluster), decorated=True
             )
             return fn
 
@@ -159,6 +184,7 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        cluster: bool = False,
         **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` every ``interval_ms`` milliseconds; the first run one interval after
@@ -175,11 +201,12 @@ class Registrar(ABC, Generic[R]):
             and name is None
             and param is None
             and returns_interval is False
+            and cluster is False
             and not options
         ):
             return self._register(_last, False)
         kind = PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
-        spec = self._spec(callback, interval_ms, UNIT_MS, kind, name, param, options)
+        spec = self._spec(callback, interval_ms, UNIT_MS, kind, name, param, options, cluster)
         return self._register(spec, False)
 
     def add_every_s(
@@ -190,6 +217,7 @@ class Registrar(ABC, Generic[R]):
         name: str | None = None,
         param: Any = None,
         returns_interval: bool = False,
+        cluster: bool = False,
         **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` every ``interval_s`` seconds on the second grid."""
@@ -203,11 +231,12 @@ class Registrar(ABC, Generic[R]):
             and name is None
             and param is None
             and returns_interval is False
+            and cluster is False
             and not options
         ):
             return self._register(_last, False)
         kind = PERIODIC if returns_interval is False else _periodic_kind(returns_interval)
-        spec = self._spec(callback, interval_s, UNIT_S, kind, name, param, options)
+        spec = self._spec(callback, interval_s, UNIT_S, kind, name, param, options, cluster)
         return self._register(spec, False)
 
     def add_once_ms(
@@ -235,6 +264,108 @@ class Registrar(ABC, Generic[R]):
         """Run ``callback`` once, ``delay_s`` seconds from now, on the second grid."""
         spec = self._spec(callback, delay_s, UNIT_S, ONESHOT, name, param, options)
         return self._register(spec, False)
+
+    # -- calendar timers (cron expressions, wall-clock instants) -------------------------------
+
+    def every_cron(
+        self,
+        expr: str,
+        *,
+        tz: str | tzinfo,
+        name: str | None = None,
+        param: Any = None,
+        cluster: bool = False,
+        **options: Unpack[PolicyOptions],
+    ) -> Callable[[F], F]:
+        """Decorator: run the function at the instants of a cron expression, read in the time
+        zone ``tz`` (DST as Debian's cron: see the README's "Calendar timers"). Needs the
+        ``cron`` extra (cronsim).
+
+        :param expr: five fields (minute hour day-of-month month day-of-week) or an alias
+            such as ``@hourly``
+        :param tz: an IANA zone name (``"Europe/Berlin"``) or a ``ZoneInfo``; required, so a
+            timer never depends on the host's local zone
+        :param cluster: run each instant once across a cluster (claimed by its UTC instant)
+        :raises ValueError: a malformed expression or an unknown zone, naming the timer and
+            the field
+        """
+
+        def decorate(fn: F) -> F:
+            spec = self._calendar_spec(fn, _cron(expr, tz, name, fn), name, param, options, cluster)
+            self._register(spec, decorated=True)
+            return fn
+
+        return decorate
+
+    def add_every_cron(
+        self,
+        expr: str,
+        callback: Callable[..., Any],
+        *,
+        tz: str | tzinfo,
+        name: str | None = None,
+        param: Any = None,
+        cluster: bool = False,
+        **options: Unpack[PolicyOptions],
+    ) -> R:
+        """Run ``callback`` at the instants of a cron expression (see :meth:`every_cron`)."""
+        trigger = _cron(expr, tz, name, callback)
+        return self._register(
+            self._calendar_spec(callback, trigger, name, param, options, cluster), False
+        )
+
+    def add_at(
+        self,
+        when: datetime,
+        callback: Callable[..., Any],
+        *,
+        name: str | None = None,
+        param: Any = None,
+        cluster: bool = False,
+        **options: Unpack[PolicyOptions],
+    ) -> R:
+        """Run ``callback`` once at the wall-clock instant ``when`` (an aware ``datetime``; an
+        instant already past runs at once). Its wait is on the monotonic clock, re-checked
+        against the wall clock: a wall-clock step never makes it run early.
+
+        :raises ValueError: a naive ``datetime`` (or a local time a DST change skips)
+        """
+        from ._calendar import AtTrigger
+
+        trigger = AtTrigger(when, label=name if name is not None else callback_name(callback))
+        return self._register(
+            self._calendar_spec(callback, trigger, name, param, options, cluster), False
+        )
+
+    def _calendar_spec(
+        self,
+        callback: Callable[..., Any],
+        trigger: Any,
+        name: str | None,
+        param: Any,
+        options: PolicyOptions,
+        cluster: bool,
+    ) -> TimerSpec:
+        label = name if isinstance(name, str) else callback_name(callback)
+        policy = build_policy(label, options)
+        return TimerSpec(
+            callback,
+            1,
+            UNIT_MS,
+            CALENDAR,
+            name=name,
+            param=param,
+            policy=policy,
+            trigger=trigger,
+            cluster=cluster,
+        )
+
+
+def _cron(expr: str, tz: str | tzinfo, name: str | None, callback: object) -> Any:
+    from ._calendar import CronTrigger  # cronsim is an optional extra
+
+    label = name if isinstance(name, str) else callback_name(callback)
+    return CronTrigger(expr, tz, label=label)  # type: ignore[arg-type]
 
 
 _SHARED_MAX: Final = 1024

@@ -45,13 +45,14 @@ from anyio.abc import TaskStatus
 from ._backend import Backend, current_backend
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
 from ._dispatch import INTERNAL_SPEC, Dispatcher, current_timer
-from ._grid import Grid
-from ._modes import mode_of
+from ._gate import RunGate
+from ._grid import Grid, WallGrid
+from ._modes import GATED, mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED
 from ._registrar import Registrar
 from ._service import Service
-from ._spec import ONESHOT, UNIT_MS, TimerSpec, callback_name, check_interval
+from ._spec import CALENDAR, ONESHOT, UNIT_MS, TimerSpec, callback_name, check_interval
 from ._stats import Histogram, HistogramSlab, SchedulerStats
 from ._tick_source import TickSource
 from ._timer import ACTIVE, CANCELLED, FINISHED, PAUSED, PENDING, Timer, TimerState
@@ -91,6 +92,9 @@ class Scheduler(Registrar[Timer]):
     :param thread_limit: at most this many ``thread=True`` runs at once (aiotimer's own
         capacity limiter, never the loop's default executor)
     :param seed: seed of the random source for jitter (for reproducible tests)
+    :param wall_check_s: while wall-clock timers (cluster, calendar) are queued, the wall clock
+        is re-checked at least this often, so a wall-clock step (NTP, suspend) is seen within
+        it (default 1 s)
     :param precision: how the tick source sleeps: ``"loop"`` on the event loop's timers,
         ``"timerfd"`` on a Linux timerfd armed at the absolute deadline (sub-millisecond
         lateness, never early; needs the monotonic clock), ``"auto"`` (default) the timerfd
@@ -126,6 +130,7 @@ class Scheduler(Registrar[Timer]):
         "_timers",
         "_unnamed",
         "_use_timerfd",
+        "_wall",
         "name",
         "random",
     )
@@ -141,6 +146,7 @@ class Scheduler(Registrar[Timer]):
         thread_limit: int = DEFAULT_THREAD_LIMIT,
         seed: int | None = None,
         precision: Precision = "auto",
+        wall_check_s: float = 1.0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"Scheduler: name must be a non-empty str, got {name!r}")
@@ -168,6 +174,15 @@ class Scheduler(Registrar[Timer]):
                 f"scheduler {name!r}: block_warn_s must be a number > 0 or None, "
                 f"got {block_warn_s!r}"
             )
+        if (
+            isinstance(wall_check_s, bool)
+            or not isinstance(wall_check_s, (int, float))
+            or not 0.001 <= wall_check_s <= 86_400
+        ):
+            raise ValueError(
+                f"scheduler {name!r}: wall_check_s must be a number from 0.001 to 86400, "
+                f"got {wall_check_s!r}"
+            )
         if isinstance(thread_limit, bool) or not isinstance(thread_limit, int) or thread_limit < 1:
             raise ValueError(
                 f"scheduler {name!r}: thread_limit must be an int >= 1, got {thread_limit!r}"
@@ -187,7 +202,10 @@ class Scheduler(Registrar[Timer]):
         self._grid_origin_ns = grid_origin_ns
         self._ms = Grid(NS_PER_MS, self, self._hist, self.random)
         self._s = Grid(NS_PER_S, self, self._hist, self.random)
-        self._grids = (self._ms, self._s)
+        self._wall = WallGrid(  # cluster and calendar timers
+            self, self._hist, self.random, self._clock, round(wall_check_s * NS_PER_S)
+        )
+        self._grids = (self._ms, self._s, self._wall)
         # default name -> [live timers named after it, the last number given]; freed at 0
         self._bases: dict[str, list[int]] = {}
         self._layout = self._lay_out(INTERNAL_SPEC)  # the last spec registered, laid out
@@ -312,6 +330,9 @@ class Scheduler(Registrar[Timer]):
         name = spec.name
         base = name if name is not None else callback_name(spec.callback)
         unnamed = name is None and spec.kind is ONESHOT
+        if spec.cluster or spec.kind is CALENDAR:  # wall-clock instants, ms since the epoch
+            interval = spec.interval * spec.unit.tick_ns // NS_PER_MS
+            return spec, mode_of(spec), self._wall, interval, base, name, unnamed
         # A jittered timer runs off the grid points, so it lives on the ms grid whatever its
         # unit; its grid points stay those of its unit (the grids share their origin).
         if spec.unit is UNIT_MS:
@@ -402,8 +423,11 @@ class Scheduler(Registrar[Timer]):
             grid.arm(timer, self._clock.now_ns())
 
     def _on_due(self, now_ns: int) -> None:
-        """The tick source's call: run everything due by ``now_ns`` on both grids."""
-        fire = self._dispatcher.fire
+        """The tick source's call: run everything due by ``now_ns`` on every grid (the wall
+        grid first re-checks the wall clock); then the gate gets the batch's cluster runs."""
+        self._wall.reanchor()
+        dispatcher = self._dispatcher
+        fire = dispatcher.fire
         for grid in self._grids:
             queue = grid.queue
             now_tick = grid.tick_of(now_ns)
@@ -412,6 +436,34 @@ class Scheduler(Registrar[Timer]):
                     fire(grid, due[0], due[1], due[2], now_tick)
                 finally:
                     queue.batch_done()
+        if dispatcher._gated:
+            dispatcher.flush_gated()
+
+    def guard(self, timer: Timer) -> None:
+        """Make ``timer`` a cluster timer (as if registered with ``cluster=True``): its grid
+        becomes the epoch-anchored wall grid and each due run is offered to the run gate (a
+        ``Cluster`` service). Only while the scheduler is stopped.
+
+        :raises RuntimeError: the scheduler is not stopped, or the timer has ended
+        :raises ValueError: the timer is not periodic or calendar, or not this scheduler's
+        """
+        if timer.scheduler is not self:
+            raise ValueError(f"scheduler {self.name!r}: timer {timer.name!r} is not one of mine")
+        if self._state != "stopped":
+            raise RuntimeError(f"scheduler {self.name!r}: guard timers before start()")
+        self._check_alive(timer, "guard")
+        if timer._mode & GATED:
+            return
+        spec = timer.spec.replace(cluster=True)
+        layout = self._lay_out(spec)
+        timer.spec = spec
+        timer._mode, timer._grid, timer._interval = layout[1], layout[2], layout[3]
+        timer._grid_tick = timer._due_tick = NOT_QUEUED
+
+    @property
+    def gate(self) -> RunGate | None:
+        """The run gate of cluster timers: the attached service that implements it."""
+        return self._dispatcher.gate
 
     # -- services ----------------------------------------------------------------------------
 
@@ -432,6 +484,13 @@ class Scheduler(Registrar[Timer]):
             raise ValueError(
                 f"scheduler {self.name!r}: a service named {service.name!r} is already attached"
             )
+        if isinstance(service, RunGate):
+            if self._dispatcher.gate is not None:
+                raise ValueError(
+                    f"scheduler {self.name!r}: a run gate is attached already "
+                    f"({self._dispatcher.gate!r}); one Cluster per scheduler"
+                )
+            self._dispatcher.gate = service
         self._services[service.name] = service
 
     def add_process(self, process: Attachable) -> None:
@@ -589,6 +648,13 @@ class Scheduler(Registrar[Timer]):
                 f"now_ns() must return an int of nanoseconds, got {type(now_ns).__name__} "
                 f"{now_ns!r}"
             )
+        if self._dispatcher.gate is None:
+            gated = [t.name for t in self._all_timers() if t._mode & GATED]
+            if gated:
+                raise RuntimeError(
+                    f"scheduler {self.name!r}: timer(s) {gated[:5]} have cluster=True but no "
+                    "Cluster service is attached (scheduler.add_service(Cluster(url)))"
+                )
         self._state = "starting"
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()

@@ -51,6 +51,8 @@ class Kind(enum.Enum):
     RETURNS_INTERVAL = "returns_interval"
     """The callback's return value decides: ``None`` keeps the interval, ``0`` stops, ``n > 0``
     is the next interval in the timer's unit (Kamailio's ``timer_ln`` handler contract)."""
+    CALENDAR = "calendar"
+    """Run at the wall-clock instants of a trigger (a cron expression, or one instant)."""
 
 
 # Enum members read through their class cost ~0.2 µs each on CPython 3.11 (the enum
@@ -61,6 +63,7 @@ UNIT_S: Final = Unit.S
 PERIODIC: Final = Kind.PERIODIC
 ONESHOT: Final = Kind.ONESHOT
 RETURNS_INTERVAL: Final = Kind.RETURNS_INTERVAL
+CALENDAR: Final = Kind.CALENDAR
 
 
 def callback_name(callback: object) -> str:
@@ -209,6 +212,9 @@ class TimerSpec(tuple[Any, ...]):
     :param name: unique name on a scheduler; ``None`` derives one from the callback
     :param param: any object, handed to the callback as ``tick.param``
     :param policy: what the timer does on stalls, overlaps, timeouts and failures
+    :param trigger: for a :attr:`Kind.CALENDAR` timer, its instants (``_calendar.Trigger``)
+    :param cluster: run once per grid point across a cluster (a wall-clock grid anchored on
+        the Unix epoch; a ``Cluster`` service claims each point); see ``aiotimer.cluster``
     :raises TypeError: a non-callable callback, a bad signature, a value of the wrong type
     :raises ValueError: an interval that is not a whole, finite, positive number; a jitter not
         below the interval
@@ -226,6 +232,8 @@ class TimerSpec(tuple[Any, ...]):
         name: str | None = None,
         param: Any = None,
         policy: Policy = DEFAULT_POLICY,
+        trigger: Any = None,
+        cluster: bool = False,
     ) -> TimerSpec:
         # The happy path is a handful of identity checks: registration is benchmarked.
         if name is not None and (type(name) is not str or not name):
@@ -241,7 +249,7 @@ class TimerSpec(tuple[Any, ...]):
             )
         if type(interval) is not int or not 0 < interval <= _MAX_INTERVAL[unit]:
             interval = check_interval(_label(name, callback), _what(kind), interval, unit)
-        if policy is not DEFAULT_POLICY:
+        if policy is not DEFAULT_POLICY and kind is not Kind.CALENDAR:  # (instants: no interval)
             _check_policy(_label(name, callback), policy, interval, unit)
         takes_tick, is_coroutine = callback_shape(callback, name)
         if is_coroutine and policy.thread:
@@ -249,8 +257,35 @@ class TimerSpec(tuple[Any, ...]):
                 f"timer {_label(name, callback)!r}: thread=True is for blocking sync callbacks; "
                 f"{callback_name(callback)} is a coroutine function (it runs on the loop)"
             )
+        if (trigger is None) is (kind is Kind.CALENDAR):
+            raise TypeError(
+                f"timer {_label(name, callback)!r}: a trigger goes with kind CALENDAR, and only "
+                f"there (kind {kind.value}, trigger {trigger!r})"
+            )
+        if type(cluster) is not bool:
+            raise TypeError(
+                f"timer {_label(name, callback)!r}: cluster must be a bool, got {cluster!r}"
+            )
+        if cluster and kind is not Kind.PERIODIC and kind is not Kind.CALENDAR:
+            raise ValueError(
+                f"timer {_label(name, callback)!r}: cluster=True is for periodic and calendar "
+                f"timers (each grid point claimed once), not {kind.value} ones"
+            )
         return tuple.__new__(
-            cls, (callback, interval, unit, kind, name, param, policy, takes_tick, is_coroutine)
+            cls,
+            (
+                callback,
+                interval,
+                unit,
+                kind,
+                name,
+                param,
+                policy,
+                takes_tick,
+                is_coroutine,
+                trigger,
+                cluster,
+            ),
         )
 
     def replace(self, **changes: Any) -> TimerSpec:
@@ -263,6 +298,8 @@ class TimerSpec(tuple[Any, ...]):
             "name": self.name,
             "param": self.param,
             "policy": self.policy,
+            "trigger": self.trigger,
+            "cluster": self.cluster,
         }
         unknown = set(changes) - set(fields)
         if unknown:
@@ -276,6 +313,8 @@ class TimerSpec(tuple[Any, ...]):
             name=fields["name"],
             param=fields["param"],
             policy=fields["policy"],
+            trigger=fields["trigger"],
+            cluster=fields["cluster"],
         )
 
     if TYPE_CHECKING:  # typed views for the checker; C-level itemgetters at run time
@@ -302,6 +341,12 @@ class TimerSpec(tuple[Any, ...]):
 
         @property
         def is_coroutine(self) -> bool: ...
+        @property
+        def trigger(self) -> Any:
+            """A calendar timer's trigger (``_calendar.Trigger``), else ``None``."""
+
+        @property
+        def cluster(self) -> bool: ...
     else:
         callback = property(itemgetter(0), doc="The function called on each run.")
         interval = property(itemgetter(1), doc="The period, or a one-shot's delay, in unit.")
@@ -312,6 +357,8 @@ class TimerSpec(tuple[Any, ...]):
         policy = property(itemgetter(6), doc="The timer's Policy.")
         takes_tick = property(itemgetter(7), doc="The callback takes the Tick.")
         is_coroutine = property(itemgetter(8), doc="The callback is a coroutine function.")
+        trigger = property(itemgetter(9), doc="A calendar timer's trigger, else None.")
+        cluster = property(itemgetter(10), doc="Runs once per grid point across a cluster.")
 
     @property
     def label(self) -> str:
@@ -320,9 +367,13 @@ class TimerSpec(tuple[Any, ...]):
 
     def describe(self) -> str:
         """``'every 20 ms'``, ``'once after 5 s'``: for listings and logs."""
-        if self.kind is Kind.ONESHOT:
-            return f"once after {self.interval} {self.unit.suffix}"
-        return f"every {self.interval} {self.unit.suffix}"
+        if self.kind is Kind.CALENDAR:
+            text = str(self.trigger.describe())
+        elif self.kind is Kind.ONESHOT:
+            text = f"once after {self.interval} {self.unit.suffix}"
+        else:
+            text = f"every {self.interval} {self.unit.suffix}"
+        return f"{text} (cluster)" if self.cluster else text
 
     def __repr__(self) -> str:
         return f"TimerSpec({self.label!r}, {self.describe()}, {self.kind.value})"

@@ -14,6 +14,7 @@ Ticks here are ticks of the timer's grid (1 ms, or 1 s on the second grid): ``_i
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, final
 
 from ._queue import NOT_QUEUED
@@ -71,12 +72,22 @@ class Tick:
     :ivar missed: grid points that passed without a run of their own, merged into this one
     :ivar param: the ``param`` given at registration
     :ivar timer: the :class:`Timer` being run
+    :ivar wall: for a calendar or cluster timer, the scheduled wall-clock instant (an aware
+        ``datetime``: in the timer's time zone for a calendar timer, UTC for a cluster timer;
+        the same on every node, so a key for idempotent writes); ``None`` for others
     """
 
-    __slots__ = ("missed", "param", "scheduled_ns", "ticks", "ticks_raw", "timer")
+    __slots__ = ("missed", "param", "scheduled_ns", "ticks", "ticks_raw", "timer", "wall")
 
     def __init__(
-        self, ticks: int, ticks_raw: int, scheduled_ns: int, missed: int, param: Any, timer: Timer
+        self,
+        ticks: int,
+        ticks_raw: int,
+        scheduled_ns: int,
+        missed: int,
+        param: Any,
+        timer: Timer,
+        wall: datetime | None = None,
     ) -> None:
         self.ticks = ticks
         self.ticks_raw = ticks_raw
@@ -84,6 +95,7 @@ class Tick:
         self.missed = missed
         self.param = param
         self.timer = timer
+        self.wall = wall
 
     def __repr__(self) -> str:
         return (
@@ -228,7 +240,7 @@ class Timer:
 
     @property
     def errors(self) -> int:
-        """Runs that raised (timeouts are counted apart, in :attr:`timeouts`)."""
+        """Runs that raised (timeouts are not included: they are counted in :attr:`timeouts`)."""
         return (self._trouble or _NO_TROUBLE).errors
 
     @property
