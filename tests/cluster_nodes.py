@@ -1,6 +1,6 @@
-"""Node processes for the cluster drills: each runs a :class:`Cluster` service on its own
-scheduler, offers it the cluster runs due at every point of an epoch-anchored wall-clock grid
-(what the scheduler's run gate does), and appends what it ran to a file of its own.
+"""Node processes for the cluster drills: each runs a scheduler with cluster timers (the
+epoch-anchored wall-clock grid, gated by a :class:`Cluster` service) and appends what it ran
+to a file of its own.
 
 Everything here is module-level: nodes are spawned. Each line of a node's file is JSON:
 ``["up", node, wall_ns]``, ``["run", node, timer, instant_ms, wall_ns]`` (written and flushed
@@ -15,12 +15,10 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import aiotimer
-from aiotimer.cluster import Outcome
 from aiotimer.cluster._cluster import Cluster
 
 
@@ -42,33 +40,6 @@ class OffsetClock:
 
     def hold(self) -> AbstractContextManager[None]:
         return nullcontext()
-
-
-@dataclass
-class DrillRun:
-    """One cluster run offered to the service (the gate's run, as the drill drives it)."""
-
-    timer_name: str
-    instant_ms: int
-    node: str
-    out: IO[str]
-    cluster: Cluster
-    work_s: float
-
-    def start(self) -> None:
-        _write(self.out, ["run", self.node, self.timer_name, self.instant_ms, time.time_ns()])
-        asyncio.get_running_loop().create_task(self._work())
-
-    def skip(self) -> None:
-        pass
-
-    async def _work(self) -> None:
-        started = time.perf_counter_ns()
-        await asyncio.sleep(self.work_s)
-        _write(self.out, ["done", self.node, self.timer_name, self.instant_ms, time.time_ns()])
-        self.cluster.finished(
-            self.timer_name, self.instant_ms, Outcome.OK, time.perf_counter_ns() - started
-        )
 
 
 def _write(out: IO[str], record: list[Any]) -> None:
@@ -115,20 +86,23 @@ async def _node(
     work_s = options.pop("work_s", 0.0)
     cluster = Cluster(url, name=cluster_name, node=node, **options)
     scheduler = aiotimer.Scheduler(clock=clock, name=node)
+
+    async def job(tick: aiotimer.Tick) -> None:
+        assert tick.wall is not None
+        instant = round(tick.wall.timestamp() * 1000)
+        # Written before the work: a node killed mid-run still shows the run.
+        _write(out, ["run", node, tick.timer.name, instant, time.time_ns()])
+        if work_s:
+            await asyncio.sleep(work_s)
+        _write(out, ["done", node, tick.timer.name, instant, time.time_ns()])
+
+    for timer in timers:
+        scheduler.add_every_ms(interval_ms, job, name=timer, cluster=True)
     scheduler.add_service(cluster)
     async with scheduler:
         _write(out, ["up", node, time.time_ns()])
-        while True:
-            # The next grid point of this node's wall clock (never an old one: a node that
-            # was stopped resumes at the current point, as the scheduler's SKIP does).
-            now_ms = clock.wall_ns() // 1_000_000
-            instant = -(-max(now_ms + 1, start_ms) // interval_ms) * interval_ms
-            if instant >= stop_ms:
-                break
-            await asyncio.sleep((instant * 1_000_000 - clock.wall_ns()) / 1e9)
-            cluster.offer([DrillRun(t, instant, node, out, cluster, work_s) for t in timers])
-        await asyncio.sleep(max(work_s, 0.05) + 0.1)  # let the last claims and runs end
-        _write(out, ["stats", node, cluster.stats().as_dict()])
+        await asyncio.sleep(max(0.0, (stop_ms * 1_000_000 - clock.wall_ns()) / 1e9))
+    _write(out, ["stats", node, cluster.stats().as_dict()])
 
 
 def read_records(paths: list[Path]) -> list[list[Any]]:

@@ -43,11 +43,13 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._gate import GatedRun
+from .._timer import Timer, TimerState
 from ._open import open_store
 from ._rendezvous import preferred_node
 from ._store import (
@@ -63,7 +65,7 @@ from ._store import (
 if TYPE_CHECKING:
     from .._scheduler import Scheduler
 
-__all__ = ["Cluster", "ClusterStats", "ClusterTimerStats", "GatedRunLike"]
+__all__ = ["Cluster", "ClusterStats", "ClusterTimerStats"]
 
 logger = logging.getLogger("aiotimer.cluster")
 
@@ -72,24 +74,20 @@ LATENCY_SAMPLES: Final = 1024
 """Claim latencies kept for the stats' percentiles (the newest ones)."""
 FINISH_BATCH: Final = 500
 """Finished runs sent to the store at once (more wait for the next flush)."""
+FLUSH_DELAY_S: Final = 0.01
+"""Ends of runs gathered this long before they are sent (one round trip for many)."""
+DONE_POLL_S: Final = 0.05
+"""How often runs in progress (coroutines, threads) are checked for their end."""
 
 
-class GatedRunLike(Protocol):
-    """What the scheduler's run gate hands the cluster for one grid point of one timer."""
+@dataclass(slots=True)
+class _InFlight:
+    """A run this node won and started: what its end is measured against."""
 
-    @property
-    def timer_name(self) -> str: ...
-
-    @property
-    def instant_ms(self) -> int: ...
-
-    def start(self) -> None:
-        """Run it now, here, with every policy of the timer."""
-        ...
-
-    def skip(self) -> None:
-        """Do not run it here (counted by the scheduler as not run here)."""
-        ...
+    instant_ms: int
+    started_ns: int
+    errors: int
+    timeouts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +245,10 @@ class Cluster:
         self._latencies_ns: collections.deque[int] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._per_timer: dict[str, list[int]] = {}  # won, elsewhere, store errors, refused
         self._finished: list[RunOutcome] = []
+        self._early: list[GatedRun] = []  # offered before serve() ran
+        self._ended: anyio.Event | None = None  # runs ended since the last report (serving)
+        self._stopping = False
+        self._in_flight: dict[str, tuple[Timer, list[_InFlight]]] = {}
 
     def __repr__(self) -> str:
         return f"<Cluster {self._store.cluster!r} node={self._node!r} store={self._store.url!r}>"
@@ -278,25 +280,58 @@ class Cluster:
         trying, and its runs follow ``on_unreachable`` meanwhile."""
         if self._scheduler is not None:
             raise RuntimeError(f"{self!r} already serves a scheduler")
+        self._check_guarded(scheduler)
         self._scheduler = scheduler
+        self._stopping = False
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
                 await self._beat()
+                self._tg = tg
                 tg.start_soon(self._heartbeats)
                 tg.start_soon(self._prunes)
+                tg.start_soon(self._follow_runs)
+                tg.start_soon(self._report_ends)
+                early, self._early = self._early, []
+                if early:
+                    tg.start_soon(self._handle, early)
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
             self._tg = None
+            self._ended = None
+            self._stopping = True
             self._scheduler = None
+            # The scheduler drained its runs, then cancelled those left, then its services.
+            # Runs that ended during the drain were seen by _follow_runs (within DONE_POLL_S);
+            # those still tracked here were most likely cancelled (the gate's runs carry no
+            # completion callback to tell for sure).
+            for name, (timer, tracks) in self._in_flight.items():
+                for track in tracks:
+                    outcome = self._outcome(timer, track)
+                    self._finish(
+                        name, track, Outcome.CANCELLED if outcome is Outcome.OK else outcome
+                    )
+            self._in_flight.clear()
             with anyio.CancelScope(shield=True):
                 await self._close()
+
+    def _check_guarded(self, scheduler: Scheduler) -> None:
+        """``timers=`` names must be cluster timers of ``scheduler`` by the time it starts."""
+        missing = sorted(self._guarded - set(scheduler.timers))
+        if missing:
+            raise ValueError(f"{self!r}: timers {missing} are not registered on {scheduler!r}")
+        unguarded = sorted(n for n in self._guarded if not scheduler.timers[n].spec.cluster)
+        if unguarded:
+            raise ValueError(
+                f"{self!r}: timers {unguarded} are not cluster timers: register them with "
+                "cluster=True, or call scheduler.guard(timer) before start()"
+            )
 
     async def stop(self, grace_s: float) -> None:
         """Leave the cluster: report finished runs and drop this node from the live nodes, so
         the others prefer another node at once (the runs still draining finish here and are
         reported when the service closes)."""
+        self._stopping = True
         with anyio.move_on_after(max(grace_s, 0.1)):
             await self._flush()
             if self._open:
@@ -331,24 +366,26 @@ class Cluster:
 
     # -- the gate ------------------------------------------------------------------------
 
-    def offer(self, runs: Sequence[GatedRunLike]) -> None:
-        """The scheduler's gate: the cluster runs due together at one grid point. Returns at
-        once; each run is started or skipped once its claim is answered."""
-        tg = self._tg
-        if tg is None:  # not serving (stopping): nothing may run without a claim
+    def offer(self, runs: Sequence[GatedRun]) -> None:
+        """The scheduler's run gate (see ``aiotimer._gate.RunGate``): the cluster runs due in
+        one dispatch batch. Returns at once; each run is started or skipped once its claim is
+        answered. Runs offered before the service serves (the scheduler starts its tick source
+        first) wait for it; runs offered while it stops are skipped: nothing runs unclaimed."""
+        if self._tg is not None:
+            self._tg.start_soon(self._handle, list(runs))
+        elif self._scheduler is None and not self._stopping:
+            self._early.extend(runs)
+        else:
             for run in runs:
+                self._count(run.timer.name, 2)
                 run.skip()
-            return
-        tg.start_soon(self._handle, list(runs))
 
-    def finished(self, timer: str, instant_ms: int, outcome: Outcome, duration_ns: int) -> None:
-        """Record how a run this node won ended (sent to the store with the next flush)."""
-        self._finished.append(RunOutcome(timer, instant_ms, outcome, max(0, duration_ns)))
-
-    async def _handle(self, runs: list[GatedRunLike]) -> None:
+    async def _handle(self, runs: list[GatedRun]) -> None:
         live = self._live
-        mine = [r for r in runs if preferred_node(r.timer_name, live) == self._node]
-        backups = [r for r in runs if preferred_node(r.timer_name, live) != self._node]
+        mine: list[GatedRun] = []
+        backups: list[GatedRun] = []
+        for run in runs:
+            (mine if preferred_node(run.timer.name, live) == self._node else backups).append(run)
         if mine:
             await self._claim(mine)
         if backups and self._scheduler is not None:
@@ -356,13 +393,13 @@ class Cluster:
             await clock.sleep_until(clock.now_ns() + int(self._backup_delay_s * NS_PER_S))
             await self._claim(backups)
 
-    async def _claim(self, runs: list[GatedRunLike]) -> None:
+    async def _claim(self, runs: list[GatedRun]) -> None:
         if self._refusing:
             for run in runs:
-                self._count(run.timer_name, 3)
+                self._count(run.timer.name, 3)
                 run.skip()
             return
-        claims = [(r.timer_name, r.instant_ms) for r in runs]
+        claims = [(r.timer.name, r.instant_ms) for r in runs]
         started = time.perf_counter_ns()
         try:
             if not self._open:
@@ -378,20 +415,70 @@ class Cluster:
                 "running them here" if self._run_when_unreachable else "skipping them",
             )
             for run in runs:
-                self._count(run.timer_name, 2)
+                self._count(run.timer.name, 2)
                 if self._run_when_unreachable:
-                    run.start()
+                    run.start()  # unclaimed: nothing to report to the store
                 else:
                     run.skip()
             return
         self._latencies_ns.append(time.perf_counter_ns() - started)
         self._claims += len(claims)
         for run, flag in zip(runs, won, strict=True):
-            self._count(run.timer_name, 0 if flag else 1)
+            self._count(run.timer.name, 0 if flag else 1)
             if flag:
-                run.start()
+                self._start(run)
             else:
                 run.skip()
+
+    def _start(self, run: GatedRun) -> None:
+        """Start a run this node won, and follow it to its end for the store's history."""
+        timer = run.timer
+        track = _InFlight(run.instant_ms, time.perf_counter_ns(), timer.errors, timer.timeouts)
+        if not run.start():
+            # Won, but not run: the timer ended, or its overlap policy skipped the run.
+            self._finish(timer.name, track, Outcome.SKIPPED)
+        elif timer.running == 0:  # a sync callback ran inline: it is over already
+            self._finish(timer.name, track, self._outcome(timer, track))
+        else:
+            self._in_flight.setdefault(timer.name, (timer, []))[1].append(track)
+
+    @staticmethod
+    def _outcome(timer: Timer, track: _InFlight) -> Outcome:
+        if timer.timeouts > track.timeouts:
+            return Outcome.TIMEOUT
+        if timer.errors > track.errors:
+            return Outcome.ERROR
+        return Outcome.OK
+
+    def _finish(self, timer: str, track: _InFlight, outcome: Outcome) -> None:
+        duration_ns = time.perf_counter_ns() - track.started_ns
+        self._finished.append(RunOutcome(timer, track.instant_ms, outcome, duration_ns))
+        if self._ended is not None:
+            self._ended.set()
+
+    async def _report_ends(self) -> None:
+        """Send the ends of runs to the store soon after they happen (gathered for
+        ``FLUSH_DELAY_S``: one round trip for the runs of a batch), so that "claimed, not
+        finished" means what it says."""
+        while True:
+            self._ended = ended = anyio.Event()
+            if not self._finished:
+                await ended.wait()
+            await anyio.sleep(FLUSH_DELAY_S)
+            await self._flush()
+
+    async def _follow_runs(self) -> None:
+        """Report the end of runs in progress. The gate's runs carry no completion callback, so
+        this watches each timer's running count and counters (every ``DONE_POLL_S``): exact for
+        a timer with one run at a time (the default overlap policy), approximate (durations to
+        the poll, outcomes per group) when runs of one timer overlap."""
+        while True:
+            await anyio.sleep(DONE_POLL_S)
+            for name, (timer, tracks) in list(self._in_flight.items()):
+                if timer.running == 0 or timer.state is TimerState.CANCELLED:
+                    del self._in_flight[name]
+                    for track in tracks:
+                        self._finish(name, track, self._outcome(timer, track))
 
     def _count(self, timer: str, column: int) -> None:
         counts = self._per_timer.get(timer)

@@ -77,6 +77,9 @@ class Outcome(enum.Enum):
     ERROR = "error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    """The scheduler stopped while it ran."""
+    SKIPPED = "skipped"
+    """Won, but not run here: the timer ended, or its overlap policy skipped the run."""
 
 
 @dataclass(frozen=True, slots=True)
