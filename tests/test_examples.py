@@ -34,3 +34,13 @@ def test_policies_prints_each_timeline() -> None:
     assert "BURST  [100, 390, 390, 400, 500, 600]" in proc.stdout
     assert "DELAY  [100, 390, 490, 590]" in proc.stdout
     assert "Overlap.QUEUE            [100, 360, 620]" in proc.stdout
+
+
+def test_cluster_nodes_run_each_grid_point_once_and_survive_a_kill() -> None:
+    proc = run_example("cluster_nodes.py", "--seconds", "3", "--kill-after", "1.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "node-a killed (SIGKILL)" in proc.stdout
+    summary = next(line for line in proc.stdout.splitlines() if "grid points ran" in line)
+    assert ", 0 twice;" in summary, summary
+    assert int(summary.split()[0]) >= 10, summary
+    assert "last runs per timer" in proc.stdout
