@@ -33,6 +33,13 @@ Metrics:
 ``aiotimer_scheduler_running``     gauge    1 while the scheduler runs
 ``aiotimer_leader``                gauge    1 while a leader service leads (per service)
 ``aiotimer_worker_restarts_total`` counter  restarts of each worker process
+``aiotimer_cluster_points_total``  counter  a cluster timer's grid points on this node, by
+                                            ``result``: ``won``, ``elsewhere``,
+                                            ``store_error``, ``refused_skew``
+``aiotimer_cluster_live_nodes``    gauge    live nodes this node sees (per cluster)
+``aiotimer_cluster_refusing``      gauge    1 while this node's clock is too far off
+``aiotimer_cluster_claim_seconds`` gauge    claim latency, ``quantile`` 0.5 / 0.99 / 1
+``aiotimer_cluster_store_errors_total`` counter  failed claim calls
 =================================  =======  ================================================
 
 **Histograms** are aiotimer's own: per timer, cumulative 32-bit counts in log2 buckets whose
@@ -188,9 +195,26 @@ class _Families:
         self.restarts = CounterMetricFamily(
             "aiotimer_worker_restarts", "Restarts of a worker process."
         )
+        self.cluster_points = CounterMetricFamily(
+            "aiotimer_cluster_points",
+            "A cluster timer's grid points on this node, by result (won: run here).",
+        )
+        self.cluster_live = GaugeMetricFamily(
+            "aiotimer_cluster_live_nodes", "Live nodes of the cluster, as this node sees them."
+        )
+        self.cluster_refusing = GaugeMetricFamily(
+            "aiotimer_cluster_refusing",
+            "1 while this node's wall clock is too far off the store's.",
+        )
+        self.cluster_claim = GaugeMetricFamily(
+            "aiotimer_cluster_claim_seconds", "Claim round-trip latency over the newest claims."
+        )
+        self.cluster_errors = CounterMetricFamily(
+            "aiotimer_cluster_store_errors", "Claim calls that failed (store unreachable...)."
+        )
 
     def all(self) -> list[Metric]:
-        return [
+        families = [
             *self.counters.values(),
             self.in_flight,
             self.lateness,
@@ -199,6 +223,15 @@ class _Families:
             self.leader,
             self.restarts,
         ]
+        if self.cluster_live.samples:  # only where a Cluster is attached
+            families += [
+                self.cluster_points,
+                self.cluster_live,
+                self.cluster_refusing,
+                self.cluster_claim,
+                self.cluster_errors,
+            ]
+        return families
 
     def add_scheduler(self, scheduler: Scheduler) -> None:
         stats = scheduler.stats()
@@ -223,11 +256,50 @@ class _Families:
                 self.leader.add_sample(
                     "aiotimer_leader", {**sched, "service": service.name}, float(is_leader)
                 )
+        for service_stats in stats.services.values():
+            self._add_cluster(sched, service_stats)
         processes = stats.services.get("aiotimer.process")
         workers = processes.as_dict().get("workers") if processes is not None else None
         if isinstance(workers, Mapping):
             for worker, info in workers.items():
                 self._add_worker(sched, str(worker), info)
+
+    def _add_cluster(self, sched: dict[str, str], service_stats: object) -> None:
+        from .cluster._cluster import ClusterStats  # only when a Cluster is attached
+
+        if not isinstance(service_stats, ClusterStats):
+            return
+        labels = {**sched, "cluster": service_stats.cluster}
+        for timer, t in service_stats.timers.items():
+            for result, count in (
+                ("won", t.won),
+                ("elsewhere", t.run_elsewhere),
+                ("store_error", t.store_errors),
+                ("refused_skew", t.refused_skew),
+            ):
+                self.cluster_points.add_sample(
+                    "aiotimer_cluster_points_total",
+                    {**labels, "timer": timer, "result": result},
+                    float(count),
+                )
+        self.cluster_live.add_sample(
+            "aiotimer_cluster_live_nodes", labels, float(len(service_stats.live_nodes))
+        )
+        self.cluster_refusing.add_sample(
+            "aiotimer_cluster_refusing", labels, float(service_stats.refusing)
+        )
+        for quantile, seconds in (
+            ("0.5", service_stats.claim_latency_p50_s),
+            ("0.99", service_stats.claim_latency_p99_s),
+            ("1", service_stats.claim_latency_max_s),
+        ):
+            if seconds is not None:
+                self.cluster_claim.add_sample(
+                    "aiotimer_cluster_claim_seconds", {**labels, "quantile": quantile}, seconds
+                )
+        self.cluster_errors.add_sample(
+            "aiotimer_cluster_store_errors_total", labels, float(service_stats.store_errors)
+        )
 
     def _add_worker(self, sched: dict[str, str], worker: str, info: Any) -> None:
         if not isinstance(info, Mapping):

@@ -317,3 +317,36 @@ def test_passwords_stay_out_of_repr_and_stats() -> None:
     cluster = Cluster("postgresql://app:s3cr3t@db.example/svc", node="a")
     assert "s3cr3t" not in repr(cluster)
     assert "s3cr3t" not in json.dumps(cluster.stats().as_dict())
+
+
+@pytest.mark.slow
+async def test_cluster_numbers_reach_prometheus(url: str) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import aiotimer.prometheus
+
+    cluster = Cluster(url, node="a", name="svc", **FAST)
+    runs: Runs = defaultdict(list)
+    scheduler = node(cluster, ["job"], runs)
+    registry = CollectorRegistry()
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    await scheduler.start()
+    await anyio.sleep(0.3)
+    labels = {"scheduler": "a", "cluster": "svc"}
+    won = registry.get_sample_value(
+        "aiotimer_cluster_points_total", {**labels, "timer": "job", "result": "won"}
+    )
+    assert won is not None
+    assert won >= 1
+    assert registry.get_sample_value("aiotimer_cluster_live_nodes", labels) == 1.0
+    assert registry.get_sample_value("aiotimer_cluster_refusing", labels) == 0.0
+    assert registry.get_sample_value("aiotimer_cluster_store_errors_total", labels) == 0.0
+    p50 = registry.get_sample_value("aiotimer_cluster_claim_seconds", {**labels, "quantile": "0.5"})
+    assert p50 is not None
+    assert 0 < p50 < 1
+    text = generate_latest(registry).decode()
+    types = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert types["aiotimer_cluster_points"] == "counter"
+    assert types["aiotimer_cluster_live_nodes"] == "gauge"
+    await scheduler.stop()
