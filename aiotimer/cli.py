@@ -310,6 +310,25 @@ def status_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def cluster_lines(stats: dict[str, Any]) -> list[str]:
+    """One line per attached Cluster service, from ``scheduler.stats()``'s JSON form."""
+    lines = []
+    for service in stats.get("services", {}).values():
+        if not (isinstance(service, dict) and {"cluster", "node", "live_nodes"} <= set(service)):
+            continue
+        timers = service.get("timers", {}).values()
+        won = sum(t["won"] for t in timers)
+        elsewhere = sum(t["run_elsewhere"] for t in timers)
+        p50 = service["claim_latency"]["p50_s"]
+        refusing = " · REFUSING: clock off the store's" if service["refusing"] else ""
+        lines.append(
+            f"cluster {service['cluster']!r} as {service['node']} · "
+            f"{len(service['live_nodes'])} live node(s) · won {won} · elsewhere {elsewhere} · "
+            f"store errors {service['store_errors']} · claim p50 {_duration(p50)}{refusing}"
+        )
+    return lines
+
+
 class _LogStatus:
     """Plain status lines, one per timer, every ``every_s`` (stdout is not a terminal)."""
 
@@ -321,9 +340,10 @@ class _LogStatus:
             return
         while True:
             await anyio.sleep(self.every_s)
-            for name, every, _, runs, missed, errors, last, p50, p99, top in status_rows(
-                scheduler.stats().as_dict()
-            )[1:]:
+            stats = scheduler.stats().as_dict()
+            for line in cluster_lines(stats):
+                logger.info("status: %s", line)
+            for name, every, _, runs, missed, errors, last, p50, p99, top in status_rows(stats)[1:]:
                 logger.info(
                     "status: timer %r %s: runs=%s missed=%s errors=%s "
                     "late last=%s p50=%s p99=%s max=%s",
@@ -381,6 +401,7 @@ class _TerminalStatus(logging.Handler):
             f" · {stats['wakeups']} wake-ups{hint} ──"
         )
         lines = [title[: size.columns]]
+        lines += [line[: size.columns] for line in cluster_lines(stats)]
         for row in rows:
             cells = [
                 (c if len(c) <= w else c[: w - 1] + "…").ljust(w) if i < 3 else c.rjust(w)

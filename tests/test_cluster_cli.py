@@ -81,3 +81,26 @@ def test_an_unreachable_store_is_one_line_on_stderr(capsys: pytest.CaptureFixtur
     assert captured.err.startswith("aiotimer: error: redis://:***@127.0.0.1:1/0")
     assert "Traceback" not in captured.err
     assert "s3cr3t" not in captured.err
+
+
+@pytest.mark.slow
+def test_the_live_status_shows_each_cluster_service(tmp_path: Path) -> None:
+    import aiotimer
+    from aiotimer.cli import cluster_lines
+    from aiotimer.cluster import Cluster
+
+    async def run() -> list[str]:
+        scheduler = aiotimer.Scheduler(name="a")
+        scheduler.add_every_ms(50, lambda: None, name="job", cluster=True)
+        scheduler.add_service(
+            Cluster(f"sqlite://{tmp_path / 'c.db'}", name="svc", node="a", heartbeat_s=0.05)
+        )
+        async with scheduler:
+            await anyio.sleep(0.3)
+            return cluster_lines(scheduler.stats().as_dict())
+
+    [line] = anyio.run(run)
+    assert line.startswith("cluster 'svc' as a · 1 live node(s) · won ")
+    assert int(line.split("won ")[1].split()[0]) >= 1
+    assert "elsewhere 0 · store errors 0 · claim p50 " in line
+    assert "REFUSING" not in line
