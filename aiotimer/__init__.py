@@ -5,7 +5,6 @@ grids, dispatched on the event loop (asyncio, uvloop or trio). This module only 
 public names; the implementation lives in the private modules next to it.
 """
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, MonotonicClock
@@ -51,8 +50,6 @@ __all__ = [
     "get_ticks",
     "get_ticks_raw",
 ]
-
-logging.getLogger("aiotimer").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:

@@ -20,9 +20,10 @@ Ground rules:
   raised), never a traceback (``--log-level debug`` adds it).
 * The first SIGINT or SIGTERM stops the scheduler gracefully (running callbacks get
   ``--grace`` seconds) and exits 0; a second one stops at once (exit 128 + signal number).
-* On a terminal the timers' table is redrawn about once a second under the log lines; when
-  stdout is not a terminal, the same numbers are logged as plain lines every ``--status-every``
-  seconds (10 by default; 0 turns them off).
+* On a terminal the timers' table is redrawn about once a second at the bottom, with the log
+  lines and whatever the program prints scrolling above it; when stdout is not a terminal,
+  the same numbers are logged as plain lines every ``--status-every`` seconds (10 by
+  default; 0 turns them off).
 * Standard library only, besides aiotimer's own dependencies (anyio; uvloop when installed).
 """
 
@@ -32,6 +33,8 @@ import argparse
 import dataclasses
 import importlib
 import importlib.util
+import io
+import itertools
 import logging
 import math
 import os
@@ -58,8 +61,21 @@ __all__ = ["CliError", "load_target", "main"]
 
 logger = logging.getLogger("aiotimer.cli")
 
-_LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(source)s: %(message)s"
 _LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+class _Formatter(logging.Formatter):
+    """The command's log lines: ``time LEVEL logger: message``, and ``logger (worker
+    name[i]): message`` for a record a worker process sent (``_logs.py`` sets ``worker``)."""
+
+    def __init__(self) -> None:
+        super().__init__(_LOG_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        worker = getattr(record, "worker", None)
+        record.source = record.name if worker is None else f"{record.name} (worker {worker})"
+        return super().formatMessage(record)
 
 
 class CliError(Exception):
@@ -79,6 +95,8 @@ def load_target(target: str) -> Scheduler:
     :raises CliError: the target cannot be found, fails to import, or is not a scheduler
     """
     where, attr = _split_target(target)
+    if not where.strip():
+        raise CliError(f"target {target!r} is empty: give MODULE[:ATTR] or path/to/file.py[:ATTR]")
     module = _import_file(where) if _is_path(where) else _import_module(where)
     if attr is not None:
         return _as_scheduler(_get_attr(module, where, attr), f"{where}:{attr}")
@@ -355,10 +373,16 @@ class _LogStatus:
 
 
 class _TerminalStatus(logging.Handler):
-    """The live table at the bottom of the terminal; log lines scroll above it.
+    """The live table at the bottom of the terminal; log lines and the program's output scroll
+    above it, and the table stays one block at the bottom.
 
-    Also a logging handler: a record erases the table, is written, and the table comes back, so
-    the two never overwrite each other (records from worker threads too: one lock).
+    Also a logging handler: a record erases the table, is written, and the table comes back,
+    so the two never overwrite each other (records from worker threads too: one lock). While
+    the table is on screen, ``sys.stdout`` (and ``sys.stderr`` when it is the terminal too)
+    are replaced by :class:`_Above`, which does the same for ``print()``: whole lines go
+    above the table, a partial line waits for its end. (A worker process writes to the
+    terminal directly: its prints can still cut through the table; its log records come
+    through the parent and cannot.)
     """
 
     def __init__(self, out: IO[str], every_s: float) -> None:
@@ -366,17 +390,20 @@ class _TerminalStatus(logging.Handler):
         self.out = out
         self.every_s = every_s or 1.0
         self.drawn: list[str] = []
-        self.screen_lock = threading.Lock()
-        self.setFormatter(logging.Formatter(_LOG_FORMAT))
+        self.screen_lock = threading.RLock()
+        self.setFormatter(_Formatter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
-            with self.screen_lock:
-                self.out.write(self._erase() + line + "\n" + self._draw(self.drawn))
-                self.out.flush()
+            self.write_above(self.format(record) + "\n")
         except Exception:
             self.handleError(record)
+
+    def write_above(self, text: str) -> None:
+        """Write whole lines above the table."""
+        with self.screen_lock:
+            self.out.write(self._erase() + text + self._draw(self.drawn))
+            self.out.flush()
 
     def _erase(self) -> str:
         return f"\x1b[{len(self.drawn)}F\x1b[J" if self.drawn else ""
@@ -386,12 +413,15 @@ class _TerminalStatus(logging.Handler):
         return "".join(f"{line}\n" for line in lines)
 
     def render(self, scheduler: Scheduler) -> list[str]:
-        stats = scheduler.stats().as_dict()
         size = shutil.get_terminal_size()
-        rows = status_rows(stats)
-        total = len(rows) - 1
         room = max(3, size.lines - 8)
-        hidden = len(rows) - room
+        # Only the timers that fit are walked: a redraw every second must not cost O(timers).
+        summary = scheduler.stats(timers=False)
+        shown = {t.name: t.stats for t in itertools.islice(scheduler.timers.values(), room)}
+        stats = dataclasses.replace(summary, timers=shown).as_dict()
+        rows = status_rows(stats)
+        total = summary.timer_count + len(rows) - 1 - len(shown)  # + workers' timers
+        hidden = total + 1 - room
         if hidden > 0:
             rows = rows[:room]
         widths = [min(40, max(len(row[i]) for row in rows)) for i in range(len(_HEADER))]
@@ -413,9 +443,20 @@ class _TerminalStatus(logging.Handler):
         return lines
 
     async def run(self, scheduler: Scheduler) -> None:
-        while True:
-            self.refresh(scheduler)
-            await anyio.sleep(self.every_s)
+        saved = sys.stdout, sys.stderr
+        above = [_Above(self, sys.stdout)]
+        sys.stdout = above[0]
+        if sys.stderr is not None and sys.stderr.isatty():
+            above.append(_Above(self, sys.stderr))
+            sys.stderr = above[1]
+        try:
+            while True:
+                self.refresh(scheduler)
+                await anyio.sleep(self.every_s)
+        finally:
+            sys.stdout, sys.stderr = saved
+            for stream in above:
+                stream.end()
 
     def refresh(self, scheduler: Scheduler) -> None:
         lines = self.render(scheduler)
@@ -427,6 +468,39 @@ class _TerminalStatus(logging.Handler):
     def finish(self, scheduler: Scheduler) -> None:
         self.refresh(scheduler)  # the final numbers stay on the screen
         self.drawn = []
+
+
+class _Above(io.TextIOBase):
+    """``sys.stdout`` or ``sys.stderr`` while the live table is on screen: what is printed goes
+    above the table, a whole line at a time (what ``rich.live.Live(redirect_stdout=True)``
+    does)."""
+
+    def __init__(self, status: _TerminalStatus, original: IO[str]) -> None:
+        super().__init__()
+        self._status = status
+        self._original = original
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            whole, newline, self._partial = (self._partial + text).rpartition("\n")
+            if newline:
+                self._status.write_above(whole + newline)
+        return len(text)
+
+    def end(self) -> None:
+        """The table is going away: write out a partial line left behind."""
+        with self._lock:
+            if self._partial:
+                self._status.write_above(self._partial + "\n")
+                self._partial = ""
+
+    def isatty(self) -> bool:
+        return self._original.isatty()
+
+    def fileno(self) -> int:
+        return self._original.fileno()
 
 
 _Status = _LogStatus | _TerminalStatus
@@ -450,7 +524,7 @@ def _configure_logging(level: str, status: _Status) -> None:
         root.addHandler(status)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler.setFormatter(_Formatter())
         root.addHandler(handler)
 
 

@@ -42,6 +42,7 @@ Ground rules:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Callable
@@ -301,6 +302,7 @@ def register_timer(
     :param options: the core's policy keywords, e.g. ``thread=True``
     :return: a :class:`TimerId`: the id (>= 0), with the timer handle as ``.timer``
     """
+    _check_arity("register_timer", f, ("ticks", "param"), name)
     timer = current_scheduler().add_every_s(
         interval_s, ticks_call("register_timer", f, param, raw=False), name=name, **options
     )
@@ -320,6 +322,7 @@ def register_ms_timer(
     As :func:`register_timer`, in milliseconds: ``f`` gets the raw ticks (milliseconds, what
     Kamailio's ``TICKS_TO_MS(ticks)`` gives) of its grid point.
     """
+    _check_arity("register_ms_timer", f, ("ticks_raw", "param"), name)
     timer = current_scheduler().add_every_ms(
         interval_ms, ticks_call("register_ms_timer", f, param, raw=True), name=name, **options
     )
@@ -405,7 +408,7 @@ def timer_init(
         and corrupt its timer list): ``timer_del`` it first
     """
     _check_tl("timer_init", tl)
-    check_callable("timer_init", f)
+    _check_arity("timer_init", f, ("ticks_raw", "tl", "data"), None)
     if isinstance(flags, bool) or not isinstance(flags, int):
         raise TypeError(f"timer_init: flags must be an int, got {flags!r}")
     if flags & ~F_TIMER_FAST:
@@ -588,6 +591,7 @@ def fork_basic_timer(
     :raises RuntimeError: no reserved process left
     :raises TypeError: ``f`` not importable, ``param`` not picklable, bad argument types
     """
+    _check_arity("fork_basic_timer", f, ("ticks", "param"), desc)
     call = ticks_call("fork_basic_timer", f, param, raw=False)
     return _fork(
         "fork_basic_timer",
@@ -621,6 +625,7 @@ def fork_basic_timer_w(
     """:func:`fork_basic_timer` calling ``f(ticks, worker, param)`` (Kamailio's
     ``timer_function_w``): forking it ``n`` times with ``worker`` = 0..n-1 runs the same work in
     ``n`` processes that tell themselves apart (rtimer's ``mode=N``)."""
+    _check_arity("fork_basic_timer_w", f, ("ticks", "worker", "param"), desc)
     call = worker_call(
         "fork_basic_timer_w", f, _worker("fork_basic_timer_w", worker), param, raw=False
     )
@@ -656,6 +661,7 @@ def fork_basic_utimer(
     shorter than asked.
     """
     interval_ms = _us_to_ms("fork_basic_utimer", uinterval)
+    _check_arity("fork_basic_utimer", f, ("ticks_raw", "param"), desc)
     call = ticks_call("fork_basic_utimer", f, param, raw=True)
     return _fork(
         "fork_basic_utimer",
@@ -684,6 +690,7 @@ def fork_basic_utimer_w(
 ) -> ProcessId:
     """:func:`fork_basic_utimer` calling ``f(ticks_raw, worker, param)``."""
     interval_ms = _us_to_ms("fork_basic_utimer_w", uinterval)
+    _check_arity("fork_basic_utimer_w", f, ("ticks_raw", "worker", "param"), desc)
     call = worker_call(
         "fork_basic_utimer_w", f, _worker("fork_basic_utimer_w", worker), param, raw=True
     )
@@ -719,6 +726,7 @@ def fork_sync_timer(
     here run k is due at ``start + k * interval``: no drift, and an overrun skips the grid points
     it covered (``tick.missed``; see :class:`aiotimer.Missed`).
     """
+    _check_arity("fork_sync_timer", f, ("ticks", "param"), desc)
     call = ticks_call("fork_sync_timer", f, param, raw=False)
     return _fork(
         "fork_sync_timer",
@@ -748,6 +756,7 @@ def fork_sync_utimer(
     :func:`fork_basic_utimer`), calling ``f(ticks_raw, param)``. (Kamailio's mixes ticks and µs
     in its compensation, which therefore does not compensate.)"""
     interval_ms = _us_to_ms("fork_sync_utimer", uinterval)
+    _check_arity("fork_sync_utimer", f, ("ticks_raw", "param"), desc)
     call = ticks_call("fork_sync_utimer", f, param, raw=True)
     return _fork(
         "fork_sync_utimer",
@@ -775,7 +784,7 @@ def register_timer_process(
     (``register_basic_timers(1)`` + ``fork_basic_timer(PROC_TIMER, <f's name>, 0, f, param,
     interval_s)``). The process is named after ``f``: for a second process running the same
     ``f``, use ``fork_basic_timer`` with a ``desc`` of its own."""
-    check_callable("register_timer_process", f)
+    _check_arity("register_timer_process", f, ("ticks", "param"), None)
     register_basic_timers(1)
     return fork_basic_timer(PROC_TIMER, callback_name(f), 0, f, param, interval_s, **options)
 
@@ -794,6 +803,25 @@ def _worker(where: str, worker: object) -> int:
     if worker < 0:
         raise ValueError(f"{where}: worker must be >= 0, got {worker}")
     return worker
+
+
+def _check_arity(where: str, f: object, params: tuple[str, ...], name: str | None) -> None:
+    """Refuse, at registration, a handler that cannot take the arguments every run passes
+    (it would fail on every run instead). A callable whose signature Python cannot read (some
+    builtins) is taken as it is."""
+    check_callable(where, f)
+    try:
+        signature = inspect.signature(f)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*params)
+    except TypeError as exc:
+        label = name if name is not None else callback_name(f)
+        raise TypeError(
+            f"{where}: timer {label!r}: f must take {len(params)} positional arguments "
+            f"({', '.join(params)}), got f{signature} ({exc})"
+        ) from None
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,8 @@ Workloads (all by default, in this order):
 * ``churn``: 100,000 pending one-shots, 10,000 re-arms/s, vs ``call_later`` + ``cancel()``
   (``python -m benchmarks.churn --minutes N`` is its long memory check);
 * ``process``: timer processes (``benchmarks/process.py``, when present);
+* ``scrape``: ``/metrics`` and ``/timers`` of an app with 100,000 timers, scraped in a loop,
+  next to a 10 ms probe timer's lateness;
 * ``cluster``: claim cost of cluster timers on SQLite, PostgreSQL and Redis, 1 and 3 nodes.
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
@@ -43,6 +45,7 @@ WORKLOADS: dict[str, str] = {
     "policies": "benchmarks.policies",
     "churn": "benchmarks.churn",
     "process": "benchmarks.process",
+    "scrape": "benchmarks.scrape",
     "cluster": "benchmarks.cluster",
 }
 TIMEOUT_S = {
@@ -53,6 +56,7 @@ TIMEOUT_S = {
     "policies": 300.0,
     "churn": 300.0,
     "process": 600.0,
+    "scrape": 600.0,
     "cluster": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0

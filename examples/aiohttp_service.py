@@ -30,6 +30,7 @@ from aiohttp.typedefs import Handler
 import aiotimer
 import aiotimer.aiohttp
 from aiotimer.leader import LeaderLock
+from aiotimer.process import TimerProcess
 
 logger = logging.getLogger("aiohttp_service")
 
@@ -87,6 +88,11 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
+def slow_work() -> None:
+    """Runs in the worker process: blocking work that would stall the app's loop."""
+    time.sleep(0.05)
+
+
 def create_app(*, lock_file: str | None = None) -> web.Application:
     """The app and its scheduler (also usable as a gunicorn factory:
     ``gunicorn 'aiohttp_service:create_app()' -k aiohttp.GunicornWebWorker``)."""
@@ -98,9 +104,14 @@ def create_app(*, lock_file: str | None = None) -> web.Application:
     scheduler.add_every_s(1, forget_old_paths, param=app, name="forget-old-paths")
 
     # -- dedicated timer process ------------------------------------------------------------
-    # Slow work that must not delay the other timers goes to a worker process with its own
-    # event loop (DESIGN §3). That API is being built in another branch; its declaration goes
-    # here, attached to `scheduler`, so it starts and stops with the app like the timers above.
+    # Slow, blocking work goes to a worker process with its own event loop (DESIGN §3), so it
+    # delays no timer of this loop. Attached to `scheduler`, it starts and stops with the app
+    # like the timers above, and its numbers come through this process: /timers and /metrics
+    # show them (worker="slow-work[0]"). Its callback is a module-level function: the worker
+    # imports it by name.
+    slow = TimerProcess("slow-work", stats_interval_s=0.5)
+    slow.add_every_s(1, slow_work, name="slow-work")
+    scheduler.add_process(slow)
     # ----------------------------------------------------------------------------------------
 
     if lock_file is not None:

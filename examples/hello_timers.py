@@ -1,12 +1,15 @@
 """A few millisecond and second timers for a few seconds, printing what fired.
 
 python examples/hello_timers.py [--seconds 5]
+
+Ctrl-C stops it early: the timers stop, it says "interrupted" and exits with code 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import aiotimer
 
@@ -45,4 +48,8 @@ async def main(seconds: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
-    asyncio.run(main(parser.parse_args().seconds))
+    try:
+        asyncio.run(main(parser.parse_args().seconds))
+    except KeyboardInterrupt:  # Ctrl-C: the timers were stopped on the way out
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it

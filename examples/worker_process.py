@@ -1,6 +1,7 @@
 """Dedicated timer processes: a sync and a basic timer, run by two worker processes.
 
-Run: ``python examples/worker_process.py [seconds]`` (default 3).
+Run: ``python examples/worker_process.py [seconds]`` (default 3). Ctrl-C stops it early: the
+workers are stopped, it says "interrupted" and exits with code 130.
 
 Each worker is a process with its own event loop and Scheduler, started, watched and stopped
 by the parent's scheduler. The sync timer stays on its 500 ms grid; the basic one sleeps
@@ -43,12 +44,15 @@ async def main(seconds: float) -> None:
     scheduler.add_process(cleaner)
     async with scheduler:
         await anyio.sleep(seconds)
-        for worker in scheduler.stats().as_dict()["services"]["aiotimer.process"]["workers"][
-            "cleaner"
-        ]:
-            runs = {name: t["runs"] for name, t in worker["stats"]["timers"].items()}
-            print(f"worker {worker['index']}: pid {worker['pid']} {worker['state']}, runs {runs}")
+        for worker in cleaner.stats():
+            runs = {} if worker.stats is None else worker.stats.timers
+            counts = {name: t.runs for name, t in runs.items()}
+            print(f"worker {worker.index}: pid {worker.pid} {worker.state}, runs {counts}")
 
 
 if __name__ == "__main__":  # required: workers re-import this file
-    anyio.run(main, float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)
+    try:
+        anyio.run(main, float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)
+    except KeyboardInterrupt:  # Ctrl-C: the workers were stopped on the way out
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it

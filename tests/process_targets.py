@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import struct
 import time
 from typing import Any
 
 import aiotimer
-from aiotimer.process import current_worker, send_to_parent
+from aiotimer.process import (
+    SendBufferFull,
+    asend_to_parent,
+    current_worker,
+    send_to_parent,
+)
 
 logger = logging.getLogger("process_targets")
 
@@ -61,6 +67,15 @@ def noop() -> None:
     pass
 
 
+def exit_3() -> None:
+    """Die at once, as a crashing worker does."""
+    os._exit(3)
+
+
+def log_warning(tick: aiotimer.Tick) -> None:
+    logging.getLogger("mywork").warning("slow disk on run %d", tick.timer.runs)
+
+
 def echo_to_parent(obj: Any) -> None:
     """``on_parent_message`` handler: commands from the tests."""
     info = current_worker()
@@ -77,6 +92,10 @@ def echo_to_parent(obj: Any) -> None:
         send_to_parent(("after-unknown", info.index))
     elif obj == "exit":
         os._exit(3)
+    elif obj == "eof":  # the pipe from the parent ends, the parent being alive
+        _worker_socket().shutdown(socket.SHUT_RD)
+    elif obj == "truncate":  # a frame's header announcing 100 bytes, then 10 of them only
+        _worker_socket().sendall(struct.pack("!2sBI", b"\xa7\x1e", 8, 100) + bytes(10))
     else:
         send_to_parent(obj)
 
@@ -86,10 +105,38 @@ async def async_echo(obj: Any) -> None:
 
 
 def _worker_socket() -> Any:
+    return _link().channel.sock
+
+
+async def flood(obj: Any) -> None:
+    """``("flood-sync", n)``: ``send_to_parent`` 1 KB messages until refused (at most ``n``);
+    ``("flood-async", n)``: ``await asend_to_parent`` ``n`` of them. Then report how many were
+    sent, what stopped them, and the most bytes seen waiting for the pipe."""
+    if not (isinstance(obj, tuple) and obj[0] in ("flood-sync", "flood-async")):
+        return
+    kind, n = obj
     from aiotimer.process import _context
 
-    link: Any = _context._process_wide[0]
-    return link.channel.sock
+    channel: Any = getattr(_context._link("flood"), "channel", None)  # None: inline
+    sent, refused, most = 0, None, 0
+    for i in range(n):
+        try:
+            if kind == "flood-sync":
+                send_to_parent(("m", i, bytes(1024)))
+            else:
+                await asend_to_parent(("m", i, bytes(1024)))
+        except SendBufferFull as exc:
+            refused = type(exc).__name__
+            break
+        sent += 1
+        most = max(most, channel.buffered if channel is not None else 0)
+    await asend_to_parent(("done", kind, sent, refused, most))
+
+
+def _link() -> Any:
+    from aiotimer.process import _context
+
+    return _context._process_wide[0]
 
 
 def ping_pong(obj: Any) -> None:

@@ -232,7 +232,12 @@ async def test_the_status_route_returns_the_scheduler_stats_as_json(
     assert response.status == 200
     assert response.content_type == "application/json"
     body = await response.json()
-    assert body == scheduler.stats().as_dict()
+    assert body == {
+        **scheduler.stats().as_dict(),
+        "offset": 0,
+        "limit": aiotimer.aiohttp.DEFAULT_PAGE,
+        "next_offset": None,
+    }
     assert body["scheduler"] == "svc"
     assert body["state"] == "running"
     assert body["timers"]["rtp"]["runs"] == 50
@@ -255,6 +260,65 @@ async def test_the_status_route_is_read_only(
     assert (await client.head("/status/timers")).status == 200
     assert scheduler.stats() == before
     assert scheduler.get_timer("rtp").state.value == "active"
+
+
+@pytest.mark.asyncio
+async def test_the_status_route_pages_through_the_timers_in_registration_order(
+    aiohttp_client: AiohttpClient, virtual_clock: VirtualClock
+) -> None:
+    scheduler = Scheduler(clock=virtual_clock, name="svc")
+    for i in range(250):
+        scheduler.add_every_s(1, lambda: None, name=f"t{i:03}")
+    app = app_with(scheduler)
+    add_status_route(app)
+    client = await aiohttp_client(app)
+
+    first = await (await client.get("/timers")).json()
+    assert list(first["timers"]) == [f"t{i:03}" for i in range(100)]  # the default page
+    assert (first["offset"], first["limit"], first["next_offset"]) == (0, 100, 100)
+    assert first["timer_count"] == 250
+    last = await (await client.get("/timers", params={"offset": 200, "limit": 80})).json()
+    assert list(last["timers"]) == [f"t{i:03}" for i in range(200, 250)]
+    assert last["next_offset"] is None
+    past = await (await client.get("/timers", params={"offset": 900})).json()
+    assert past["timers"] == {}
+
+
+@pytest.mark.asyncio
+async def test_the_status_route_summary_walks_no_timer(
+    aiohttp_client: AiohttpClient, virtual_clock: VirtualClock
+) -> None:
+    scheduler = Scheduler(clock=virtual_clock, name="svc")
+    for _ in range(50):
+        scheduler.add_every_s(1, lambda: None)
+    app = app_with(scheduler)
+    add_status_route(app)
+    client = await aiohttp_client(app)
+    body = await (await client.get("/timers", params={"timers": "0"})).json()
+    assert body == scheduler.stats(timers=False).as_dict()
+    assert body["timers"] == {}
+    assert body["timer_count"] == 50
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "-1"}, "limit"),
+        ({"offset": "x"}, "offset"),
+        ({"timers": "maybe"}, "timers"),
+    ],
+)
+async def test_a_bad_status_parameter_is_a_400_naming_it(
+    aiohttp_client: AiohttpClient, virtual_clock: VirtualClock, query: dict[str, str], named: str
+) -> None:
+    app = app_with(Scheduler(clock=virtual_clock))
+    add_status_route(app)
+    client = await aiohttp_client(app)
+    response = await client.get("/timers", params=query)
+    assert response.status == 400
+    assert (await response.text()).startswith(named)
 
 
 # -- misuse --------------------------------------------------------------------------------

@@ -57,7 +57,10 @@ def test_the_example_serves_timers_and_metrics_and_stops_cleanly_on_sigterm(
         while True:  # until it listens and the 100 ms timer has run a few times
             try:
                 status = json.loads(get(f"{base}/timers"))
-                if status["timers"]["sample-rate"]["runs"] >= 3:
+                (worker,) = status["services"]["aiotimer.process"]["workers"]["slow-work"]
+                worker_timers = (worker["stats"] or {"timers": {}})["timers"]
+                worker_runs = worker_timers.get("slow-work", {"runs": 0})["runs"]
+                if status["timers"]["sample-rate"]["runs"] >= 3 and worker_runs >= 1:
                     break
             except (urllib.error.URLError, ConnectionError):
                 pass
@@ -68,11 +71,20 @@ def test_the_example_serves_timers_and_metrics_and_stops_cleanly_on_sigterm(
         assert status["state"] == "running"
         assert set(status["timers"]) == {"sample-rate", "forget-old-paths"}
 
+        families = list(text_string_to_metric_families(get(f"{base}/metrics")))
         samples = {
-            (sample.name, sample.labels.get("timer"))
-            for family in text_string_to_metric_families(get(f"{base}/metrics"))
-            for sample in family.samples
+            (sample.name, sample.labels.get("timer")) for f in families for sample in f.samples
         }
+        worker_labels = {"scheduler": "aiohttp_service", "worker": "slow-work[0]"}
+        worker_runs = [
+            sample.value
+            for f in families
+            for sample in f.samples
+            if sample.name == "aiotimer_runs_total"
+            and sample.labels == {**worker_labels, "timer": "slow-work"}
+        ]
+        assert worker_runs, "the worker's timer is not in /metrics"
+        assert worker_runs[0] >= 1
         for name in (
             "aiotimer_runs_total",
             "aiotimer_missed_total",

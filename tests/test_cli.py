@@ -6,6 +6,7 @@ Each subprocess test is bounded to a few seconds of real time.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import queue
@@ -45,7 +46,8 @@ def slow() -> None:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join([str(ROOT), str(Path(__file__).resolve().parent)])  # process_targets
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture
@@ -85,6 +87,16 @@ def project(tmp_path: Path) -> Path:
             with kamailio.use_scheduler(scheduler):  # mod_init, then child_init
                 kamailio.register_basic_timers(1)
                 kamailio.fork_basic_utimer(kamailio.PROC_TIMER, "KAM TIMER", 1, tick, "p", 100_000)
+        """,
+        "workerlog.py": """
+            import aiotimer
+            import process_targets as pt
+            from aiotimer.process import TimerProcess
+
+            scheduler = aiotimer.Scheduler(name="svc")
+            proc = TimerProcess("cleaner", workers=2)
+            proc.add_every_ms(100, pt.log_warning, name="w")
+            scheduler.add_process(proc)
         """,
         "badservice.py": """
             import aiotimer
@@ -169,6 +181,14 @@ class Command:
                 pytest.fail(f"no {text!r} x{count} on stdout; stderr: {''.join(self.stderr)}")
             seen += text in line
 
+    def wait_for_stderr(self, text: str, count: int = 1, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in list(self.stderr)) < count:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"no {text!r} x{count} on stderr: {''.join(self.stderr)}")
+            time.sleep(0.02)
+
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
@@ -252,18 +272,16 @@ def test_status_lines_are_logged_when_stdout_is_not_a_terminal(project: Path) ->
     )
 
 
-def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None:
+def run_on_pty(cwd: Path, *args: str, timeout_s: float = 10) -> tuple[int, str]:
+    """``python -m aiotimer ARGS`` on a 40x120 pseudo-terminal: its exit code and all it
+    wrote to the terminal."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the command, on a 120-column pseudo-terminal
-        os.chdir(project)
+        os.chdir(cwd)
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        os.execve(
-            sys.executable,
-            [sys.executable, "-m", "aiotimer", "run", "mytimers", "--seconds", "1.3"],
-            env(),
-        )
+        os.execve(sys.executable, [sys.executable, "-m", "aiotimer", *args], env())
     chunks = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             chunk = os.read(fd, 65536)
@@ -273,12 +291,61 @@ def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None
             break
         chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
-    screen = b"".join(chunks).decode()
-    assert os.waitstatus_to_exitcode(status) == 0
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode()
+
+
+def screen_after(output: str) -> list[str]:
+    """The lines a terminal holds (scrollback included) after ``output``: text, CR, LF and the
+    two sequences the table uses (``ESC[nF``: n lines up, to column 0; ``ESC[J``: erase to
+    the end of the screen)."""
+    lines, row, col = [""], 0, 0
+    for token in re.split(r"(\x1b\[\d*[A-Za-z]|\n|\r)", output):
+        if token == "\n":
+            row += 1
+            if row == len(lines):
+                lines.append("")
+        elif token == "\r":
+            col = 0
+        elif token.startswith("\x1b["):
+            n, command = int(token[2:-1] or 1), token[-1]
+            if command == "F":
+                row, col = max(0, row - n), 0
+            elif command == "J":
+                lines[row] = lines[row][:col]
+                del lines[row + 1 :]
+            else:
+                raise AssertionError(f"unexpected escape sequence {token!r}")
+        elif token:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + token + line[col + len(token) :]
+            col += len(token)
+    return lines
+
+
+def test_a_terminal_gets_a_live_table_under_the_log_lines(project: Path) -> None:
+    code, screen = run_on_pty(project, "run", "mytimers", "--seconds", "1.3")
+    assert code == 0
     assert re.search(r"TIMER +EVERY +STATE +RUNS +MISSED +ERRORS +LATE last +p50 +p99 +max", screen)
     assert re.search(r"mytimers\.ping +every 100 ms +active +\d+ +0 +0", screen)
     assert "\x1b[4F\x1b[J" in screen  # title, header and 2 timers erased before a redraw
     assert "scheduler 'mine' running 2 timer(s)" in screen  # log lines still show
+
+
+def test_the_programs_prints_scroll_above_the_live_table_which_stays_one_block(
+    project: Path,
+) -> None:
+    example = str(ROOT / "examples" / "hello_timers.py")
+    code, output = run_on_pty(project, "run", example, "--seconds", "3.5")
+    assert code == 0
+    screen = screen_after(output)
+    heartbeats = [i for i, line in enumerate(screen) if "] heartbeat, " in line]
+    assert [screen[i][:7] for i in heartbeats] == ["[  1 s]", "[  2 s]", "[  3 s]"], screen
+    headers = [i for i, line in enumerate(screen) if line.startswith("TIMER ")]
+    assert len(headers) == 1, screen  # one table: the last one, no stale copies
+    titles = [i for i, line in enumerate(screen) if line.startswith("── hello ·")]
+    assert titles == [headers[0] - 1], screen
+    assert heartbeats[-1] < titles[0]  # the prints are above it
+    assert any("scheduler 'hello' stopped" in line for line in screen[headers[0] :])
 
 
 def test_run_starts_the_timer_processes_and_stops_them(project: Path) -> None:
@@ -288,6 +355,19 @@ def test_run_starts_the_timer_processes_and_stops_them(project: Path) -> None:
     assert command.wait() == 0
     # a basic timer sleeps 100 ms after each run: the second run drifts by the first's time
     assert re.search(r"worker tick 100 p\nworker tick 2\d\d p\n", "".join(command.stdout))
+
+
+def test_a_workers_log_lines_name_the_worker(project: Path) -> None:
+    command = Command(project, "run", "workerlog")
+    command.wait_for_stderr("slow disk on run 2", count=2, timeout=15)
+    command.signal(signal.SIGTERM)
+    assert command.wait() == 0
+    lines = "".join(command.stderr)
+    for index in (0, 1):
+        assert re.search(
+            rf"WARNING +mywork \(worker cleaner\[{index}\]\): slow disk on run 1\n", lines
+        ), lines
+    assert re.search(r"INFO +aiotimer\.cli: scheduler 'svc' running", lines)  # no worker
 
 
 # -- list --------------------------------------------------------------------------------------
@@ -337,6 +417,8 @@ def test_list_a_timer_table(project: Path) -> None:
             "No module named 'nonexistent_dependency_xyz' ({cwd}/missingdep.py, line 1)",
         ),
         ("syntax.py", 1, "importing 'syntax.py' failed: SyntaxError: invalid syntax ("),
+        ("", 2, "target '' is empty: give MODULE[:ATTR] or path/to/file.py[:ATTR]"),
+        ("  ", 2, "target '  ' is empty"),
     ],
 )
 def test_a_users_mistake_ends_with_one_clear_line(
@@ -350,7 +432,7 @@ def test_a_users_mistake_ends_with_one_clear_line(
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("target", ["nosuchmod", "broken"])
+@pytest.mark.parametrize("target", ["nosuchmod", "broken", ""])
 def test_run_reports_the_same_mistakes_the_same_way(project: Path, target: str) -> None:
     assert run(project, "run", target).stderr == run(project, "list", target).stderr
 
@@ -428,3 +510,24 @@ def test_the_status_table_shows_runs_lateness_and_errors() -> None:
         ("TIMER", "EVERY", "STATE", "RUNS", "MISSED", "ERRORS", "LATE last", "p50", "p99", "max"),
         ("t", "every 1 s", "active", "7", "1", "2", "200µs", "40µs", "3.1ms", "1.50s"),
     ]
+
+
+def test_the_live_table_walks_only_the_timers_that_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.shutil, "get_terminal_size", lambda *a: os.terminal_size((120, 20)))
+    scheduler = aiotimer.Scheduler(name="big")
+    for _ in range(5000):
+        scheduler.add_every_s(1, print)
+    walked = 0
+    original = aiotimer.Timer.stats
+
+    def counting(timer: aiotimer.Timer) -> aiotimer.TimerStats:
+        nonlocal walked
+        walked += 1
+        return original.fget(timer)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(aiotimer.Timer, "stats", property(counting))
+    lines = cli._TerminalStatus(io.StringIO(), 1.0).render(scheduler)
+    assert walked == 12  # the room: 20 lines - 8
+    assert "5000 timer(s)" in lines[0]
+    assert lines[-1] == "… and 4989 more timer(s)"
+    assert len(lines) == 1 + 12 + 1  # title, header + 11 timers, the "more" line

@@ -215,3 +215,53 @@ def test_policy_keywords_reach_the_core(scheduler: aiotimer.Scheduler) -> None:
     tid = register_ms_timer(Calls(), None, 100, timeout_s=0.5, missed=aiotimer.Missed.DELAY)
     assert tid.timer.spec.policy.timeout_s == 0.5
     assert tid.timer.spec.policy.missed is aiotimer.Missed.DELAY
+
+
+def _one_arg(t: Any) -> None:
+    pass
+
+
+def _three_args(a: Any, b: Any, c: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("register", "wrong"),
+    [
+        (lambda f: kamailio.register_timer(f, None, 1), _one_arg),
+        (lambda f: kamailio.register_ms_timer(f, None, 10), _one_arg),
+        (lambda f: kamailio.register_utimer(f, None, 10), _three_args),
+        (lambda f: kamailio.timer_init(kamailio.timer_alloc(), f, None), _one_arg),
+        (lambda f: kamailio.register_timer_process(f, None, 1), _one_arg),
+        (lambda f: kamailio.fork_basic_timer(0, "_one_arg", 0, f, None, 1), _one_arg),
+        (lambda f: kamailio.fork_dummy_timer(0, "_one_arg", 0, f, None, 1), _three_args),
+        (lambda f: kamailio.fork_basic_utimer(0, "_one_arg", 0, f, None, 1000), _one_arg),
+        (lambda f: kamailio.fork_sync_timer(0, "_one_arg", 0, f, None, 1), _one_arg),
+        (lambda f: kamailio.fork_sync_utimer(0, "_one_arg", 0, f, None, 1000), _one_arg),
+        (lambda f: kamailio.fork_basic_timer_w(0, "_one_arg", 0, f, 0, None, 1), _one_arg),
+        (lambda f: kamailio.fork_basic_utimer_w(0, "_one_arg", 0, f, 0, None, 1000), _one_arg),
+    ],
+)
+def test_a_callback_of_the_wrong_arity_is_refused_at_registration_naming_the_timer(
+    scheduler: aiotimer.Scheduler, register: Any, wrong: Any
+) -> None:
+    kamailio.register_basic_timers(1)
+    kamailio.register_sync_timers(1)
+    with pytest.raises(TypeError, match=r"timer '[\w.]*_(one_arg|three_args)': f must take \d"):
+        register(wrong)
+    assert scheduler.timers == {}
+
+
+def test_the_arity_error_says_what_a_run_passes(scheduler: aiotimer.Scheduler) -> None:
+    with pytest.raises(TypeError) as caught:
+        register_timer(lambda t: None, None, 1)
+    message = str(caught.value)
+    assert message.startswith("register_timer: timer 'test_kamailio_registration.")
+    assert "f must take 2 positional arguments (ticks, param), got f(t)" in message
+
+
+def test_callbacks_with_defaults_or_star_args_are_accepted(scheduler: aiotimer.Scheduler) -> None:
+    register_timer(lambda ticks, param=None, extra=1: None, None, 1)
+    register_timer(lambda *args: None, None, 1)
+    register_ms_timer(print, None, 10)  # a builtin: taken as it is when unreadable
+    assert len(scheduler.timers) == 3

@@ -164,6 +164,27 @@ async def test_sync_callback_in_a_thread_runs_off_the_loop(virtual_clock: Virtua
     assert threading.main_thread().name not in threads
 
 
+async def test_a_thread_run_reaches_the_loop_through_anyio_from_thread(
+    virtual_clock: VirtualClock,
+) -> None:
+    """The documented way for a thread=True callback to change timers: anyio.from_thread."""
+    import anyio.from_thread
+
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    other = s.add_every_ms(5, lambda: None, name="other")
+    seen: list[aiotimer.TimerState] = []
+
+    def blocking() -> None:
+        anyio.from_thread.run_sync(other.pause)
+        seen.append(anyio.from_thread.run_sync(lambda: other.state))
+
+    once = s.add_once_ms(10, blocking, thread=True, name="blocking")
+    async with s:
+        await virtual_clock.advance_ms(20)
+    assert seen == [aiotimer.TimerState.PAUSED]
+    assert once.errors == 0
+
+
 async def test_thread_overrun_is_reported_and_counted(
     virtual_clock: VirtualClock, caplog: pytest.LogCaptureFixture
 ) -> None:

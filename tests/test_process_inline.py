@@ -20,6 +20,7 @@ from aiotimer.process import (
     TimerProcess,
     WorkerInfo,
     WorkerState,
+    asend_to_parent,
     attach,
     current_worker,
     send_to_parent,
@@ -180,6 +181,23 @@ async def test_current_worker_and_send_to_parent_refuse_outside_a_worker() -> No
         current_worker()
     with pytest.raises(RuntimeError, match=r"send_to_parent\(\) called outside"):
         send_to_parent(1)
+    with pytest.raises(RuntimeError, match=r"asend_to_parent\(\) called outside"):
+        await asend_to_parent(1)
+
+
+async def test_asend_to_parent_delivers_in_order_inline(virtual_clock: VirtualClock) -> None:
+    proc = TimerProcess("flood", inline=True)
+    proc.on_parent_message(pt.flood)
+    received: list[Any] = []
+    proc.on_message(lambda info, obj: received.append(obj))
+    scheduler = aiotimer.Scheduler(clock=virtual_clock)
+    attach(scheduler, proc)
+    await scheduler.start()
+    await proc.workers[0].send(("flood-async", 50))
+    await virtual_clock.run_until_idle()
+    assert [obj[1] for obj in received[:-1]] == list(range(50))
+    assert received[-1][:4] == ("done", "flood-async", 50, None)
+    await scheduler.stop()
 
 
 async def test_the_spec_is_frozen_while_it_runs(virtual_clock: VirtualClock) -> None:

@@ -447,7 +447,7 @@ async def test_forkserver_workers_run_the_same_timers() -> None:
     proc.on_message(inbox)
     async with running(proc):
         await inbox.wait_for(lambda _, o: o[0] == "tick")
-        assert proc.workers[0].stats()["mode"] == "forkserver"
+        assert proc.workers[0].stats().mode == "forkserver"
 
 
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])

@@ -154,6 +154,18 @@ def test_restart_backoff_doubles_from_the_second_restart_and_is_capped() -> None
     assert not RestartPolicy(mode="never").restarts_after(1)
 
 
+def test_the_restart_diagram_shows_the_default_policy() -> None:
+    doc = RestartPolicy.__doc__ or ""
+    default = RestartPolicy()
+    assert (
+        f"backoff_s={default.backoff_s:g}, backoff_max_s={default.backoff_max_s:g}, "
+        f"max_restarts={default.max_restarts}, window_s={default.window_s:g}"
+    ) in doc
+    shown = doc.split("restart:")[1].split("\n")[0].split("|")[1:]
+    delays = [float(cell.split()[0]) for cell in shown]
+    assert delays == [default.delay_s(n) for n in range(default.max_restarts)]
+
+
 def test_workers_are_handles_with_an_index() -> None:
     proc = TimerProcess("p", workers=3)
     assert [(w.name, w.index, w.state.value) for w in proc.workers] == [

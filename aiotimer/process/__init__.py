@@ -28,13 +28,20 @@ picks how workers start.
 
 from typing import TYPE_CHECKING, Any
 
-from ._context import WorkerInfo, current_worker, send_to_parent
-from ._errors import ProcessError, ProtocolError, WorkerCrashed, WorkerStartError
+from ._context import WorkerInfo, asend_to_parent, current_worker, send_to_parent
+from ._errors import (
+    MessageTooLarge,
+    ProcessError,
+    ProtocolError,
+    SendBufferFull,
+    WorkerCrashed,
+    WorkerStartError,
+)
 from ._protocol import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
-    from ._handle import Worker, WorkerState
-    from ._hub import attach
+    from ._handle import Worker, WorkerState, WorkerStats
+    from ._hub import ProcessesStats, attach
     from ._restart import RestartMode, RestartPolicy
     from ._spec import Mode, ProcessTimer
     from ._timer_process import ContextName, TimerProcess
@@ -42,18 +49,23 @@ if TYPE_CHECKING:
 __all__ = [
     "PROTOCOL_VERSION",
     "ContextName",
+    "MessageTooLarge",
     "Mode",
     "ProcessError",
+    "ProcessesStats",
     "ProcessTimer",
     "ProtocolError",
     "RestartMode",
     "RestartPolicy",
+    "SendBufferFull",
     "TimerProcess",
     "Worker",
     "WorkerCrashed",
     "WorkerInfo",
     "WorkerStartError",
     "WorkerState",
+    "WorkerStats",
+    "asend_to_parent",
     "attach",
     "current_worker",
     "send_to_parent",
@@ -70,6 +82,8 @@ _LAZY = {
     "TimerProcess": "_timer_process",
     "Worker": "_handle",
     "WorkerState": "_handle",
+    "WorkerStats": "_handle",
+    "ProcessesStats": "_hub",
     "attach": "_hub",
 }
 

@@ -10,10 +10,17 @@ Ground rules:
 * ``on_frame`` runs on the loop and must not block or raise (what it raises is logged).
   Protocol errors go to ``on_error``; after one that cannot be resynchronised nothing more is
   read and :meth:`Channel.run` returns, as it does at end of file.
+* A frame that starts and does not finish is not waited for forever: when its bytes stop
+  short for :func:`frame_deadline_s` (1 s, plus 1 s per 16 MiB of the frame), the stream is
+  out of step (``ProtocolError(resync=False)``, "truncated frame"), whatever the heartbeats
+  say.
 * Writes go straight to the socket; what does not fit is buffered and flushed when the socket is
   writable again (:meth:`Channel.drain` waits for that). :meth:`send_threadsafe` is for other
-  threads. Writing to a closed peer drops the data: the owner learns of the end from the read
-  side (end of file) or the process sentinel, not from a write.
+  threads. :meth:`send_bounded` refuses (``SendBufferFull``) a message when the buffer already
+  holds ``limit`` bytes, counting what other threads handed over and the loop has not written
+  yet, so a sender faster than its reader cannot grow it without bound. Writing to a closed
+  peer drops the data: the owner learns of the end from the read side (end of file) or the
+  process sentinel, not from a write.
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
 import anyio
 
 from .._backend import current_backend
-from ._errors import ProtocolError
+from ._errors import ProtocolError, SendBufferFull
 from ._protocol import FrameDecoder, Msg, encode
 
 __all__ = ["Channel"]
@@ -39,6 +47,16 @@ logger = logging.getLogger("aiotimer.process.channel")
 _READ_SIZE: Final = 256 * 1024
 HIGH_WATER: Final = 1024 * 1024
 """Buffered bytes above which :meth:`Channel.drain` makes a sender wait."""
+MAX_BUFFERED: Final = 16 * 1024 * 1024
+"""Buffered bytes from which :meth:`Channel.send_bounded` refuses a message."""
+FRAME_DEADLINE_S: Final = 1.0
+_FRAME_RATE: Final = 16 * 1024 * 1024  # bytes a second a frame in progress gets on top
+
+
+def frame_deadline_s(frame_bytes: int | None) -> float:
+    """How long a frame of ``frame_bytes`` (``None``: its header is not in yet) may take to
+    arrive whole, from its first byte."""
+    return FRAME_DEADLINE_S + (frame_bytes or 0) / _FRAME_RATE
 
 
 @final
@@ -57,10 +75,14 @@ class Channel:
         "_decoder",
         "_done",
         "_drained",
+        "_handed_lock",
+        "_handed_over",
         "_loop",
         "_loop_thread",
         "_on_error",
         "_on_frame",
+        "_partial",
+        "_partial_since",
         "_rbuf",
         "_wbuf",
         "_write_wanted",
@@ -94,6 +116,10 @@ class Channel:
         self._drained: anyio.Event | None = None
         self._write_wanted: anyio.Event | None = None
         self._writer_armed = False
+        self._handed_over = 0  # bytes other threads passed to the loop, not yet written
+        self._handed_lock = threading.Lock()
+        self._partial_since: float | None = None  # when the frame in progress began
+        self._partial: anyio.Event | None = None  # set when one begins (the deadline's task)
         self._closed = False
         self.eof = False
         self.broken: ProtocolError | None = None
@@ -139,13 +165,35 @@ class Channel:
         if call is None or threading.get_ident() == self._loop_thread:
             self.send_raw(data)
             return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is going away
-            call(lambda: self.send_raw(data))
+        with self._handed_lock:
+            self._handed_over += len(data)
+
+        def write() -> None:
+            with self._handed_lock:
+                self._handed_over -= len(data)
+            self.send_raw(data)
+
+        try:
+            call(write)
+        except RuntimeError:  # the loop is closed: the worker is going away
+            with self._handed_lock:
+                self._handed_over -= len(data)
+
+    def send_bounded(self, data: bytes, limit: int = MAX_BUFFERED) -> None:
+        """:meth:`send_threadsafe`, unless ``limit`` bytes or more would then wait for the
+        socket (a message alone in an empty buffer is always taken, whatever its size).
+
+        :raises SendBufferFull: nothing was sent
+        """
+        waiting = len(self._wbuf) + self._handed_over
+        if waiting and waiting + len(data) > limit:
+            raise SendBufferFull(waiting, limit)
+        self.send_threadsafe(data)
 
     @property
     def buffered(self) -> int:
-        """Bytes waiting for the socket."""
-        return len(self._wbuf)
+        """Bytes waiting for the socket (other threads' included)."""
+        return len(self._wbuf) + self._handed_over
 
     async def drain(self, high_water: int = 0) -> None:
         """Wait until at most ``high_water`` bytes are buffered, or the channel is closed or
@@ -210,6 +258,7 @@ class Channel:
     async def run(self) -> None:
         """Read until end of file, a stream out of step, :meth:`close` or cancellation."""
         self._done = anyio.Event()
+        self._partial = anyio.Event()
         self._loop_thread = threading.get_ident()
         if current_backend().name == "asyncio":
             loop = self._loop = asyncio.get_running_loop()
@@ -218,7 +267,10 @@ class Channel:
             if self._wbuf:
                 self._arm_writer()
             try:
-                await self._done.wait()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._frame_deadlines)
+                    await self._done.wait()
+                    tg.cancel_scope.cancel()
             finally:
                 self._detach()
             return
@@ -230,6 +282,7 @@ class Channel:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._trio_writer)
+                tg.start_soon(self._frame_deadlines)
                 with contextlib.suppress(anyio.ClosedResourceError):  # close() meanwhile
                     while self.open:
                         await anyio.wait_readable(self.sock)
@@ -237,6 +290,30 @@ class Channel:
                 tg.cancel_scope.cancel()
         finally:
             self._detach()
+
+    async def _frame_deadlines(self) -> None:
+        """Declare the stream out of step when a frame in progress misses its deadline. Wakes
+        only while a frame is in progress (never, for a stream of whole small frames)."""
+        while self.open:
+            since = self._partial_since
+            if since is None:
+                assert self._partial is not None
+                await self._partial.wait()
+                self._partial = anyio.Event()
+                continue
+            deadline_s = frame_deadline_s(self._decoder.frame_size)
+            late_s = time.monotonic() - since - deadline_s
+            if late_s >= 0:
+                self._lose(
+                    ProtocolError(
+                        f"truncated frame: {self._decoder.pending} of "
+                        f"{self._decoder.frame_size or '?'} bytes arrived, and no more for "
+                        f"{deadline_s:.1f} s",
+                        resync=False,
+                    )
+                )
+                return
+            await anyio.sleep(-late_s)
 
     async def _trio_writer(self) -> None:
         while True:
@@ -292,22 +369,38 @@ class Channel:
     def _dispatch(self) -> None:
         decoder = self._decoder
         on_frame = self._on_frame
+        whole = False  # a frame completed: whatever is left began with this read
         while not self._closed:
             try:
                 frame = decoder.next_frame()
             except ProtocolError as exc:
-                self._report(exc)
                 if exc.resync:
+                    self._report(exc)
+                    whole = True
                     continue
-                self.broken = exc
-                self._finish()
+                self._lose(exc)
                 return
             if frame is None:
-                return
+                break
+            whole = True
             try:
                 on_frame(*frame)
             except Exception:
                 logger.exception("%s: handling a %s frame failed", self.label, frame[0].name)
+        # One comparison per read on the hot path; the clock is read only when a frame stays
+        # split across reads.
+        if not decoder.pending:
+            self._partial_since = None
+        elif whole or self._partial_since is None:
+            self._partial_since = time.monotonic()
+            if self._partial is not None:
+                self._partial.set()
+
+    def _lose(self, exc: ProtocolError) -> None:
+        """The stream is out of step: report it, read no more."""
+        self._report(exc)
+        self.broken = exc
+        self._finish()
 
     def _report(self, exc: ProtocolError) -> None:
         try:
@@ -318,6 +411,8 @@ class Channel:
     def _finish(self) -> None:
         if self._done is not None:
             self._done.set()
+        if self._partial is not None:
+            self._partial.set()  # the deadline task sees the channel closed
         self._wake_drainers()
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ import contextvars
 from dataclasses import dataclass
 from typing import Any, Protocol, final
 
-__all__ = ["WorkerInfo", "WorkerLink", "current_worker", "send_to_parent"]
+__all__ = ["WorkerInfo", "WorkerLink", "asend_to_parent", "current_worker", "send_to_parent"]
 
 
 @final
@@ -46,6 +46,8 @@ class WorkerLink(Protocol):
     def info(self) -> WorkerInfo: ...
 
     def send_to_parent(self, obj: Any) -> None: ...
+
+    async def asend_to_parent(self, obj: Any) -> None: ...
 
 
 _current: contextvars.ContextVar[WorkerLink | None] = contextvars.ContextVar(
@@ -91,10 +93,27 @@ def current_worker() -> WorkerInfo:
 
 def send_to_parent(obj: Any) -> None:
     """Send ``obj`` to the parent, whose ``TimerProcess.on_message`` handlers get
-    ``(worker_info, obj)``. Non-blocking (buffered), callable from any thread of the worker;
-    messages from one worker arrive in order. Lost if the parent is gone.
+    ``(worker_info, obj)``. Never blocks: buffered until the pipe takes it; callable from any
+    thread of the worker; messages from one worker arrive in order. Lost if the parent is gone.
+    The buffer is bounded: when 16 MiB already wait for a parent that reads slower than the
+    worker sends, the message is refused (``SendBufferFull``; nothing sent). A sender that
+    may outrun its parent awaits :func:`asend_to_parent` instead.
 
     :raises RuntimeError: outside a worker
     :raises TypeError: ``obj`` does not pickle
+    :raises MessageTooLarge: its pickle is above 256 MiB (nothing sent)
+    :raises SendBufferFull: the buffer is full (nothing sent)
     """
     _link("send_to_parent").send_to_parent(obj)
+
+
+async def asend_to_parent(obj: Any) -> None:
+    """:func:`send_to_parent` with backpressure: first waits while more than 1 MiB waits for
+    the pipe, so a fast sender goes at the parent's pace, with bounded memory. Call it from the
+    worker's event loop (a coroutine callback or message handler).
+
+    :raises RuntimeError: outside a worker
+    :raises TypeError: ``obj`` does not pickle
+    :raises MessageTooLarge: its pickle is above 256 MiB (nothing sent)
+    """
+    await _link("asend_to_parent").asend_to_parent(obj)

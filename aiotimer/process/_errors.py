@@ -11,7 +11,14 @@ from __future__ import annotations
 import signal
 from typing import final
 
-__all__ = ["ProcessError", "ProtocolError", "WorkerCrashed", "WorkerStartError"]
+__all__ = [
+    "MessageTooLarge",
+    "ProcessError",
+    "ProtocolError",
+    "SendBufferFull",
+    "WorkerCrashed",
+    "WorkerStartError",
+]
 
 
 class ProcessError(Exception):
@@ -31,6 +38,45 @@ class ProtocolError(ProcessError):
     def __init__(self, message: str, *, resync: bool) -> None:
         super().__init__(message)
         self.resync = resync
+
+
+@final
+class MessageTooLarge(ProcessError, ValueError):
+    """A message does not fit in one frame: refused by the sender, nothing was written.
+
+    :param what: the message's type name
+    :param size: its pickled size, in bytes
+    :param limit: the largest payload a frame carries (``MAX_PAYLOAD``)
+    """
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"cannot send a {what} of {size} bytes (pickled) to/from a worker process: a "
+            f"message may be at most {limit} bytes; send a reference (a file path, a key) "
+            "instead"
+        )
+
+
+@final
+class SendBufferFull(ProcessError):
+    """``send_to_parent()`` found the pipe's buffer full (the parent reads slower than the
+    worker sends): the message was not sent. ``await asend_to_parent()`` waits for room.
+
+    :param buffered: bytes waiting for the pipe
+    :param limit: the most the buffer holds (``MAX_BUFFERED``)
+    """
+
+    def __init__(self, buffered: int, limit: int) -> None:
+        self.buffered = buffered
+        self.limit = limit
+        super().__init__(
+            f"send_to_parent(): {buffered} bytes are already waiting for the pipe to the "
+            f"parent (at most {limit}); the message was not sent: await asend_to_parent() "
+            "to wait for room"
+        )
 
 
 @final

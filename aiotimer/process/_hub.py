@@ -3,8 +3,10 @@
 Ground rules:
 
 * A scheduler has at most one hub (the :class:`~aiotimer.Service` named
-  ``"aiotimer.process"``), holding every :class:`TimerProcess` attached to it; its stats are
-  ``{"workers": {process name: [worker stats, ...]}}`` in ``scheduler.stats()``.
+  ``"aiotimer.process"``), holding every :class:`TimerProcess` attached to it; its stats are a
+  :class:`ProcessesStats` in ``scheduler.stats().services["aiotimer.process"]``: each
+  worker's typed :class:`WorkerStats`, by process name (``as_dict()``:
+  ``{"workers": {process name: [worker stats dict, ...]}}``).
 * ``scheduler.start()`` checks every spec whole (a ``TypeError`` naming the timer, before any
   process starts), starts all workers at once and returns when each said it is ready; if one
   cannot start, the others are killed and ``start()`` raises its :class:`WorkerStartError`.
@@ -14,12 +16,14 @@ Ground rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 from anyio.abc import TaskStatus
 
+from ._handle import WorkerStats
 from ._inline import InlineRunner
 from ._supervisor import ProcessRunner
 from ._timer_process import TimerProcess
@@ -27,7 +31,7 @@ from ._timer_process import TimerProcess
 if TYPE_CHECKING:
     from .._scheduler import Scheduler
 
-__all__ = ["HUB_NAME", "ProcessHub", "attach"]
+__all__ = ["HUB_NAME", "ProcessHub", "ProcessesStats", "attach"]
 
 HUB_NAME: Final = "aiotimer.process"
 
@@ -145,15 +149,24 @@ class ProcessHub:
                 tg.start_soon(runner.stop, grace_s)
 
     def stats(self) -> ProcessesStats:
-        return ProcessesStats({name: proc.stats() for name, proc in self._processes.items()})
+        return ProcessesStats({name: tuple(proc.stats()) for name, proc in self._processes.items()})
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class ProcessesStats:
     """The timer processes' numbers (``scheduler.stats().services["aiotimer.process"]``):
-    each process's workers' :meth:`Worker.stats`, by process name."""
+    each process's workers' :class:`WorkerStats` (:meth:`Worker.stats`), by process name, in
+    worker index order. This is the one shape exporters read (``aiotimer.prometheus``, the
+    CLI's table)."""
 
-    workers: dict[str, list[dict[str, Any]]]
+    workers: Mapping[str, tuple[WorkerStats, ...]]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"workers": self.workers}
+        """``{"workers": {process name: [worker stats dict, ...]}}``."""
+        return {
+            "workers": {
+                name: [worker.as_dict() for worker in workers]
+                for name, workers in self.workers.items()
+            }
+        }

@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import anyio.lowlevel
 
 from .._clock import Clock
 from .._scheduler import Scheduler
+from .._stats import SchedulerStats
 from .._timer import Timer
 from ._context import WorkerInfo, bind, unbind
 from ._errors import WorkerStartError
@@ -74,6 +76,10 @@ class InlineRunner:
     def send_to_parent(self, obj: Any) -> None:
         self._proc._deliver(self.info, _across_the_pipe(obj), defer=True)
 
+    async def asend_to_parent(self, obj: Any) -> None:
+        self.send_to_parent(obj)  # no pipe to fill: delivered by a task, as a pipe would
+        await anyio.lowlevel.checkpoint()
+
     # -- the Runner protocol (the parent's side) ----------------------------------------------
 
     def send(self, obj: Any) -> None:
@@ -85,10 +91,10 @@ class InlineRunner:
     def heartbeat_age_s(self) -> float | None:
         return None
 
-    def child_stats(self) -> tuple[dict[str, Any] | None, float | None]:
+    def child_stats(self) -> tuple[SchedulerStats | None, float | None]:
         if self._scheduler is None:
             return None, None
-        return self._scheduler.stats().as_dict(), 0.0
+        return self._scheduler.stats(), 0.0
 
     # -- life ---------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ Ground rules:
   ``worker`` attribute (``"name[i]"``); ``record.process`` stays the child's pid and
   ``record.processName`` its title.
 * Forwarding never raises into the code that logged, and never recurses (a record logged while
-  forwarding one is dropped).
+  forwarding one is dropped). It shares the pipe's bounded buffer with ``send_to_parent()``:
+  when 16 MiB already wait for the parent, a record is dropped rather than buffered.
 """
 
 from __future__ import annotations

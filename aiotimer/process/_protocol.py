@@ -8,6 +8,9 @@ Ground rules:
   why pickle is acceptable here; it is never used on a socket anyone else can reach.
 * Each side's first frame is a ``HELLO`` carrying :data:`PROTOCOL_VERSION`; a mismatch is a
   :class:`ProtocolError` and the worker is not used.
+* The sender never writes what the receiver would refuse: a payload above
+  :data:`MAX_PAYLOAD` is a :class:`MessageTooLarge` raised by :func:`encode`, to the caller
+  of ``send``, before anything is written.
 * The decoder never trusts the stream. A frame of an unknown kind, or whose payload does not
   unpickle, is skipped whole and reported as ``ProtocolError(resync=True)``: the next frame is
   read normally. A bad magic or a length above :data:`MAX_PAYLOAD` means the framing is lost;
@@ -21,7 +24,7 @@ import pickle
 import struct
 from typing import Any, Final, final
 
-from ._errors import ProtocolError
+from ._errors import MessageTooLarge, ProtocolError
 
 __all__ = [
     "HEADER",
@@ -35,7 +38,8 @@ __all__ = [
     "hello_mismatch",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""2: STATS carries a typed SchedulerStats (1: its as_dict())."""
 MAGIC: Final = b"\xa7\x1e"
 HEADER: Final = struct.Struct("!2sBI")
 _HEADER_SIZE: Final = HEADER.size
@@ -53,7 +57,8 @@ class Msg(enum.IntEnum):
     HEARTBEAT = 3
     """Child: still alive (no payload). Any frame counts as a sign of life."""
     STATS = 4
-    """Child: its ``scheduler.stats()``, periodically and once more when it stops."""
+    """Child: its ``scheduler.stats()`` (a typed :class:`~aiotimer.SchedulerStats`),
+    periodically and once more when it stops."""
     ERROR = 5
     """Child: a callback failed: ``{"timer", "error", "traceback"}``."""
     LOG = 6
@@ -88,6 +93,7 @@ def encode(kind: Msg, obj: Any = None) -> bytes:
     """One frame. ``obj`` is pickled (``None`` is sent as an empty payload).
 
     :raises TypeError: ``obj`` cannot be pickled (naming its type)
+    :raises MessageTooLarge: its pickle is above :data:`MAX_PAYLOAD`
     """
     if obj is None:
         return HEADER.pack(MAGIC, kind, 0)
@@ -98,6 +104,8 @@ def encode(kind: Msg, obj: Any = None) -> bytes:
             f"cannot send a {type(obj).__name__} to/from a worker process: it does not pickle "
             f"({type(exc).__name__}: {exc})"
         ) from None
+    if len(payload) > MAX_PAYLOAD:
+        raise MessageTooLarge(type(obj).__name__, len(payload), MAX_PAYLOAD)
     return HEADER.pack(MAGIC, kind, len(payload)) + payload
 
 
@@ -127,6 +135,13 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes received that do not yet form a whole frame."""
         return len(self._buf) - self._pos
+
+    @property
+    def frame_size(self) -> int | None:
+        """The size (header included) of the frame in progress, once its header is in."""
+        if len(self._buf) - self._pos < _HEADER_SIZE:
+            return None
+        return _HEADER_SIZE + int(HEADER.unpack_from(self._buf, self._pos)[2])
 
     def next_frame(self) -> tuple[Msg, Any] | None:
         """The next whole frame as ``(kind, object)``, or ``None`` until more bytes arrive.

@@ -23,11 +23,13 @@ _MODES: tuple[RestartMode, ...] = ("always", "on-failure", "never")
 class RestartPolicy:
     """How the parent restarts a worker that ended without being asked to.
 
-    backoff_s=0.1, backoff_max_s=1, a worker crashing again and again::
+    The defaults (backoff_s=0.1, backoff_max_s=10, max_restarts=5, window_s=60), a worker
+    crashing again and again (delays in seconds)::
 
-        crash:    X      X         X              X                    X
-        restart:  |0     |0.1      |0.2           |0.4                 |0.8  ... capped at 1
-        (after max_restarts restarts within window_s: no more restarts, state "failed")
+        crash:    X      X         X              X                    X                 X
+        restart:  |0     |0.1      |0.2           |0.4                 |0.8              none
+        (each delay doubles, capped at backoff_max_s; after max_restarts restarts within
+        window_s: no more restarts, state "failed")
 
     :param mode: ``"on-failure"`` (default): restart unless it exited with code 0;
         ``"always"``: restart whatever the exit code; ``"never"``: leave it dead

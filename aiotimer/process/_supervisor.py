@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import anyio
 import anyio.to_thread
 
+from .._stats import SchedulerStats
 from ._channel import HIGH_WATER, Channel
 from ._errors import ProtocolError, WorkerCrashed, WorkerStartError, describe_exit
 from ._handle import Worker, WorkerState
@@ -118,7 +119,7 @@ class ProcessRunner:
         self._killing = False
         self._kill_reason = ""
         self._failure: dict[str, Any] | None = None
-        self._child_stats: dict[str, Any] | None = None
+        self._child_stats: SchedulerStats | None = None
         self._info = worker.info  # the running process's, handed to message handlers
         self._stats_at: float | None = None
 
@@ -140,7 +141,7 @@ class ProcessRunner:
             return None
         return time.monotonic() - self._last_seen
 
-    def child_stats(self) -> tuple[dict[str, Any] | None, float | None]:
+    def child_stats(self) -> tuple[SchedulerStats | None, float | None]:
         age = None if self._stats_at is None else time.monotonic() - self._stats_at
         return self._child_stats, age
 
@@ -359,6 +360,11 @@ class ProcessRunner:
             return
         worker = self._worker
         if kind is Msg.STATS:
+            if not isinstance(obj, SchedulerStats):
+                self._on_protocol_error(
+                    ProtocolError(f"STATS frame carries a {type(obj).__name__}", resync=True)
+                )
+                return
             self._child_stats = obj
             self._stats_at = self._last_seen
         elif kind is Msg.LOG:

@@ -28,7 +28,7 @@ from .._registrar import PolicyOptions, Registrar
 from .._spec import Kind, TimerSpec, Unit, callback_name
 from ._context import WorkerInfo
 from ._errors import WorkerCrashed
-from ._handle import Worker
+from ._handle import Worker, WorkerStats
 from ._handlers import Handler, HandlerPump
 from ._restart import RestartMode, RestartPolicy
 from ._spec import Mode, ProcessTimer, check_importable, check_timer, encode_timers
@@ -362,6 +362,6 @@ class TimerProcess(Registrar[TimerSpec]):
             "use_uvloop": self.use_uvloop,
         }
 
-    def stats(self) -> list[dict[str, Any]]:
+    def stats(self) -> list[WorkerStats]:
         """Each worker's :meth:`Worker.stats`, by index."""
         return [w.stats() for w in self.workers]

@@ -14,8 +14,13 @@ Ground rules:
   stats every ``stats_interval_s``, from tasks of that loop: a callback that blocks the loop
   stops the heartbeats, which is how the parent tells a hung worker.
 * It stops on the parent's ``STOP`` (its scheduler gets the parent's grace period, then the last
-  stats are sent) or at once when the pipe reaches end of file (the parent is gone): it never
-  outlives its parent.
+  stats are sent) or at once when the pipe reaches end of file: it never outlives its parent.
+  An end of file while the parent is still alive is not a stop but a failure (the pipe broke):
+  the child exits with :data:`EXIT_PIPE_LOST`, and the parent restarts it per its policy.
+* Messages to the parent: ``send_to_parent()`` never blocks and refuses a message
+  (``SendBufferFull``) once :data:`~aiotimer.process._channel.MAX_BUFFERED` bytes wait for the
+  pipe; ``await asend_to_parent()`` waits while more than ``HIGH_WATER`` bytes do. Either way
+  the child's memory stays bounded when the parent reads slower than it sends.
 * Every log record at or above the forwarded level goes to the parent (``_logs.py``).
 """
 
@@ -38,7 +43,7 @@ import anyio
 
 from .._scheduler import Scheduler
 from .._timer import Timer
-from ._channel import Channel
+from ._channel import HIGH_WATER, Channel
 from ._context import WorkerInfo, set_process_link
 from ._errors import ProtocolError
 from ._handlers import Handler, HandlerPump
@@ -53,6 +58,8 @@ logger = logging.getLogger("aiotimer.process.worker")
 _PR_SET_PDEATHSIG: Final = 1
 EXIT_PROTOCOL: Final = 3
 """Exit code of a child whose pipe went out of step."""
+EXIT_PIPE_LOST: Final = 4
+"""Exit code of a child whose pipe reached end of file while its parent was still alive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,17 @@ def _die_with_parent(config: WorkerConfig) -> None:
         os._exit(0)  # the parent died before prctl could watch it
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (the parent: the pipe's end of file says it may not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (the pid was reused)
+        return False
+    return True
+
+
 def _set_title(title: str) -> None:
     try:
         import setproctitle
@@ -157,7 +175,12 @@ class _Child:
     # -- the WorkerLink protocol (what current_worker() and send_to_parent() use) -------------
 
     def send_to_parent(self, obj: Any) -> None:
-        self.channel.send_threadsafe(encode(USER, obj))
+        self.channel.send_bounded(encode(USER, obj))
+
+    async def asend_to_parent(self, obj: Any) -> None:
+        data = encode(USER, obj)  # raises before waiting
+        await self.channel.drain(HIGH_WATER)
+        self.channel.send_threadsafe(data)
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -175,13 +198,13 @@ class _Child:
                 tg.start_soon(self.pump.run)
                 await tg.start(self.scheduler.serve)
                 self.channel.send(Msg.READY)
-                self.channel.send(Msg.STATS, self.scheduler.stats().as_dict())
+                self.channel.send(Msg.STATS, self.scheduler.stats())
                 tg.start_soon(self._heartbeats)
                 tg.start_soon(self._stats)
                 await self.stop_requested.wait()
                 await self.scheduler.stop(self.grace_s)
                 if self.channel.open:
-                    self.channel.send(Msg.STATS, self.scheduler.stats().as_dict())
+                    self.channel.send(Msg.STATS, self.scheduler.stats())
                 tg.cancel_scope.cancel()
             self.channel.flush_blocking(timeout_s=1.0)
         finally:
@@ -192,8 +215,18 @@ class _Child:
 
     async def _read(self) -> None:
         await self.channel.run()
-        if self.channel.eof:  # the parent is gone: stop now, nobody waits for a grace
-            self._stop(0.0)
+        if not self.channel.eof:
+            return
+        if _alive(self.config.parent_pid):
+            logger.error(
+                "worker %s: the pipe to the parent (pid %d) reached end of file while the "
+                "parent is alive: exiting with code %d to be restarted",
+                self.info,
+                self.config.parent_pid,
+                EXIT_PIPE_LOST,
+            )
+            self.exitcode = EXIT_PIPE_LOST
+        self._stop(0.0)  # the parent is gone, or cannot hear us: stop now, no grace
 
     async def _heartbeats(self) -> None:
         while True:
@@ -203,7 +236,7 @@ class _Child:
     async def _stats(self) -> None:
         while True:
             await anyio.sleep(self.config.stats_interval_s)
-            self.channel.send(Msg.STATS, self.scheduler.stats().as_dict())
+            self.channel.send(Msg.STATS, self.scheduler.stats())
 
     def _stop(self, grace_s: float) -> None:
         assert self.stop_requested is not None
@@ -246,4 +279,6 @@ class _Child:
         )
 
     def _forward_log(self, record: dict[str, Any]) -> None:
-        self.channel.send_threadsafe(encode(Msg.LOG, record))
+        # Bounded like send_to_parent: a log flood the parent cannot keep up with loses records
+        # (SendBufferFull, swallowed by the handler) instead of the child's memory.
+        self.channel.send_bounded(encode(Msg.LOG, record))
