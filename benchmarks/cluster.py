@@ -7,6 +7,11 @@ racing for the same batch (released together by a barrier), this measures the wa
 claim call (ms per batch), the round trips it made (counted by the store), the CPU the node
 spent in it, and checks that every grid point had exactly one winner (duplicates and gaps
 both counted). A store whose server is unreachable is reported as skipped.
+
+The ``timers:`` variants run the whole path instead: N cluster timers every second on one node
+(a scheduler, its run gate and a ``Cluster`` service on each store), next to the same timers
+local, and measure the node's CPU per second and per run, the claim latency and the store round
+trips per second (claims, finishes and heartbeats).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiotimer.cluster import ClaimStore, open_store
+import aiotimer
+from aiotimer.cluster import ClaimStore, Cluster, open_store
 
 from . import _harness as h
 
@@ -37,8 +43,17 @@ POSTGRES_URL = os.environ.get("AIOTIMER_POSTGRES_URL", "postgresql://postgres@12
 REDIS_URL = os.environ.get("AIOTIMER_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+E2E_TIMERS = 10_000
+QUICK_E2E_TIMERS = 1_000
+E2E_WINDOW_S = 5
+QUICK_E2E_WINDOW_S = 1
+
+
 def variants(quick: bool) -> list[str]:
-    return [f"{store}, {n} node{'s' if n > 1 else ''}" for store in STORES for n in NODE_COUNTS]
+    claims = [f"{store}, {n} node{'s' if n > 1 else ''}" for store in STORES for n in NODE_COUNTS]
+    # The whole path on every store in the full mode; the quick one (CI) only checks it runs.
+    e2e = ("local", "sqlite") if quick else ("local", *STORES)
+    return [*claims, *(f"timers: {kind}" for kind in e2e)]
 
 
 def variant_timeout_s(variant: str, quick: bool) -> float:
@@ -115,7 +130,74 @@ async def _drop(url: str, cluster: str) -> None:
         await store.close()
 
 
+def _noop() -> None:
+    pass
+
+
+async def _timers(kind: str, url: str | None, quick: bool) -> dict[str, Any]:
+    """N cluster timers every second on one node (or the same timers local): CPU, claims."""
+    n = QUICK_E2E_TIMERS if quick else E2E_TIMERS
+    window_s = QUICK_E2E_WINDOW_S if quick else E2E_WINDOW_S
+    scheduler = aiotimer.Scheduler(name="bench-cluster")
+    for i in range(n):
+        scheduler.add_every_s(1, _noop, name=f"t{i}", cluster=url is not None)
+    cluster = None
+    if url is not None:
+        cluster = Cluster(url, name=f"bench-{uuid.uuid4().hex[:12]}", node="bench")
+        scheduler.add_service(cluster)
+    async with scheduler:
+        # Whole seconds of warm-up, then the window from the middle of a second (the timers
+        # run at the top of each wall-clock second).
+        now_s = time.time()
+        await asyncio.sleep((1 if quick else 2) + (0.5 - now_s % 1) % 1)
+        trips0 = cluster.store.round_trips if cluster else 0
+        runs0 = sum(t.runs for t in scheduler.timers.values())
+        c0, w0 = h.cpu_s(), time.perf_counter()
+        for s in range(window_s):
+            await asyncio.sleep(w0 + s + 1 - time.perf_counter())
+        c1, w1 = h.cpu_s(), time.perf_counter()
+        runs = sum(t.runs for t in scheduler.timers.values()) - runs0
+        trips = cluster.store.round_trips - trips0 if cluster else 0
+        stats = cluster.stats() if cluster else None
+    if cluster is not None:
+        await _drop(url or "", cluster.store.cluster)
+    wall = w1 - w0
+    return {
+        "store": kind,
+        "timers": n,
+        "runs_per_s": runs / wall,
+        "cpu_ms_per_s": (c1 - c0) / wall * 1e3,
+        "cpu_us_per_run": (c1 - c0) / runs * 1e6 if runs else None,
+        "claim_p50_ms": stats.claim_latency_p50_s * 1e3
+        if stats and stats.claim_latency_p50_s is not None
+        else None,
+        "claim_max_ms": stats.claim_latency_max_s * 1e3
+        if stats and stats.claim_latency_max_s is not None
+        else None,
+        "round_trips_per_s": trips / wall if cluster else None,
+    }
+
+
+def _run_timers(kind: str, quick: bool) -> dict[str, Any]:
+    if kind == "local":
+        return asyncio.run(_timers(kind, None, quick))
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"aiotimer-bench-cluster-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        url, why_not = _url(kind, scratch)
+        if url is None:
+            return {"store": kind, "skipped": why_not}
+        h.progress(NAME, f"timers: {kind}: cluster timers every second on one node")
+        return asyncio.run(_timers(kind, url, quick))
+    finally:
+        for f in scratch.glob("claims.db*"):
+            f.unlink()
+        scratch.rmdir()
+
+
 def run_variant(variant: str, quick: bool) -> dict[str, Any]:
+    if variant.startswith("timers: "):
+        return _run_timers(variant.removeprefix("timers: "), quick)
     store_kind, nodes_part = variant.split(", ")
     nodes = int(nodes_part.split()[0])
     rounds = QUICK_ROUNDS if quick else ROUNDS
@@ -176,12 +258,27 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
     notes: list[str] = []
     targets: list[dict[str, Any]] = []
     worst_trips = 0.0
+    e2e_rows: list[list[object]] = []
     for variant, r in results.items():
         if "error" in r:
             notes.append(f"{variant}: {r['error']}")
             continue
         if "skipped" in r:
             notes.append(f"{variant}: skipped, {r['skipped']}")
+            continue
+        if variant.startswith("timers: "):
+            e2e_rows.append(
+                [
+                    r["store"],
+                    r["timers"],
+                    r["runs_per_s"],
+                    r["cpu_ms_per_s"],
+                    r["cpu_us_per_run"],
+                    r["claim_p50_ms"],
+                    r["claim_max_ms"],
+                    r["round_trips_per_s"],
+                ]
+            )
             continue
         for size, s in r["sizes"].items():
             rows.append(
@@ -236,8 +333,27 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
                 "gaps",
             ],
             rows,
-        )
+        ),
+        h.format_table(
+            "cluster: N cluster timers every second on one node (claim, run, report the end), "
+            "next to the same timers local",
+            [
+                "store",
+                "timers",
+                "runs/s",
+                "CPU ms/s",
+                "CPU us/run",
+                "claim p50 ms",
+                "claim max ms",
+                "trips/s",
+            ],
+            e2e_rows,
+        ),
     ]
+    notes.append(
+        "trips/s of the timers: variants: one claim and one report of the ends per batch, "
+        "plus the heartbeat (1/s)"
+    )
     return h.Report(tables, {"sizes": list(SIZES)}, targets, notes)
 
 

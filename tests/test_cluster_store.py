@@ -157,6 +157,15 @@ async def test_a_batch_bigger_than_a_script_keeps_every_answer_in_order(
     assert await store.claim("b", claims) == [i % 2 == 0 for i in range(2500)]
 
 
+async def test_a_finish_bigger_than_a_script_records_every_end(store: ClaimStore) -> None:
+    claims = [(f"t{i}", T0) for i in range(2500)]  # Redis splits it in 3 scripts
+    await store.claim("a", claims)
+    await store.finish("a", [RunOutcome(t, i, Outcome.OK, 5) for t, i in claims])
+    history = await store.history(limit=3000)
+    assert len(history) == 2500
+    assert all(r.finished and r.outcome is Outcome.OK for r in history)
+
+
 # -- the fence --------------------------------------------------------------------------------
 
 

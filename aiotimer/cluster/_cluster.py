@@ -72,7 +72,7 @@ logger = logging.getLogger("aiotimer.cluster")
 NS_PER_S: Final = 1_000_000_000
 LATENCY_SAMPLES: Final = 1024
 """Claim latencies kept for the stats' percentiles (the newest ones)."""
-FINISH_BATCH: Final = 500
+FINISH_BATCH: Final = 10_000
 """Finished runs sent to the store at once (more wait for the next flush)."""
 FLUSH_DELAY_S: Final = 0.01
 """Ends of runs gathered this long before they are sent (one round trip for many)."""

@@ -347,10 +347,33 @@ class RedisStore(StoreBase):
         check_results(results)
         if not results:
             return
-        args = [node, str(self._max_history)]
-        for r in results:
-            args += (r.timer, str(r.instant_ms), r.outcome.value, str(r.duration_ns))
-        await self._eval("finish", [self._open_key, self._history_key], args)
+        keys = [self._open_key, self._history_key]
+        pieces = []
+        for i in range(0, len(results), MAX_CLAIMS_PER_SCRIPT):  # bounded scripts, as claims
+            args = [node, str(self._max_history)]
+            for r in results[i : i + MAX_CLAIMS_PER_SCRIPT]:
+                args += (r.timer, str(r.instant_ms), r.outcome.value, str(r.duration_ns))
+            pieces.append(args)
+        if len(pieces) == 1:
+            await self._eval("finish", keys, pieces[0])
+            return
+        client = self._require()
+
+        async def run() -> None:
+            for attempt in range(2):  # again once if the server lost the scripts
+                pipe = client.pipeline(transaction=False)
+                for args in pieces:
+                    pipe.evalsha(self._shas["finish"], len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+                if attempt == 0 and any(_noscript(r) for r in results):
+                    await self._load_scripts(client)
+                    continue  # finishing twice is harmless: a finished run is not held
+                for r in results:
+                    if isinstance(r, Exception):
+                        raise r
+                return
+
+        await self._guard(run)
 
     async def history(self, timer: str | None = None, limit: int = 100) -> list[RunRecord]:
         """Claimed, not finished runs (from ``open``) and the newest finished runs (from the
