@@ -175,6 +175,7 @@ async def _timers(kind: str, url: str | None, quick: bool) -> dict[str, Any]:
         if stats and stats.claim_latency_max_s is not None
         else None,
         "round_trips_per_s": trips / wall if cluster else None,
+        "store_errors": stats.store_errors if stats else None,
     }
 
 
@@ -277,6 +278,7 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
                     r["claim_p50_ms"],
                     r["claim_max_ms"],
                     r["round_trips_per_s"],
+                    r["store_errors"],
                 ]
             )
             continue
@@ -346,6 +348,7 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
                 "claim p50 ms",
                 "claim max ms",
                 "trips/s",
+                "store errors",
             ],
             e2e_rows,
         ),

@@ -166,6 +166,21 @@ async def test_a_finish_bigger_than_a_script_records_every_end(store: ClaimStore
     assert all(r.finished and r.outcome is Outcome.OK for r in history)
 
 
+async def test_ten_thousand_ends_are_recorded_well_within_a_cluster_timeout(
+    store: ClaimStore,
+) -> None:
+    # A cluster reports the ends of a batch in one call bounded by store_timeout_s (2 s by
+    # default); a plan scanning the batch once per stored run took 15 s here.
+    claims = [(f"t{i}", T0) for i in range(10_000)]
+    await store.claim("a", claims)
+    await store.claim("a", [(f"t{i}", T0 + 1000) for i in range(10_000)])  # more stored runs
+    started = time.monotonic()
+    await store.finish("a", [RunOutcome(t, i, Outcome.OK, 5) for t, i in claims])
+    assert time.monotonic() - started < 2.0
+    finished = [r for r in await store.history(limit=20_000) if r.finished]
+    assert len(finished) == 10_000
+
+
 # -- the fence --------------------------------------------------------------------------------
 
 

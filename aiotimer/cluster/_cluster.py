@@ -115,6 +115,8 @@ class ClusterStats:
     :ivar skew_s: the store's clock minus this node's wall clock at the last heartbeat
         (``None`` before the first), within half a heartbeat's round trip
     :ivar claim_latency_p50_s: over the newest claims (``None`` before the first)
+    :ivar store_errors: failed store calls of every kind (claims, reports of ends, heartbeats,
+        prunes); a timer's ``store_errors`` counts its points whose claim failed
     """
 
     url: str
@@ -506,6 +508,7 @@ class Cluster:
             live = await self._store.heartbeat(self._node, self._node_ttl_s)
             after = wall_ns()
         except StoreError as exc:
+            self._store_errors += 1
             logger.warning("%r: heartbeat failed: %s", self, exc)
             return
         self._live = tuple(n.node for n in live) or (self._node,)
@@ -541,6 +544,7 @@ class Cluster:
             try:
                 await self._store.finish(self._node, batch)
             except StoreError as exc:
+                self._store_errors += 1
                 logger.warning("%r: recording %d finished run(s) failed: %s", self, len(batch), exc)
                 self._finished[:0] = batch  # kept for the next flush
                 if len(self._finished) > 100 * FINISH_BATCH:  # bounded: the oldest go
@@ -557,6 +561,7 @@ class Cluster:
                     deleted = await self._store.prune(cutoff)
                     logger.debug("%r: pruned %d run(s)", self, deleted)
                 except StoreError as exc:
+                    self._store_errors += 1
                     logger.warning("%r: pruning failed: %s", self, exc)
             await anyio.sleep(self._prune_every_s)
 

@@ -118,11 +118,19 @@ fresh AS (
     RETURNING timer, instant_ms
 ),
 retaken AS (
+    -- at least once: leased runs left unfinished past their lease (index lookups, as FINISH)
     UPDATE aiotimer_runs AS r
     SET node = $4, claimed_at = now(), lease_until = now() + $5::float8 * interval '1 second'
-    FROM req
-    WHERE $5::float8 IS NOT NULL AND r.cluster = $1 AND r.timer = req.timer
-        AND r.instant_ms = req.instant_ms AND r.finished_at IS NULL AND r.lease_until < now()
+    FROM (
+        SELECT held.ctid AS id
+        FROM req CROSS JOIN LATERAL (
+            SELECT x.ctid FROM aiotimer_runs AS x
+            WHERE x.cluster = $1 AND x.instant_ms = req.instant_ms AND x.timer = req.timer
+            LIMIT 1
+        ) AS held
+        WHERE $5::float8 IS NOT NULL
+    ) AS expired
+    WHERE r.ctid = expired.id AND r.finished_at IS NULL AND r.lease_until < now()
     RETURNING r.timer, r.instant_ms
 )
 SELECT coalesce(array_agg(req.ord), '{}')
@@ -147,13 +155,25 @@ NODES: Final = f"""
 SELECT node, {_ns("expires_at")} FROM aiotimer_nodes
 WHERE cluster = $1 AND expires_at > now() ORDER BY node
 """
+# LATERAL makes each given run an index lookup (the batch drives the join): with a plain
+# join the planner, misled by a fresh table's statistics, scanned the batch once per stored
+# run (10,000 ends: 15 s instead of ~30 ms).
 FINISH: Final = """
+WITH ended AS (
+    SELECT held.ctid AS id, u.outcome, u.duration_ns
+    FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bigint[])
+        AS u(timer, instant_ms, outcome, duration_ns)
+    CROSS JOIN LATERAL (
+        SELECT r.ctid FROM aiotimer_runs AS r
+        WHERE r.cluster = $1 AND r.instant_ms = u.instant_ms AND r.timer = u.timer
+            AND r.node = $2 AND r.finished_at IS NULL
+        LIMIT 1  -- the primary key gives one row; LIMIT also keeps the lookup un-flattened
+    ) AS held
+)
 UPDATE aiotimer_runs AS r
-SET finished_at = now(), outcome = u.outcome, duration_ns = u.duration_ns
-FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bigint[])
-    AS u(timer, instant_ms, outcome, duration_ns)
-WHERE r.cluster = $1 AND r.node = $2 AND r.timer = u.timer AND r.instant_ms = u.instant_ms
-    AND r.finished_at IS NULL
+SET finished_at = now(), outcome = ended.outcome, duration_ns = ended.duration_ns
+FROM ended
+WHERE r.ctid = ended.id AND r.node = $2 AND r.finished_at IS NULL
 """
 HISTORY_COLUMNS: Final = (
     f"timer, instant_ms, node, {_ns('claimed_at')}, {_ns('finished_at')}, outcome, duration_ns"
