@@ -350,3 +350,41 @@ async def test_cluster_numbers_reach_prometheus(url: str) -> None:
     assert types["aiotimer_cluster_points"] == "counter"
     assert types["aiotimer_cluster_live_nodes"] == "gauge"
     await scheduler.stop()
+
+
+@pytest.mark.slow
+async def test_with_a_lease_a_run_left_unfinished_is_run_again_by_another_node(url: str) -> None:
+    # "a" is preferred for the timer and wins its points, but its callback hangs: with a
+    # lease, "b" claims each lost point again once the lease ran out, wins it, and runs it.
+    timer = next(f"job-{i}" for i in range(99) if preferred_node(f"job-{i}", "ab") == "a")
+    options = {**FAST, "lease_s": 0.2}
+    a, b = Cluster(url, node="a", **options), Cluster(url, node="b", **options)
+    runs: Runs = defaultdict(list)
+    started_on_a: list[int] = []
+
+    async def hang(tick: aiotimer.Tick) -> None:
+        assert tick.wall is not None
+        started_on_a.append(round(tick.wall.timestamp() * 1000))
+        await anyio.sleep(30)
+
+    sa = aiotimer.Scheduler(name="a")
+    sa.add_every_ms(500, hang, name=timer, cluster=True)
+    sa.add_service(a)
+    sb = node(b, [], runs)
+    sb.add_every_ms(
+        500,
+        lambda tick: runs["b"].append((timer, round(tick.wall.timestamp() * 1000), 0)),
+        name=timer,
+        cluster=True,
+    )
+    await sa.start()
+    await sb.start()
+    await anyio.sleep(1.8)
+    await sb.stop()
+    await sa.stop(grace_s=0)
+    assert started_on_a, "a never won a point"
+    retaken = {i for _, i, _ in runs["b"]}
+    # The point a started and left hanging was run again by b; so were the later points a
+    # won but could not run (its run still going: overlap), left unfinished for the lease.
+    assert started_on_a[0] in retaken, (started_on_a, sorted(retaken))
+    assert len(retaken) >= 2, sorted(retaken)

@@ -176,7 +176,10 @@ class Cluster:
     :param retention_s: runs older than this are pruned from the store
     :param heartbeat_s: how often this node refreshes its liveness; it counts as dead
         ``node_ttl_s`` (default 3 heartbeats) after its last one
-    :param lease_s: ``None`` (at most once) or a lease for at least once (see module notes)
+    :param lease_s: ``None`` (at most once) or a lease, for at least once: a node that lost
+        a run claims it again ``lease_s`` (plus the backup delay) later, and wins it if the
+        winner has not finished it by then (it died, or it overran its lease: then the point
+        runs twice). A lost run's verdict waits for that second claim.
     :param prune_every_s: how often this node prunes old runs
     :param store_timeout_s: how long connecting or one store call may take before the call
         counts as failed (``on_unreachable`` decides); keep it under the shortest interval
@@ -395,7 +398,10 @@ class Cluster:
             await clock.sleep_until(clock.now_ns() + int(self._backup_delay_s * NS_PER_S))
             await self._claim(backups)
 
-    async def _claim(self, runs: list[GatedRun]) -> None:
+    async def _claim(self, runs: list[GatedRun], *, retake: bool = False) -> None:
+        """Claim ``runs`` in one round trip, then start the won ones and skip the others. With
+        a lease, the lost ones are claimed once more when the winner's lease has run out (the
+        store gives them to this node only if the winner left them unfinished)."""
         if self._refusing:
             for run in runs:
                 self._count(run.timer.name, 3)
@@ -425,20 +431,41 @@ class Cluster:
             return
         self._latencies_ns.append(time.perf_counter_ns() - started)
         self._claims += len(claims)
+        lost = []
         for run, flag in zip(runs, won, strict=True):
-            self._count(run.timer.name, 0 if flag else 1)
             if flag:
+                self._count(run.timer.name, 0)
                 self._start(run)
+            elif self._lease_s is not None and not retake and self._tg is not None:
+                lost.append(run)  # undecided until the winner's lease is over
             else:
+                self._count(run.timer.name, 1)
                 run.skip()
+        if lost and self._tg is not None:
+            self._tg.start_soon(self._retake, lost)
+
+    async def _retake(self, runs: list[GatedRun]) -> None:
+        """At least once: claim again runs lost to a winner, once its lease has run out (a
+        little after, measured here: the store decides on its own clock)."""
+        assert self._lease_s is not None
+        try:
+            await anyio.sleep(self._lease_s + self._backup_delay_s)
+        except BaseException:  # stopping: nothing runs unclaimed
+            for run in runs:
+                self._count(run.timer.name, 1)
+                run.skip()
+            raise
+        await self._claim(runs, retake=True)
 
     def _start(self, run: GatedRun) -> None:
         """Start a run this node won, and follow it to its end for the store's history."""
         timer = run.timer
         track = _InFlight(run.instant_ms, time.perf_counter_ns(), timer.errors, timer.timeouts)
         if not run.start():
-            # Won, but not run: the timer ended, or its overlap policy skipped the run.
-            self._finish(timer.name, track, Outcome.SKIPPED)
+            # Won, but not run: the timer ended, or its overlap policy skipped the run. With a
+            # lease it stays unfinished, so that another node takes it when the lease runs out.
+            if self._lease_s is None:
+                self._finish(timer.name, track, Outcome.SKIPPED)
         elif timer.running == 0:  # a sync callback ran inline: it is over already
             self._finish(timer.name, track, self._outcome(timer, track))
         else:
