@@ -388,3 +388,17 @@ async def test_with_a_lease_a_run_left_unfinished_is_run_again_by_another_node(u
     # won but could not run (its run still going: overlap), left unfinished for the lease.
     assert started_on_a[0] in retaken, (started_on_a, sorted(retaken))
     assert len(retaken) >= 2, sorted(retaken)
+
+
+async def test_a_backup_delay_near_an_interval_is_warned_about(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = aiotimer.Scheduler()
+    scheduler.add_every_ms(300, lambda: None, name="fast", cluster=True)
+    scheduler.add_every_s(60, lambda: None, name="slow", cluster=True)
+    scheduler.add_service(Cluster(url, node="a", backup_delay_s=0.25))
+    with caplog.at_level(logging.WARNING, logger="aiotimer.cluster"):
+        await scheduler.start()
+        await scheduler.stop()
+    assert "backup_delay_s=0.25 is not well under the 0.3 s interval of timer 'fast'" in caplog.text
+    assert "'slow'" not in caplog.text

@@ -49,6 +49,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._gate import GatedRun
+from .._spec import Kind
 from .._timer import Timer, TimerState
 from ._open import open_store
 from ._rendezvous import preferred_node
@@ -321,7 +322,20 @@ class Cluster:
                 await self._close()
 
     def _check_guarded(self, scheduler: Scheduler) -> None:
-        """``timers=`` names must be cluster timers of ``scheduler`` by the time it starts."""
+        """``timers=`` names must be cluster timers of ``scheduler`` by the time it starts; a
+        backup delay not well under a cluster timer's interval is worth a warning."""
+        for timer in scheduler.timers.values():
+            if timer.spec.cluster and timer.spec.kind is Kind.PERIODIC:
+                interval_s = timer.interval * timer.spec.unit.tick_ns / NS_PER_S
+                if self._backup_delay_s * 2 > interval_s:
+                    logger.warning(
+                        "%r: backup_delay_s=%g is not well under the %g s interval of timer "
+                        "%r: when its preferred node is down, its runs start that late",
+                        self,
+                        self._backup_delay_s,
+                        interval_s,
+                        timer.name,
+                    )
         missing = sorted(self._guarded - set(scheduler.timers))
         if missing:
             raise ValueError(f"{self!r}: timers {missing} are not registered on {scheduler!r}")
