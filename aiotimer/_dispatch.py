@@ -520,6 +520,10 @@ class Dispatcher:
         except Exception as exc:
             self._failed(timer, exc)
             result = _FAILED
+        except BaseException:  # cancelled (a hard stop): a one-shot's run happened all the same
+            if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
+                self._finish(timer)
+            raise
         finally:
             if watchdog is not None:
                 watchdog.cancel()

@@ -172,7 +172,10 @@ class TimerLnCall:
         tl = self.tl
         tl._running -= 1
         if tl._timer is not timer:
-            return 0
+            return 0  # deleted (paused: the core ignores it) or re-added in the handler
+        if result == 0 and type(result) is int:  # a one-shot expired: paused for re-use
+            timer.pause()
+            return None
         if result == PERIODIC or result == -1:
             return None
         if isinstance(result, int) and not isinstance(result, bool) and 0 <= result < PERIODIC:

@@ -249,6 +249,12 @@ class Registrar(ABC, Generic[R]):
         **options: Unpack[PolicyOptions],
     ) -> R:
         """Run ``callback`` once, ``delay_ms`` milliseconds from now (``call_later`` in ms)."""
+        if name is None and param is None and not options:
+            # Per-call one-shots (thousands a second, each with its own delay): the last spec
+            # of the callback with another delay, no shared-spec lookup (see _with_delay).
+            last = _last
+            if last[0] is callback and last[2] is UNIT_MS and last[3] is ONESHOT:
+                return self._register(_with_delay(last, delay_ms), False)
         spec = self._spec(callback, delay_ms, UNIT_MS, ONESHOT, name, param, options)
         return self._register(spec, False)
 
@@ -388,11 +394,25 @@ def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: 
     except TypeError:  # an unhashable callable
         return TimerSpec(callback, interval, unit, kind)
     if spec is None:
-        spec = TimerSpec(callback, interval, unit, kind)
+        last = _last
+        if last[0] is callback and last[2] is unit and last[3] is kind:
+            spec = last.with_interval(interval)  # the same callback, another delay: no re-check
+        else:
+            spec = TimerSpec(callback, interval, unit, kind)
         if len(_shared) >= _SHARED_MAX:
             _shared.clear()
         _shared[key] = spec
     _last, _last_key = spec, key
+    return spec
+
+
+def _with_delay(last: TimerSpec, delay: float) -> TimerSpec:
+    """``last`` (a one-shot's shared spec) with another delay, now the last spec handed out."""
+    global _last, _last_key
+    if last[1] == delay and type(delay) is int:
+        return last
+    spec = last.with_interval(delay)
+    _last, _last_key = spec, (spec[0], spec[1], spec[2], spec[3])
     return spec
 
 

@@ -21,10 +21,12 @@ Ground rules:
   (``module.qualname``, then ``#2``, ``#3``... for the same callback added again); an explicit
   name that is taken, or a function decorated twice, is refused. Name bookkeeping is freed with
   the last timer of a name.
-* **Anonymous one-shots** (``add_once_*`` without a name: per-call timers, by the thousand) are
-  not in the registry: nothing looks them up, so an arm costs no unique name. Their ``name`` is
-  their callback's (not unique); :attr:`timers` and :meth:`get_timer` do not list them;
-  :meth:`stats` counts them in ``timer_count``; the handle works as any other.
+* **Anonymous timers that end by themselves** (one-shots and returns-interval timers added
+  without a name: per-call and per-transaction timers, by the thousand) are not in the
+  registry: nothing looks them up, so an arm costs no unique name and a dropped handle leaves
+  nothing behind. Their ``name`` is their callback's (not unique); :attr:`timers`,
+  :meth:`get_timer` and ``stats().timers`` do not list them; ``stats().queued`` counts every
+  armed timer, theirs included; the handle works as any other.
 """
 
 from __future__ import annotations
@@ -47,13 +49,23 @@ from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
 from ._dispatch import INTERNAL_SPEC, Dispatcher, current_timer
 from ._gate import RunGate
 from ._grid import Grid, WallGrid
-from ._modes import GATED, mode_of
+from ._modes import GATED, INTERNAL, mode_of
 from ._policy import ErrorHook
 from ._queue import NOT_QUEUED
 from ._registrar import Registrar
 from ._service import Service
-from ._spec import CALENDAR, ONESHOT, UNIT_MS, TimerSpec, callback_name, check_interval
-from ._stats import Histogram, HistogramSlab, SchedulerStats
+from ._spec import (
+    CALENDAR,
+    MAX_INTERVAL,
+    ONESHOT,
+    RETURNS_INTERVAL,
+    UNIT_MS,
+    UNIT_NS,
+    TimerSpec,
+    callback_name,
+    check_interval,
+)
+from ._stats import NO_HISTOGRAM, Histogram, HistogramSlab, SchedulerStats
 from ._tick_source import TickSource
 from ._timer import ACTIVE, CANCELLED, FINISHED, PAUSED, PENDING, Timer, TimerState
 from ._timerfd import Precision, TimerFd, resolve_precision
@@ -117,6 +129,7 @@ class Scheduler(Registrar[Timer]):
         "_loop_token",
         "_ms",
         "_now_ns",
+        "_rearm",
         "_s",
         "_services",
         "_start_ns",
@@ -128,7 +141,6 @@ class Scheduler(Registrar[Timer]):
         "_tick_source",
         "_timerfd",
         "_timers",
-        "_unnamed",
         "_use_timerfd",
         "_wall",
         "name",
@@ -210,7 +222,7 @@ class Scheduler(Registrar[Timer]):
         self._bases: dict[str, list[int]] = {}
         self._layout = self._lay_out(INTERNAL_SPEC)  # the last spec registered, laid out
         self._timers: dict[str, Timer] = {}
-        self._unnamed: set[Timer] = set()  # live anonymous one-shots (not in the registry)
+        self._rearm: set[Timer] = set()  # unregistered timers to arm at the next start
         self._by_callback: dict[Callable[..., Any], Timer] = {}  # decorated functions
         self._dispatcher = Dispatcher(
             now_ns=self._now_ns,
@@ -292,12 +304,11 @@ class Scheduler(Registrar[Timer]):
         # inline.
         layout = self._layout
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
-            layout = self._layout = self._lay_out(spec)
+            layout = self._layout = self._lay_out(spec, layout)
         _, mode, grid, interval, base, own_name, unnamed = layout
         timers = self._timers
-        if unnamed:  # an anonymous one-shot: no unique name, no registry entry
+        if unnamed:  # no unique name, no registry entry
             timer = Timer(spec, base, grid, interval, mode)
-            self._unnamed.add(timer)
         else:
             if own_name is not None:
                 name = self._own_name(own_name)
@@ -322,14 +333,22 @@ class Scheduler(Registrar[Timer]):
         if self._state == "running":
             timer._state = ACTIVE
             grid.arm(timer, self._now_ns())
-        return timer  # else armed by the next start
+        elif unnamed:
+            self._rearm.add(timer)  # armed by the next start (the registry arms the others)
+        return timer
 
-    def _lay_out(self, spec: TimerSpec) -> _Layout:
+    def _lay_out(self, spec: TimerSpec, last: _Layout | None = None) -> _Layout:
         """``(spec, dispatch mode, grid, interval in the grid's ticks, default name, own name or
-        None, whether it is an anonymous one-shot)``."""
+        None, whether it stays out of the registry)``. ``last``: the previous layout, reused
+        when only the interval differs (one-shots of one callback with varying delays)."""
+        if last is not None and spec[2:] == last[0][2:] and spec[0] is last[0][0]:
+            old = last[0]
+            interval = last[3] * spec.interval // old.interval
+            if interval * old.interval == last[3] * spec.interval:  # (exact: same unit, grid)
+                return spec, last[1], last[2], interval, last[4], last[5], last[6]
         name = spec.name
         base = name if name is not None else callback_name(spec.callback)
-        unnamed = name is None and spec.kind is ONESHOT
+        unnamed = name is None and (spec.kind is ONESHOT or spec.kind is RETURNS_INTERVAL)
         if spec.cluster or spec.kind is CALENDAR:  # wall-clock instants, ms since the epoch
             interval = spec.interval * spec.unit.tick_ns // NS_PER_MS
             return spec, mode_of(spec), self._wall, interval, base, name, unnamed
@@ -352,8 +371,9 @@ class Scheduler(Registrar[Timer]):
 
     def _forget(self, timer: Timer, state: TimerState) -> bool:
         """End ``timer``: off its grid, out of the registry, its name bookkeeping freed, its
-        final numbers kept on the handle."""
-        if timer._state in (CANCELLED, FINISHED):
+        final numbers kept on the handle. (Per-call one-shots are cancelled by the thousand a
+        second: the common case, an unregistered timer with no stats yet, is a few stores.)"""
+        if timer._state is CANCELLED or timer._state is FINISHED:
             return False
         timer._grid.forget(timer)
         timer._state = state
@@ -361,8 +381,13 @@ class Scheduler(Registrar[Timer]):
         if trouble is not None:
             trouble.queued_run = None
             trouble.pending.clear()
-        timer.release_histograms()
+        if timer._hist != NO_HISTOGRAM:
+            timer.release_histograms()
         spec = timer.spec
+        if spec[4] is None and (spec[3] is ONESHOT or spec[3] is RETURNS_INTERVAL):
+            if self._rearm:
+                self._rearm.discard(timer)
+            return True  # unregistered (see _lay_out)
         if self._timers.get(timer.name) is timer:
             del self._timers[timer.name]
             if spec.name is None:  # a default name: one timer less named after its base
@@ -372,8 +397,6 @@ class Scheduler(Registrar[Timer]):
                     counts[0] -= 1
                     if counts[0] <= 0:
                         del self._bases[base]
-        else:
-            self._unnamed.discard(timer)
         if self._by_callback.get(spec.callback) is timer:
             del self._by_callback[spec.callback]
         return True
@@ -407,20 +430,30 @@ class Scheduler(Registrar[Timer]):
             return
         if self._state != "running":
             timer._state = PENDING  # armed by the next start
+            if self._timers.get(timer.name) is not timer:
+                self._rearm.add(timer)
             return
         timer._state = ACTIVE
         timer._grid.resume(timer, self._clock.now_ns())
 
     def _reschedule(self, timer: Timer, interval: float) -> None:
-        self._check_alive(timer, "reschedule")
-        what = "delay" if timer.spec.kind is ONESHOT else "interval"
-        unit = timer.spec.unit
-        whole = check_interval(timer.name, what, interval, unit)
+        # Per-transaction timers re-arm by the thousand a second: whole ints in range take no
+        # validation call, and the unit's length is a dict lookup (an enum property is slow).
+        state = timer._state
+        if state is CANCELLED or state is FINISHED:
+            self._check_alive(timer, "reschedule")
+        spec = timer.spec
+        unit = spec[2]
+        if type(interval) is int and 0 < interval <= MAX_INTERVAL[unit]:
+            whole = interval
+        else:
+            what = "delay" if spec[3] is ONESHOT else "interval"
+            whole = check_interval(timer.name, what, interval, unit)
         grid = timer._grid
         grid.forget(timer)
-        timer._interval = whole * unit.tick_ns // grid.tick_ns
-        if timer._state is ACTIVE:
-            grid.arm(timer, self._clock.now_ns())
+        timer._interval = whole * UNIT_NS[unit] // grid.tick_ns
+        if state is ACTIVE:
+            grid.arm(timer, self._now_ns())
 
     def _on_due(self, now_ns: int) -> None:
         """The tick source's call: run everything due by ``now_ns`` on every grid (the wall
@@ -527,7 +560,8 @@ class Scheduler(Registrar[Timer]):
             ticks_raw=self.get_ticks_raw(),
             wakeups=self._tick_source.wakeups,
             running=self._dispatcher.inflight,
-            timer_count=len(self._timers) + len(self._unnamed),
+            timer_count=len(self._timers),
+            queued=sum(len(grid.queue) for grid in self._grids),
             timers={name: t.stats for name, t in self._timers.items()} if timers else {},
             services={name: svc.stats() for name, svc in self._services.items()},
         )
@@ -705,6 +739,7 @@ class Scheduler(Registrar[Timer]):
             if timer._state is PENDING:
                 timer._state = ACTIVE
                 timer._grid.arm(timer, now_ns)
+        self._rearm.clear()  # queued now: the grids hold them
 
     def _end(self) -> None:
         self._dispatcher.close()
@@ -716,8 +751,11 @@ class Scheduler(Registrar[Timer]):
             running = timer._state is ACTIVE and timer._due_tick == NOT_QUEUED
             if running and timer.spec.kind is ONESHOT:
                 self._finish(timer)  # its run started (stop may have cancelled it): done
+        timers = self._timers
         for grid in self._grids:
-            grid.stop()
+            for timer in grid.stop():  # unregistered timers are kept for the next start
+                if timer._mode & INTERNAL == 0 and timers.get(timer.name) is not timer:
+                    self._rearm.add(timer)
         for timer in self._all_timers():
             timer._grid_tick = NOT_QUEUED
             trouble = timer._trouble
@@ -733,8 +771,9 @@ class Scheduler(Registrar[Timer]):
             self._stopped.set()
 
     def _all_timers(self) -> list[Timer]:
-        """Every live timer: the registry's and the anonymous one-shots."""
-        return [*self._timers.values(), *self._unnamed]
+        """Every timer the scheduler holds: the registry's, and unregistered ones waiting for
+        the next start."""
+        return [*self._timers.values(), *self._rearm]
 
     async def _drain(self) -> None:
         """Wait for asynchronous runs in flight, at most the grace period on our clock."""

@@ -119,7 +119,9 @@ def check_interval(timer: str, what: str, value: object, unit: Unit) -> int:
     return int(value)
 
 
-_MAX_INTERVAL: Final = {u: MAX_DELAY_S * NS_PER_S // u.tick_ns for u in Unit}
+UNIT_NS: Final = {u: u.value for u in Unit}
+"""Each unit's length in ns, by a dict lookup (an enum's ``value`` is a slow property)."""
+MAX_INTERVAL: Final = {u: MAX_DELAY_S * NS_PER_S // u.value for u in Unit}
 """The longest interval in each unit (``MAX_DELAY_S``)."""
 
 
@@ -247,7 +249,7 @@ class TimerSpec(tuple[Any, ...]):
                 f"timer {_label(name, callback)!r}: callback must be callable, got "
                 f"{type(callback).__name__} {callback!r}"
             )
-        if type(interval) is not int or not 0 < interval <= _MAX_INTERVAL[unit]:
+        if type(interval) is not int or not 0 < interval <= MAX_INTERVAL[unit]:
             interval = check_interval(_label(name, callback), _what(kind), interval, unit)
         if policy is not DEFAULT_POLICY and kind is not Kind.CALENDAR:  # (instants: no interval)
             _check_policy(_label(name, callback), policy, interval, unit)
@@ -287,6 +289,15 @@ class TimerSpec(tuple[Any, ...]):
                 cluster,
             ),
         )
+
+    def with_interval(self, interval: float) -> TimerSpec:
+        """This spec with another interval (validated; the rest was checked when this one was
+        built): what a thousand one-shots of one callback with varying delays cost to specify."""
+        if type(interval) is not int or not 0 < interval <= MAX_INTERVAL[self[2]]:
+            interval = check_interval(self.label, _what(self[3]), interval, self[2])
+        if self[6] is not DEFAULT_POLICY:
+            _check_policy(self.label, self[6], interval, self[2])
+        return tuple.__new__(TimerSpec, (self[0], interval, *self[2:]))
 
     def replace(self, **changes: Any) -> TimerSpec:
         """A copy with some fields changed, validated again."""

@@ -277,8 +277,10 @@ class JsonStats(Protocol):
 class SchedulerStats:
     """A snapshot of a scheduler: its own numbers, its timers' and its services'.
 
-    :ivar timers: each live timer's :class:`TimerStats` by name; empty when the snapshot was
-        taken with ``stats(timers=False)`` (``timer_count`` still counts them)
+    :ivar timer_count: the timers in the registry (named timers and anonymous periodic ones)
+    :ivar queued: every armed timer, anonymous one-shots and returns-interval timers included
+    :ivar timers: each registered timer's :class:`TimerStats` by name; empty when the snapshot
+        was taken with ``stats(timers=False)`` (``timer_count`` still counts them)
     :ivar services: each attached service's own typed stats, by service name
     """
 
@@ -289,6 +291,7 @@ class SchedulerStats:
     wakeups: int
     running: int
     timer_count: int
+    queued: int
     timers: Mapping[str, TimerStats]
     services: Mapping[str, JsonStats]
 
@@ -303,6 +306,7 @@ class SchedulerStats:
             "wakeups": self.wakeups,
             "running": self.running,
             "timer_count": self.timer_count,
+            "queued": self.queued,
             "timers": {name: t.as_dict() for name, t in self.timers.items()},
             "services": {name: svc.as_dict() for name, svc in self.services.items()},
         }

@@ -313,7 +313,7 @@ class Timer:
 
         :return: ``True`` if this call cancelled it, ``False`` if it had already ended
         """
-        return self.scheduler._cancel(self)
+        return self._grid.owner._cancel(self)  # type: ignore[no-any-return]
 
     def pause(self) -> None:
         """Stop running until :meth:`resume`; runs in flight finish. No-op if already paused.

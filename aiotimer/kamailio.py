@@ -118,6 +118,7 @@ PROC_TIMER: Final = -1
 """Kamailio's rank for timer processes, the usual ``child_id`` of ``fork_*`` calls."""
 
 _DEAD: Final = (TimerState.CANCELLED, TimerState.FINISHED)
+_LIVE: Final = (TimerState.PENDING, TimerState.ACTIVE)
 
 
 # -- the current scheduler -----------------------------------------------------------------------
@@ -346,7 +347,7 @@ class TimerLn:
     :ivar flags: as given to :func:`timer_init`
     """
 
-    __slots__ = ("_call", "_running", "_timer", "data", "f", "flags")
+    __slots__ = ("_call", "_core", "_running", "_timer", "data", "f", "flags")
 
     def __init__(self) -> None:
         self.f: Callable[[int, TimerLn, Any], Any] | None = None
@@ -354,6 +355,7 @@ class TimerLn:
         self.flags = 0
         self._call: Callable[[Tick], Any] | None = None  # made by timer_init
         self._timer: Timer | None = None  # the core timer of the current timer_add
+        self._core: Timer | None = None  # the core timer, kept across timer_del for re-use
         self._running = 0  # handler calls in progress
 
     @property
@@ -367,7 +369,7 @@ class TimerLn:
         """Added and not yet over: queued, or in its handler (Kamailio's ``F_TIMER_ACTIVE``,
         except that an expired one-shot is not active: it can be added again at once)."""
         timer = self._timer
-        return timer is not None and timer.state not in _DEAD
+        return timer is not None and timer.state in _LIVE
 
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"
@@ -434,8 +436,14 @@ def timer_add(tl: TimerLn, delta: int, *, name: str | None = None) -> int:
     Changed: an expired one-shot or a deleted timer can be added again without ``timer_reinit``;
     a ``tl`` that was never ``timer_init``-ed raises (Kamailio would call a ``NULL`` handler).
 
+    As in Kamailio, a ``timer_ln`` is one timer for its life: the core timer of the first
+    ``timer_add`` is re-armed by the next ones (``timer_del`` pauses it), so a transaction's
+    ``timer_del`` + ``timer_add`` costs a re-arm, not a new timer. Without ``name`` it is an
+    anonymous returns-interval timer: not in ``scheduler.timers`` (see the scheduler's ground
+    rules), gone with its ``TimerLn``.
+
     :param delta: raw ticks, an int >= 0 (use :func:`MS_TO_TICKS`, :func:`S_TO_TICKS`)
-    :param name: the core timer's name (default: the handler's ``module.qualname``, ``#2``...)
+    :param name: the core timer's name (registered, so ``scheduler.get_timer(name)`` finds it)
     :raises RuntimeError: ``tl`` has no handler
     """
     _check_tl("timer_add", tl)
@@ -445,9 +453,24 @@ def timer_add(tl: TimerLn, delta: int, *, name: str | None = None) -> int:
     if tl.active:
         return -1
     # The core's smallest delay is one tick: delta 0 runs at the next tick, as in Kamailio.
-    tl._timer = current_scheduler().add_every_ms(
-        max(delta, 1), tl._call, name=name, returns_interval=True
-    )
+    ticks = max(delta, 1)
+    scheduler = current_scheduler()
+    core = tl._core
+    if (
+        core is not None
+        and core.state not in _DEAD
+        and core._call is tl._call
+        and core.spec.name == name
+        and core.scheduler is scheduler
+    ):
+        core.reschedule(ticks)  # paused by timer_del or its expiry, or in its own handler
+        if core.state is TimerState.PAUSED:
+            core.resume()
+    else:
+        if core is not None and core.state not in _DEAD:
+            core.cancel()  # another handler, name or scheduler: a timer of its own
+        core = tl._core = scheduler.add_every_ms(ticks, tl._call, name=name, returns_interval=True)
+    tl._timer = core
     return 0
 
 
@@ -465,10 +488,10 @@ def timer_del(tl: TimerLn) -> int:
     """
     _check_tl("timer_del", tl)
     timer = tl._timer
-    if timer is None or timer.state in _DEAD:
+    if timer is None or timer.state not in _LIVE:
         return -1
     tl._timer = None
-    timer.cancel()
+    timer.pause()  # kept for the next timer_add (see timer_add)
     return 0
 
 

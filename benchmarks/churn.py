@@ -234,7 +234,7 @@ async def _churn(
         finally:
             driver.cancel()
         if scheduler is not None:
-            result["pending_at_end"] = scheduler.stats(timers=False).timer_count
+            result["pending_at_end"] = scheduler.stats(timers=False).queued
     finally:
         if scheduler is not None:
             await scheduler.stop(grace_s=0)

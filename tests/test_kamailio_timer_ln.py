@@ -247,12 +247,14 @@ async def test_timer_reinit_in_the_handler_lets_it_add_itself_again_with_a_new_d
     tl = timer_alloc()
     timer_init(tl, f, None)
     timer_add(tl, 100)
+    first = tl.timer
     async with scheduler:
         await virtual_clock.advance_ms(200)
+        assert scheduler.stats(timers=False).queued == 1
     # Runs 1 and 2 re-add with delta 30; run 3 (no re-add) returns PERIODIC: every 30 ms.
     assert ran == [100, 130, 160, 190]
     assert tl.active
-    assert len(scheduler.timers) == 1
+    assert tl.timer is first  # one core timer for the timer_ln's life, re-armed
 
 
 def test_timer_reinit_of_a_queued_timer_raises(scheduler: aiotimer.Scheduler) -> None:
@@ -396,12 +398,42 @@ def test_the_core_timer_is_named_after_the_handler(scheduler: aiotimer.Scheduler
     def retransmit(ticks: int, tl: TimerLn, data: Any) -> int:
         return 0
 
-    a, b = timer_alloc(), timer_alloc()
-    timer_init(a, retransmit, None)
-    timer_init(b, retransmit, None)
+    a, b, named = timer_alloc(), timer_alloc(), timer_alloc()
+    for tl in (a, b, named):
+        timer_init(tl, retransmit, None)
     timer_add(a, 10)
     timer_add(b, 10)
+    timer_add(named, 10, name="t1-retransmit")
     assert a.timer is not None
     assert b.timer is not None
-    assert a.timer.name == f"{__name__}.{retransmit.__qualname__}"
-    assert b.timer.name == f"{a.timer.name}#2"
+    # Anonymous timer_ln timers are per-transaction: named after the handler, not registered.
+    assert a.timer.name == b.timer.name == f"{__name__}.{retransmit.__qualname__}"
+    assert list(scheduler.timers) == ["t1-retransmit"]
+    assert scheduler.get_timer("t1-retransmit") is named.timer
+
+
+async def test_timer_del_then_timer_add_re_arms_the_same_core_timer(
+    virtual_clock: VirtualClock, scheduler: aiotimer.Scheduler
+) -> None:
+    """A SIP transaction's timer: deleted and re-added before it fires, over and over: one
+    core timer, re-armed, nothing left behind."""
+    ran, f = handler(lambda t: 0)
+    tl = timer_alloc()
+    timer_init(tl, f, None)
+    async with scheduler:
+        timer_add(tl, 100)
+        core = tl.timer
+        for _ in range(50):
+            await virtual_clock.advance_ms(10)
+            assert timer_del(tl) == 0
+            assert not tl.active
+            assert timer_add(tl, 100) == 0
+            assert tl.timer is core
+        assert scheduler.stats(timers=False).queued == 1
+        await virtual_clock.advance_ms(100)
+        assert ran == [600]  # 500 + 100: the last re-arm's delay
+        assert not tl.active  # an expired one-shot: addable again, still the same timer
+        assert timer_add(tl, 5) == 0
+        assert tl.timer is core
+        await virtual_clock.advance_ms(5)
+    assert ran == [600, 605]

@@ -174,5 +174,5 @@ async def test_cancelled_timers_do_not_grow_memory(virtual_clock: VirtualClock) 
             s.add_once_s(3600, lambda: None).cancel()
         assert len(s._s.queue) == 0
         assert s._s.queue._entries < 2048  # stale entries were compacted away
-        assert s.stats(timers=False).timer_count == 0  # and nothing else is kept of them
+        assert s.stats(timers=False).queued == 0  # and nothing else is kept of them
         assert len(s._hist.counts) <= 64 * 2  # histogram slots are reused
