@@ -402,3 +402,20 @@ async def test_a_backup_delay_near_an_interval_is_warned_about(
         await scheduler.stop()
     assert "backup_delay_s=0.25 is not well under the 0.3 s interval of timer 'fast'" in caplog.text
     assert "'slow'" not in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_sqlite_cluster_runs_on_trio(anyio_backend: str, url: str) -> None:
+    runs: Runs = defaultdict(list)
+    cluster = Cluster(url, node="a", **FAST)
+    scheduler = node(cluster, ["job"], runs)
+    async with scheduler:
+        await anyio.sleep(0.4)
+    assert runs["a"]
+    store = open_store(url, "default")
+    await store.open()
+    history = await store.history("job")
+    await store.close()
+    assert {r.instant_ms for r in history} >= {i for _, i, _ in runs["a"]}
+    assert all(r.finished for r in history)

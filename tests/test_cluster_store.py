@@ -24,6 +24,7 @@ from aiotimer.cluster import (
     ClaimStore,
     Outcome,
     RunOutcome,
+    StoreError,
     StoreUnavailable,
     open_store,
 )
@@ -569,3 +570,12 @@ async def test_the_sqlite_store_runs_on_trio(anyio_backend: str, tmp_path: Path)
     assert await store.claim("a", [("t", T0), ("u", T0)]) == [True, True]
     assert [n.node for n in await store.heartbeat("a", 30)] == ["a"]
     await store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:1/test", "redis://127.0.0.1:1/0"])
+async def test_the_server_stores_say_they_need_asyncio(anyio_backend: str, url: str) -> None:
+    store = open_store(url, "c")
+    with pytest.raises(StoreError, match="runs on asyncio only"):
+        await store.open()

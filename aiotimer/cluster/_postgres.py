@@ -48,6 +48,7 @@ from ._store import (
     check_node,
     check_positive_s,
     check_results,
+    require_asyncio,
 )
 
 try:
@@ -243,6 +244,7 @@ class PostgresStore(StoreBase):
     async def open(self) -> None:
         if self._pool is not None:
             return
+        require_asyncio(self, "asyncpg")
         try:
             pool = await asyncio.wait_for(
                 asyncpg.create_pool(

@@ -50,6 +50,7 @@ from ._store import (
     check_node,
     check_positive_s,
     check_results,
+    require_asyncio,
 )
 
 try:
@@ -214,6 +215,7 @@ class RedisStore(StoreBase):
     async def open(self) -> None:
         if self._client is not None:
             return
+        require_asyncio(self, "redis-py")
         client = aioredis.Redis.from_url(
             self._redis_url,
             socket_connect_timeout=self._connect_timeout_s,

@@ -362,3 +362,14 @@ def check_cutoff_ns(older_than_ns: object) -> int:
     if isinstance(older_than_ns, bool) or not isinstance(older_than_ns, int):
         raise TypeError(f"older_than_ns must be an int (ns since the epoch), got {older_than_ns!r}")
     return max(0, min(older_than_ns, MAX_INSTANT_MS))
+
+
+def require_asyncio(store: object, driver: str) -> None:
+    """PostgreSQL's and Redis' drivers run on asyncio only: say so, instead of failing deep in
+    the driver on trio."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise StoreError(f"{store!r}: {driver} runs on asyncio only (use SQLite on trio)") from None
