@@ -142,6 +142,10 @@ async def test_multi_host_drill(kind: str, tmp_path: Path, hosts: list[Host]) ->
         "kill h1": start_ms + 5000,
         "store away": start_ms + 6500,
         "store back": start_ms + 7500,
+        # Redis only: the store loses its data, as a restarted Redis that keeps nothing on
+        # disk (or a failover to a replica that missed the last writes) does. 25 ms into a
+        # point: after the preferred nodes' claims, before the backups' (backup delay 50 ms).
+        "data lost": start_ms + 9325,
     }
     if kind == "sqlite":  # one host: no network between the nodes and their file
         hosts = [Host(None, None, "")] * 3
@@ -166,6 +170,12 @@ async def test_multi_host_drill(kind: str, tmp_path: Path, hosts: list[Host]) ->
                 await proxy.cut()
                 await _at(ev["store back"])
                 proxy.heal()
+            if kind == "redis":
+                forgetful = open_store(real, cluster)
+                await forgetful.open()
+                await _at(ev["data lost"])
+                await forgetful.drop()
+                await forgetful.close()
             for proc in procs.values():
                 await anyio.to_thread.run_sync(proc.wait, 30)
         finally:
@@ -188,29 +198,43 @@ async def test_multi_host_drill(kind: str, tmp_path: Path, hosts: list[Host]) ->
     def window(a: int, b: int) -> list[tuple[str, int]]:
         return [p for p in missing if a <= p[1] < b]
 
+    def doubled(a: int, b: int) -> int:
+        return sum(1 for p in twice if a <= p[1] < b)
+
     rows: list[list[object]] = []
     if kind != "sqlite":
         lost = window(ev["cut h0"], ev["heal h0"] + 1000)
         late = _lateness_after(runs, prefers("h0", nodes), ev["cut h0"] + INTERVAL_MS)
-        rows.append([kind, "h0 cut off 2 s", len(lost), late])
+        rows.append(
+            [kind, "h0 cut off 2 s", len(lost), late, doubled(ev["cut h0"], ev["heal h0"] + 1000)]
+        )
     lost_kill = window(ev["kill h1"], ev["kill h1"] + 1000)
     late = _lateness_after(runs, prefers("h1", nodes), ev["kill h1"] + INTERVAL_MS)
-    rows.append([kind, "h1 SIGKILL", len(lost_kill), late])
+    rows.append(
+        [kind, "h1 SIGKILL", len(lost_kill), late, doubled(ev["kill h1"], ev["kill h1"] + 1000)]
+    )
     if kind != "sqlite":
         lost_store = window(ev["store away"], ev["store back"] + 1500)
         firsts = [i for (_, i) in runs if i >= ev["store back"]]
         recovery = (min(firsts) - ev["store back"]) if firsts else None
-        rows.append([kind, "store away 1 s", len(lost_store), recovery])
-    for row in rows:
-        RESULTS.append([*row, len(twice)])
+        twice_store = doubled(ev["store away"], ev["store back"] + 1500)
+        rows.append([kind, "store away 1 s", len(lost_store), recovery, twice_store])
+    loss = (ev["data lost"] - INTERVAL_MS, ev["data lost"] + INTERVAL_MS)
+    if kind == "redis":
+        rows.append([kind, "data lost", len(window(*loss)), None, doubled(*loss)])
+    RESULTS.extend(rows)
     print()
     print(f"{'store':9} {'event':16} {'not run':>8} {'failover ms':>12} {'run twice':>10}")
     for row in RESULTS:
         late = "-" if row[3] is None else f"{row[3]:.0f}"
         print(f"{row[0]:9} {row[1]:16} {row[2]:>8} {late:>12} {row[4]:>10}")
 
-    # Exactly once, outside the windows the semantics allow to lose points.
-    assert not twice, f"grid points run twice: {sorted(twice.items())[:5]}"
+    # Exactly once, outside the windows the semantics allow to lose points; twice only where
+    # Redis lost its data (the documented limit of the Redis store).
+    unexplained = {
+        p: r for p, r in twice.items() if not (kind == "redis" and loss[0] <= p[1] < loss[1])
+    }
+    assert not unexplained, f"grid points run twice: {sorted(unexplained.items())[:5]}"
     allowed = set(window(ev["kill h1"], ev["kill h1"] + 2 * INTERVAL_MS))
     # A claim in flight when h0 is cut may have been won with its answer lost.
     allowed |= set(window(ev["cut h0"], ev["cut h0"] + 2 * INTERVAL_MS))
@@ -219,7 +243,7 @@ async def test_multi_host_drill(kind: str, tmp_path: Path, hosts: list[Host]) ->
     unexpected = [p for p in missing if p not in allowed]
     assert not unexpected, f"{len(unexpected)} points lost outside the events: {unexpected[:5]}"
     # Failover costs about the backup delay, never an election.
-    for row in rows[:2] if kind != "sqlite" else rows:
+    for row in rows[:2] if kind != "sqlite" else rows[:1]:
         assert row[3] is not None
         assert row[3] <= NODE_OPTIONS["backup_delay_s"] * 1000 + 250, row
 
