@@ -16,8 +16,8 @@ Ground rules:
 * **At most once per grid point.** A node runs a point only after winning its claim in the
   store (see :mod:`aiotimer.cluster._store`: one winner, fenced by the grid instant). A winner
   that dies mid-run leaves a "claimed, not finished" record; nobody re-runs it, unless the
-  cluster was given a lease (``lease_s``: at least once, a run unfinished after the lease may
-  be claimed again by a node that reaches the point later).
+  cluster was given a lease (``lease_s``: at least once; the nodes that lost a run claim it
+  again when the lease has run out, and one of them runs it if it is still unfinished).
 * **No leader.** Every node holding a cluster timer takes part. Each timer's preferred node
   (rendezvous hashing over the live nodes, which heartbeat in the store) claims at the grid
   point; the others claim ``backup_delay_s`` later, so the common case has no contention and
@@ -28,8 +28,14 @@ Ground rules:
 * **Clock skew.** Grid instants come from this node's wall clock. Every heartbeat compares it
   with the store's clock; a node off by more than ``max_skew_s`` refuses to claim (its runs
   are skipped and counted) and logs an error until it is back within the tolerance.
-* Finished runs are reported to the store in batches (one round trip per heartbeat at most);
-  runs older than ``retention_s`` are pruned by every node, about every ``prune_every_s``.
+* **The end of each won run** (ok, error, timeout, cancelled by a stop, or skipped here by
+  the timer's overlap policy) goes to the store's history about 10 ms after it, the ends of a
+  batch in one round trip. The gate's runs carry no completion callback, so ends are read off
+  the timer's running count and counters: exact for timers that run one at a time (the
+  default overlap policy), approximate when runs of one timer overlap.
+* Runs older than ``retention_s`` are pruned by every node, about every ``prune_every_s``.
+* The service starts after the scheduler's tick source: runs due before it serves wait for
+  it; runs due while it stops are skipped (nothing runs unclaimed).
 """
 
 from __future__ import annotations
