@@ -300,12 +300,17 @@ async def test_prune_deletes_runs_older_than_the_cutoff_only(store: ClaimStore) 
     assert deleted >= 1
 
 
-async def test_prune_reaches_every_run_of_a_large_store(store: ClaimStore) -> None:
-    claims = [(f"t{i}", T0) for i in range(2500)]  # Redis prunes them over several pages
-    await store.claim("a", claims)
+async def test_prune_reaches_every_run_of_a_large_store_chunk_by_chunk(
+    store: ClaimStore,
+) -> None:
+    claims = [(f"t{i}", T0 + k * 1000) for k in range(5) for i in range(5000)]
+    for k in range(5):  # 25,000 runs: 3 chunks (Redis: 25 HSCAN pages)
+        await store.claim("a", claims[k * 5000 : (k + 1) * 5000])
     await store.finish("a", [RunOutcome("t0", T0, Outcome.OK, 1)])
-    assert await store.prune((T0 + 1) * 1_000_000) >= 2499
-    assert await store.history(limit=3000) == []
+    round_trips = store.round_trips
+    assert await store.prune((T0 + 5000) * 1_000_000) >= 24_999
+    assert store.round_trips - round_trips >= 3
+    assert await store.history(limit=30_000) == []
 
 
 # -- liveness and leases (real time: the store's clock cannot be virtual) ------------------------

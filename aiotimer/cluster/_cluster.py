@@ -203,11 +203,11 @@ class Cluster:
         backup_delay_s: float = 0.25,
         on_unreachable: Literal["skip", "run"] = "skip",
         max_skew_s: float = 1.0,
-        retention_s: float = 7 * 86400.0,
+        retention_s: float = 86400.0,
         heartbeat_s: float = 1.0,
         node_ttl_s: float | None = None,
         lease_s: float | None = None,
-        prune_every_s: float = 3600.0,
+        prune_every_s: float = 600.0,
         store_timeout_s: float = 2.0,
     ) -> None:
         timeout_s = check_positive_s("store_timeout_s", store_timeout_s)

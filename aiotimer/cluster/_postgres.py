@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ._store import (
+    PRUNE_CHUNK,
     NodeInfo,
     Outcome,
     RunOutcome,
@@ -189,7 +190,10 @@ WHERE cluster = $1 AND timer = $2 ORDER BY instant_ms DESC LIMIT $3
 """
 PRUNE: Final = """
 WITH runs AS (
-    DELETE FROM aiotimer_runs WHERE cluster = $1 AND instant_ms < $2 RETURNING 1
+    DELETE FROM aiotimer_runs WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM aiotimer_runs WHERE cluster = $1 AND instant_ms < $2 LIMIT $4
+    ))
+    RETURNING 1
 ), nodes AS (
     DELETE FROM aiotimer_nodes WHERE cluster = $1 AND expires_at < to_timestamp($3::float8)
 )
@@ -377,10 +381,15 @@ class PostgresStore(StoreBase):
 
     async def prune(self, older_than_ns: int) -> int:
         older_than_ns = check_cutoff_ns(older_than_ns)
-        rows = await self._fetch(
-            PRUNE, self._cluster, older_than_ns // 1_000_000, older_than_ns / 1e9
-        )
-        return int(rows[0][0])
+        total = 0
+        while True:  # chunk by chunk: one DELETE of millions of rows would time out
+            rows = await self._fetch(
+                PRUNE, self._cluster, older_than_ns // 1_000_000, older_than_ns / 1e9, PRUNE_CHUNK
+            )
+            deleted = int(rows[0][0])
+            total += deleted
+            if deleted < PRUNE_CHUNK:
+                return total
 
     async def drop(self) -> None:
         """Delete every row of this cluster, fence included (tests and tear-down only: a

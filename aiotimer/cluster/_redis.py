@@ -156,7 +156,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 PRUNE_LUA: Final = (
     LUA_PRELUDE
     + """
-local page = redis.call('HSCAN', KEYS[1], ARGV[3], 'COUNT', 1000)
+local page = redis.call('HSCAN', KEYS[1], ARGV[3], 'COUNT', 1000)  -- about 1,000 per page
 local deleted = 0
 local fields = page[2]
 for i = 1, #fields, 2 do

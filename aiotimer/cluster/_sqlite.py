@@ -29,6 +29,7 @@ import anyio
 import anyio.to_thread
 
 from ._store import (
+    PRUNE_CHUNK,
     NodeInfo,
     Outcome,
     RunOutcome,
@@ -330,8 +331,9 @@ class SqliteStore(StoreBase):
 
         def prune(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "DELETE FROM aiotimer_runs WHERE cluster = ? AND instant_ms < ?",
-                (cluster, cutoff_ms),
+                "DELETE FROM aiotimer_runs WHERE rowid IN (SELECT rowid FROM aiotimer_runs "
+                "WHERE cluster = ? AND instant_ms < ? LIMIT ?)",
+                (cluster, cutoff_ms, PRUNE_CHUNK),
             )
             conn.execute(
                 "DELETE FROM aiotimer_nodes WHERE cluster = ? AND expires_ns < ?",
@@ -339,7 +341,12 @@ class SqliteStore(StoreBase):
             )
             return cur.rowcount
 
-        return await self._call(lambda conn: self._write(conn, prune))
+        total = 0
+        while True:  # chunk by chunk: the file's write lock is held for one chunk at a time
+            deleted = await self._call(lambda conn: self._write(conn, prune))
+            total += deleted
+            if deleted < PRUNE_CHUNK:
+                return total
 
     async def drop(self) -> None:
         """Delete every row of this cluster, fence included (tests and tear-down only: a

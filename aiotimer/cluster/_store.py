@@ -55,6 +55,9 @@ __all__ = [
 
 MAX_INSTANT_MS: Final = 2**63 - 1
 """Grid instants are signed 64-bit milliseconds since the epoch (a PostgreSQL ``bigint``)."""
+PRUNE_CHUNK: Final = 10_000
+"""Runs a store deletes per statement (or script) when pruning: each stays short, however
+much a retention lets pile up; a prune makes as many round trips as it needs."""
 MAX_NAME_LEN: Final = 200
 """Cluster, node and timer names are at most this many characters."""
 
@@ -198,7 +201,8 @@ class ClaimStore(Protocol):
         ...
 
     async def prune(self, older_than_ns: int) -> int:
-        """Delete runs claimed before ``older_than_ns`` (store clock); how many were deleted.
+        """Delete runs whose grid instant is before ``older_than_ns``; how many were deleted.
+        Pruning deletes in chunks of :data:`PRUNE_CHUNK`, one round trip each.
 
         The fence (the newest instant per timer) is kept, so pruning never lets an old grid
         point be claimed again.
