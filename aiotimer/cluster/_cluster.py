@@ -250,6 +250,7 @@ class Cluster:
         self._tg: TaskGroup | None = None
         self._open = False
         self._live: tuple[str, ...] = (self._node,)
+        self._mine: dict[str, bool] = {}  # timer -> preferred here, for the current live nodes
         self._skew_ns: int | None = None
         self._refusing = False
         self._claims = 0
@@ -401,31 +402,42 @@ class Cluster:
         elif self._scheduler is None and not self._stopping:
             self._early.extend(runs)
         else:
-            for run in runs:
-                self._count(run.timer.name, 2)
-                run.skip()
+            self._skip_all(list(runs), None)
 
     async def _handle(self, runs: list[GatedRun]) -> None:
-        live = self._live
+        live, cache, me = self._live, self._mine, self._node
         mine: list[GatedRun] = []
         backups: list[GatedRun] = []
         for run in runs:
-            (mine if preferred_node(run.timer.name, live) == self._node else backups).append(run)
+            name = run.timer.name
+            preferred = cache.get(name)
+            if preferred is None:  # a hash per live node: worth remembering per timer
+                preferred = cache[name] = preferred_node(name, live) == me
+            (mine if preferred else backups).append(run)
         if mine:
             await self._claim(mine)
         if backups and self._scheduler is not None:
             clock = self._scheduler.clock
-            await clock.sleep_until(clock.now_ns() + int(self._backup_delay_s * NS_PER_S))
+            try:
+                await clock.sleep_until(clock.now_ns() + int(self._backup_delay_s * NS_PER_S))
+            except BaseException:  # the service stops: nothing runs unclaimed
+                self._skip_all(backups, None)
+                raise
             await self._claim(backups)
+
+    def _skip_all(self, runs: list[GatedRun], column: int | None) -> None:
+        """Skip ``runs``, counted in ``column`` (``None``: not counted, the service stops)."""
+        for run in runs:
+            if column is not None:
+                self._count(run.timer.name, column)
+            run.skip()
 
     async def _claim(self, runs: list[GatedRun], *, retake: bool = False) -> None:
         """Claim ``runs`` in one round trip, then start the won ones and skip the others. With
         a lease, the lost ones are claimed once more when the winner's lease has run out (the
         store gives them to this node only if the winner left them unfinished)."""
         if self._refusing:
-            for run in runs:
-                self._count(run.timer.name, 3)
-                run.skip()
+            self._skip_all(runs, 3)
             return
         claims = [(r.timer.name, r.instant_ms) for r in runs]
         started = time.perf_counter_ns()
@@ -433,7 +445,10 @@ class Cluster:
             if not self._open:
                 raise StoreError(f"{self._store.url}: not connected")
             won = await self._store.claim(self._node, claims, lease_s=self._lease_s)
-        except StoreError as exc:
+        except BaseException as exc:
+            if not isinstance(exc, StoreError):  # cancelled (the service stops): not run here
+                self._skip_all(runs, None)
+                raise
             self._store_errors += 1
             logger.error(
                 "%r: claiming %d run(s) failed (%s); %s",
@@ -471,9 +486,7 @@ class Cluster:
         try:
             await anyio.sleep(self._lease_s + self._backup_delay_s)
         except BaseException:  # stopping: nothing runs unclaimed
-            for run in runs:
-                self._count(run.timer.name, 1)
-                run.skip()
+            self._skip_all(runs, None)
             raise
         await self._claim(runs, retake=True)
 
@@ -558,7 +571,10 @@ class Cluster:
             self._store_errors += 1
             logger.warning("%r: heartbeat failed: %s", self, exc)
             return
-        self._live = tuple(n.node for n in live) or (self._node,)
+        names = tuple(n.node for n in live) or (self._node,)
+        if names != self._live:
+            self._live = names
+            self._mine = {}  # rendezvous answers change with the live nodes
         self._check_skew(live, (before + after) // 2)
 
     def _check_skew(self, live: list[NodeInfo], local_ns: int) -> None:
