@@ -6,6 +6,7 @@
     aiotimer run path/to/file.py[:ATTR]
     aiotimer list MODULE[:ATTR]     print its timers
     aiotimer demo [--seconds N] [--db PATH]   the msilo example on SQLite
+    aiotimer cluster URL [--name NAME]   a cluster's live nodes and last runs, from its store
 
 Ground rules:
 
@@ -327,6 +328,25 @@ def status_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def cluster_lines(stats: dict[str, Any]) -> list[str]:
+    """One line per attached Cluster service, from ``scheduler.stats()``'s JSON form."""
+    lines = []
+    for service in stats.get("services", {}).values():
+        if not (isinstance(service, dict) and {"cluster", "node", "live_nodes"} <= set(service)):
+            continue
+        timers = service.get("timers", {}).values()
+        won = sum(t["won"] for t in timers)
+        elsewhere = sum(t["run_elsewhere"] for t in timers)
+        p50 = service["claim_latency"]["p50_s"]
+        refusing = " · REFUSING: clock off the store's" if service["refusing"] else ""
+        lines.append(
+            f"cluster {service['cluster']!r} as {service['node']} · "
+            f"{len(service['live_nodes'])} live node(s) · won {won} · elsewhere {elsewhere} · "
+            f"store errors {service['store_errors']} · claim p50 {_duration(p50)}{refusing}"
+        )
+    return lines
+
+
 class _LogStatus:
     """Plain status lines, one per timer, every ``every_s`` (stdout is not a terminal)."""
 
@@ -338,9 +358,10 @@ class _LogStatus:
             return
         while True:
             await anyio.sleep(self.every_s)
-            for name, every, _, runs, missed, errors, last, p50, p99, top in status_rows(
-                scheduler.stats().as_dict()
-            )[1:]:
+            stats = scheduler.stats().as_dict()
+            for line in cluster_lines(stats):
+                logger.info("status: %s", line)
+            for name, every, _, runs, missed, errors, last, p50, p99, top in status_rows(stats)[1:]:
                 logger.info(
                     "status: timer %r %s: runs=%s missed=%s errors=%s "
                     "late last=%s p50=%s p99=%s max=%s",
@@ -410,6 +431,7 @@ class _TerminalStatus(logging.Handler):
             f" · {stats['wakeups']} wake-ups{hint} ──"
         )
         lines = [title[: size.columns]]
+        lines += [line[: size.columns] for line in cluster_lines(stats)]
         for row in rows:
             cells = [
                 (c if len(c) <= w else c[: w - 1] + "…").ljust(w) if i < 3 else c.rjust(w)
@@ -732,13 +754,54 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--db", default=":memory:", metavar="PATH", help="SQLite file (default: in memory)"
     )
+    cluster = commands.add_parser(
+        "cluster",
+        help="print a cluster's live nodes and each timer's last runs, from its store",
+        description="Read a cluster store (sqlite:///path, postgresql://..., redis://...) and "
+        "print its live nodes and each timer's last runs. Read-only.",
+    )
+    cluster.add_argument("url", metavar="URL", help="the store's URL")
+    cluster.add_argument("--name", default="default", help="the cluster name (default: default)")
+    cluster.add_argument(
+        "--runs", type=int, default=3, metavar="N", help="runs shown per timer (default 3)"
+    )
+    cluster.add_argument(
+        "--timeout", type=_positive_float, default=5.0, metavar="S", help="store timeout (5 s)"
+    )
+    cluster.add_argument("--log-level", default="warning", type=str.lower, choices=_LEVELS)
     return parser
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from .cluster import StoreError, open_store
+    from .cluster._report import store_report
+
+    if args.runs < 1:
+        raise CliError(f"--runs must be >= 1, got {args.runs}")
+
+    async def report() -> str:
+        store = open_store(
+            args.url, args.name, connect_timeout_s=args.timeout, timeout_s=args.timeout
+        )
+        await store.open()
+        try:
+            return await store_report(store, args.runs)
+        finally:
+            await store.close()
+
+    try:
+        sys.stdout.write(anyio.run(report))
+    except (StoreError, ValueError, ImportError) as exc:
+        raise CliError(str(exc), code=1) from None
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``aiotimer`` command; returns the exit code."""
     args = _parser().parse_args(argv)
-    status: _Status = _status_for(args.status_every) if args.command != "list" else _LogStatus(0)
+    status: _Status = (
+        _status_for(args.status_every) if args.command not in ("list", "cluster") else _LogStatus(0)
+    )
     _configure_logging(args.log_level, status)
     try:
         if args.command == "list":
@@ -746,6 +809,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args, status)
+        if args.command == "cluster":
+            return _cluster(args)
         return _run(load_target(args.target), args, status)
     except CliError as exc:
         sys.stderr.write(f"aiotimer: error: {exc}\n")

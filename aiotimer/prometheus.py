@@ -48,6 +48,13 @@ Metrics:
 ``aiotimer_scheduler_running``     gauge    1 while the scheduler runs
 ``aiotimer_leader``                gauge    1 while a leader service leads (per service)
 ``aiotimer_worker_restarts_total`` counter  restarts of each worker process
+``aiotimer_cluster_points_total``  counter  a cluster timer's grid points on this node, by
+                                            ``result``: ``won``, ``elsewhere``,
+                                            ``store_error``, ``refused_skew``
+``aiotimer_cluster_live_nodes``    gauge    live nodes this node sees (per cluster)
+``aiotimer_cluster_refusing``      gauge    1 while this node's clock is too far off
+``aiotimer_cluster_claim_seconds`` gauge    claim latency, ``quantile`` 0.5 / 0.99 / 1
+``aiotimer_cluster_store_errors_total`` counter  failed claim calls
 =================================  =======  ================================================
 
 **Histograms** are aiotimer's own: per timer, cumulative 32-bit counts in log2 buckets whose
@@ -78,6 +85,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+import sys
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -101,6 +109,7 @@ from ._stats import BUCKET_UPPER_NS, N_BUCKETS, SchedulerStats, TimerStats
 from ._timer import Timer, TimerState
 
 if TYPE_CHECKING:
+    from .cluster import ClusterStats
     from .process import ProcessesStats
 
 __all__ = ["DEFAULT_MAX_TIMER_SERIES", "OTHER", "generate", "register", "unregister"]
@@ -463,9 +472,25 @@ class _Families:
         self.restarts = CounterMetricFamily(
             "aiotimer_worker_restarts", "Restarts of a worker process."
         )
+        self.cluster_points = CounterMetricFamily(
+            "aiotimer_cluster_points",
+            "A cluster timer's grid points on this node, by result (won: run here).",
+        )
+        self.cluster_live = GaugeMetricFamily(
+            "aiotimer_cluster_live_nodes", "Live nodes of the cluster, as this node sees them."
+        )
+        self.cluster_refusing = GaugeMetricFamily(
+            "aiotimer_cluster_refusing", "1 while this node's clock is too far off the store's."
+        )
+        self.cluster_claim = GaugeMetricFamily(
+            "aiotimer_cluster_claim_seconds", "Claim round-trip latency over the newest claims."
+        )
+        self.cluster_errors = CounterMetricFamily(
+            "aiotimer_cluster_store_errors", "Claim calls that failed (store unreachable...)."
+        )
 
     def all(self) -> list[Metric]:
-        return [
+        families = [
             *self.counters,
             self.in_flight,
             self.lateness,
@@ -475,6 +500,15 @@ class _Families:
             self.leader,
             self.restarts,
         ]
+        if self.cluster_live.samples:  # only where a Cluster is attached
+            families += [
+                self.cluster_points,
+                self.cluster_live,
+                self.cluster_refusing,
+                self.cluster_claim,
+                self.cluster_errors,
+            ]
+        return families
 
     def add(self, snapshot: _Snapshot) -> None:
         summary = snapshot.summary
@@ -506,6 +540,11 @@ class _Families:
             self.duration.add_metric(
                 (name, label), _cumulative(one.duration), one.duration_sum / 1e9
             )
+        cluster = sys.modules.get("aiotimer.cluster")  # imported if a Cluster is attached
+        if cluster is not None:
+            for service_stats in summary.services.values():
+                if isinstance(service_stats, cluster.ClusterStats):
+                    self._add_cluster(sched, service_stats, budget)
         processes = summary.services.get("aiotimer.process")
         if processes is not None:  # then the process layer is imported: no cost here
             from .process import ProcessesStats
@@ -522,6 +561,45 @@ class _Families:
                 budget.overflow,
                 OTHER,
             )
+
+    def _add_cluster(
+        self, sched: dict[str, str], service_stats: ClusterStats, budget: _Budget
+    ) -> None:
+        labels = {**sched, "cluster": service_stats.cluster}
+        points: dict[tuple[str, str], int] = {}
+        for timer, t in service_stats.timers.items():
+            label = budget.label("", timer)  # the timer's own series label (or OTHER)
+            for result, count in (
+                ("won", t.won),
+                ("elsewhere", t.run_elsewhere),
+                ("store_error", t.store_errors),
+                ("refused_skew", t.refused_skew),
+            ):
+                points[label, result] = points.get((label, result), 0) + count
+        for (label, result), count in points.items():
+            self.cluster_points.add_sample(
+                "aiotimer_cluster_points_total",
+                {**labels, "timer": label, "result": result},
+                float(count),
+            )
+        self.cluster_live.add_sample(
+            "aiotimer_cluster_live_nodes", labels, float(len(service_stats.live_nodes))
+        )
+        self.cluster_refusing.add_sample(
+            "aiotimer_cluster_refusing", labels, float(service_stats.refusing)
+        )
+        for quantile, seconds in (
+            ("0.5", service_stats.claim_latency_p50_s),
+            ("0.99", service_stats.claim_latency_p99_s),
+            ("1", service_stats.claim_latency_max_s),
+        ):
+            if seconds is not None:
+                self.cluster_claim.add_sample(
+                    "aiotimer_cluster_claim_seconds", {**labels, "quantile": quantile}, seconds
+                )
+        self.cluster_errors.add_sample(
+            "aiotimer_cluster_store_errors_total", labels, float(service_stats.store_errors)
+        )
 
     def _add_workers(
         self, sched: dict[str, str], processes: ProcessesStats, budget: _Budget

@@ -11,7 +11,8 @@ Workloads (all by default, in this order):
   (``python -m benchmarks.churn --minutes N`` is its long memory check);
 * ``process``: timer processes (``benchmarks/process.py``, when present);
 * ``scrape``: ``/metrics`` and ``/timers`` of an app with 100,000 timers, scraped in a loop,
-  next to a 10 ms probe timer's lateness.
+  next to a 10 ms probe timer's lateness;
+* ``cluster``: claim cost of cluster timers on SQLite, PostgreSQL and Redis, 1 and 3 nodes.
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
 order asked for), progress to stderr. The full mode runs one workload at a time; ``--quick``
@@ -45,6 +46,7 @@ WORKLOADS: dict[str, str] = {
     "churn": "benchmarks.churn",
     "process": "benchmarks.process",
     "scrape": "benchmarks.scrape",
+    "cluster": "benchmarks.cluster",
 }
 TIMEOUT_S = {
     "core": 600.0,
@@ -55,6 +57,7 @@ TIMEOUT_S = {
     "churn": 300.0,
     "process": 600.0,
     "scrape": 600.0,
+    "cluster": 600.0,
 }
 QUICK_TIMEOUT_S = 90.0
 QUICK_JOBS = 2

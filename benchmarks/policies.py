@@ -1,19 +1,38 @@
-"""Workload ``policies`` (issue 3): what each policy and callback kind costs per fire.
+"""Workload ``policies`` (issues 3 and 15): what each policy and callback kind costs per fire,
+next to the floors of the coroutine and thread paths, measured in the same run.
 
 Each variant registers N periodic 1 s timers of one kind on a running scheduler (asyncio) and
 measures the process's CPU over a window of whole seconds (the same window as ``core``), so the
 table reads as "CPU µs per fire" next to the fast path (a sync, no-argument, default-policy
 timer). The variants: a callback taking the Tick, ``missed=BURST``, ``max_failures`` with an
-``on_error`` hook (they act only on late or failed runs), ``jitter_ms``, a coroutine, a
-coroutine with ``timeout_s``, and ``thread=True``. Fewer timers for the costly kinds, so each
-window stays a steady state (every fire of the window runs within its second).
+``on_error`` hook (they act only on late or failed runs), ``jitter_ms``, a coroutine that
+returns without suspending (run eagerly: stepped at its grid point, no task), the same with
+``eager=False`` (full mode: a task per run, as before issue 15), a coroutine that suspends once
+(``await asyncio.sleep(0)``: a task from its first suspension), a coroutine with ``timeout_s``,
+and ``thread=True`` (aiotimer's own pool of ``THREADS`` threads).
+
+The floors do the same work per second without aiotimer: a ``loop.call_at`` chain on the same
+1 s grid whose callback, each second, does N times:
+
+* ``loop.create_task`` of the non-suspending coroutine, and ``coro.send(None)`` of it (what an
+  eager run cannot go below: a coroutine object and one step);
+* ``loop.create_task`` of the coroutine that suspends once (same suspension);
+* ``loop.run_in_executor`` on a ``ThreadPoolExecutor(THREADS)``, and
+  ``anyio.to_thread.run_sync`` with a ``CapacityLimiter(THREADS)`` (in a task each).
+
+A floor's "fire" is one such call. Fewer timers for the costly kinds, so each window stays a
+steady state (every fire of the window runs within its second); a floor uses the N of the
+aiotimer variant it is the floor of.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +42,27 @@ from . import _harness as h
 
 NAME = "policies"
 WINDOW_S = 5
-QUICK_WINDOW_S = 2
+QUICK_WINDOW_S = 1
+NS_PER_S = 1_000_000_000
+ORIGIN_LEAD_NS = 900_000_000
+"""The 1 s grid starts this long before the variant's timers are added: the first runs (at the
+first grid point at least 1 s after the adds) come 0.1 s after 1 s rather than 1 s after, and
+the measuring window (which starts half-way between grid points) 0.9 s sooner."""
+WARM_UP_GAP_NS = 1_000_000
+"""In the full mode the window starts after the first runs (one-time costs: a run's first
+statistics, the pool's threads, the eager host), half a second after them; the quick mode
+(1 s window) measures the first runs, to stay short: its numbers are indicative only."""
+THREADS = 8
+"""The size of ``thread=True``'s pool (the scheduler's ``thread_limit``) and of the floors'."""
+
+COROUTINE = "coroutine"
+SUSPENDING = "coroutine, await sleep(0)"
+THREAD = "thread=True"
+FLOOR_TASK = "floor: create_task(coroutine)"
+FLOOR_SEND = "floor: coro.send(None)"
+FLOOR_TASK_SUSPENDING = "floor: create_task(await sleep(0))"
+FLOOR_EXECUTOR = f"floor: run_in_executor, {THREADS} threads"
+FLOOR_ANYIO = f"floor: anyio.to_thread, {THREADS} threads"
 
 
 def _noop() -> None:
@@ -38,9 +77,17 @@ async def _anoop() -> None:
     pass
 
 
+async def _asleep0() -> None:
+    await asyncio.sleep(0)
+
+
 def _on_error(timer: aiotimer.Timer, exc: BaseException) -> None:
     pass
 
+
+COROUTINE_N = (10_000, 2_000)
+SUSPENDING_N = (5_000, 1_000)
+THREAD_N = (500, 100)
 
 # variant -> (timers, quick timers, how to add one)
 VARIANTS: dict[str, tuple[int, int, Callable[[aiotimer.Scheduler], object]]] = {
@@ -57,25 +104,146 @@ VARIANTS: dict[str, tuple[int, int, Callable[[aiotimer.Scheduler], object]]] = {
         lambda s: s.add_every_s(1, _noop, max_failures=3, on_error=_on_error),
     ),
     "jitter_ms=100": (5_000, 1_000, lambda s: s.add_every_s(1, _noop, jitter_ms=100)),
-    "coroutine": (2_000, 500, lambda s: s.add_every_s(1, _anoop)),
+    COROUTINE: (*COROUTINE_N, lambda s: s.add_every_s(1, _anoop)),
+    "coroutine, eager=False": (*COROUTINE_N, lambda s: s.add_every_s(1, _anoop, eager=False)),
+    SUSPENDING: (*SUSPENDING_N, lambda s: s.add_every_s(1, _asleep0)),
     "coroutine+timeout_s": (2_000, 500, lambda s: s.add_every_s(1, _anoop, timeout_s=0.5)),
-    "thread=True": (500, 100, lambda s: s.add_every_s(1, _noop, thread=True)),
+    THREAD: (*THREAD_N, lambda s: s.add_every_s(1, _noop, thread=True)),
 }
+FULL_ONLY = frozenset({"coroutine, eager=False"})
+"""Variants left out of the quick mode (it stays short; what they show is not a target)."""
+
+Body = Callable[[int], None]
+"""A floor's work for one second: ``body(n)`` does n fires."""
+
+
+async def _floor_task(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
+    create = loop.create_task
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            create(_anoop())
+
+    return body
+
+
+async def _floor_send(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
+    def body(n: int) -> None:
+        for _ in range(n):
+            coro = _anoop()
+            try:  # noqa: SIM105 (suppress() would cost more than the step it measures)
+                coro.send(None)
+            except StopIteration:
+                pass
+
+    return body
+
+
+async def _floor_task_suspending(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
+    create = loop.create_task
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            create(_asleep0())
+
+    return body
+
+
+async def _floor_executor(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
+    pool = stack.enter_context(ThreadPoolExecutor(THREADS))
+    run = loop.run_in_executor
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            run(pool, _noop)
+
+    return body
+
+
+async def _floor_anyio(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
+    import anyio
+    import anyio.to_thread
+
+    limiter = anyio.CapacityLimiter(THREADS)
+    run_sync = anyio.to_thread.run_sync
+    create = loop.create_task
+    tasks: set[asyncio.Task[None]] = set()  # a task only weakly referenced may be collected
+    stack.push_async_callback(_wait_all, tasks)
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            task = create(run_sync(_noop, limiter=limiter))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    return body
+
+
+async def _wait_all(tasks: set[asyncio.Task[None]]) -> None:
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+# floor -> (timers, quick timers, its per-second body)
+FLOORS: dict[
+    str,
+    tuple[int, int, Callable[[asyncio.AbstractEventLoop, AsyncExitStack], Any]],
+] = {
+    FLOOR_TASK: (*COROUTINE_N, _floor_task),
+    FLOOR_SEND: (*COROUTINE_N, _floor_send),
+    FLOOR_TASK_SUSPENDING: (*SUSPENDING_N, _floor_task_suspending),
+    FLOOR_EXECUTOR: (*THREAD_N, _floor_executor),
+    FLOOR_ANYIO: (*THREAD_N, _floor_anyio),
+}
+
+# (aiotimer variant, its floor, target ratio or None): the ratio table's rows
+PAIRS: tuple[tuple[str, str, float | None], ...] = (
+    (COROUTINE, FLOOR_TASK, None),
+    (COROUTINE, FLOOR_SEND, None),
+    (SUSPENDING, FLOOR_TASK_SUSPENDING, 1.2),
+    (THREAD, FLOOR_EXECUTOR, 1.5),
+    (THREAD, FLOOR_ANYIO, None),
+)
+COROUTINE_US_LIMIT = 1.5
+"""Issue 15: a coroutine callback that returns without suspending, CPU µs per fire."""
 
 
 def variants(quick: bool) -> list[str]:
-    return list(VARIANTS)
+    names = [v for v in VARIANTS if not (quick and v in FULL_ONLY)]
+    return names + list(FLOORS)
 
 
 def variant_timeout_s(variant: str, quick: bool) -> float:
     return 60.0 if quick else 120.0
 
 
+def _sizes(variant: str, quick: bool) -> int:
+    full_n, quick_n, _ = VARIANTS[variant] if variant in VARIANTS else FLOORS[variant]
+    return quick_n if quick else full_n
+
+
 async def _measure(variant: str, quick: bool) -> dict[str, Any]:
-    full_n, quick_n, add = VARIANTS[variant]
-    n = quick_n if quick else full_n
-    origin_ns = time.monotonic_ns()
-    scheduler = aiotimer.Scheduler(grid_origin_ns=origin_ns, name="bench-policies")
+    n = _sizes(variant, quick)
+    origin_ns = time.monotonic_ns() - ORIGIN_LEAD_NS
+    window_s = QUICK_WINDOW_S if quick else WINDOW_S
+    if variant in FLOORS:
+        window = await _measure_floor(variant, n, origin_ns, window_s, not quick)
+    else:
+        window = await _measure_aiotimer(variant, n, origin_ns, window_s, not quick)
+    result: dict[str, Any] = dict(window.as_dict())
+    result["timers"] = n
+    result["floor"] = variant in FLOORS
+    result["cpu_us_per_fire"] = window.cpu_s / window.fires * 1e6 if window.fires else None
+    return result
+
+
+async def _measure_aiotimer(
+    variant: str, n: int, origin_ns: int, window_s: int, warm_up: bool
+) -> h.Window:
+    add = VARIANTS[variant][2]
+    scheduler = aiotimer.Scheduler(
+        grid_origin_ns=origin_ns, name="bench-policies", thread_limit=THREADS
+    )
     await scheduler.start()
     try:
         for _ in range(n):
@@ -84,18 +252,55 @@ async def _measure(variant: str, quick: bool) -> dict[str, Any]:
         def fires() -> int:
             return sum(t.runs for t in scheduler.timers.values())
 
-        window_s = QUICK_WINDOW_S if quick else WINDOW_S
-        window = await h.measure_window(NAME, variant, origin_ns, window_s, fires)
+        if warm_up:  # every timer's first run: the first grid point 1 s after the last add
+            await h.sleep_until(_first_point_ns(origin_ns) + WARM_UP_GAP_NS)
+        return await h.measure_window(NAME, variant, origin_ns, window_s, fires)
     finally:
         await scheduler.stop()
-    result: dict[str, Any] = dict(window.as_dict())
-    result["timers"] = n
-    result["cpu_us_per_fire"] = window.cpu_s / window.fires * 1e6 if window.fires else None
-    return result
+
+
+async def _measure_floor(
+    variant: str, n: int, origin_ns: int, window_s: int, warm_up: bool
+) -> h.Window:
+    """A ``call_at`` chain on the grid anchored at ``origin_ns`` (asyncio's ``loop.time()`` is
+    ``time.monotonic()``), its first call at the first grid point at least 1 s from now, as
+    aiotimer's first runs."""
+    loop = asyncio.get_running_loop()
+    fired = 0
+    async with AsyncExitStack() as stack:
+        body: Body = await FLOORS[variant][2](loop, stack)
+        first_ns = _first_point_ns(origin_ns)
+        first = (first_ns - origin_ns) // NS_PER_S
+
+        stopped = False
+
+        def second(k: int) -> None:
+            nonlocal fired
+            if stopped:
+                return
+            body(n)
+            fired += n
+            loop.call_at((origin_ns + (k + 1) * NS_PER_S) / NS_PER_S, second, k + 1)
+
+        loop.call_at(first_ns / NS_PER_S, second, first)
+        try:
+            if warm_up:
+                await h.sleep_until(first_ns + WARM_UP_GAP_NS)
+            return await h.measure_window(NAME, variant, origin_ns, window_s, lambda: fired)
+        finally:
+            stopped = True
+            await asyncio.sleep(0.05)  # the last second's tasks end before the pools close
+
+
+def _first_point_ns(origin_ns: int) -> int:
+    """The first point of the 1 s grid at ``origin_ns`` at least 1 s from now: where the
+    timers added until now first run (and the floors' chain starts)."""
+    return origin_ns - (origin_ns - time.monotonic_ns() - NS_PER_S) // NS_PER_S * NS_PER_S
 
 
 def run_variant(variant: str, quick: bool) -> dict[str, Any]:
-    h.progress(NAME, f"{variant}: periodic 1 s timers on asyncio")
+    kind = "a call_at chain on the same grid" if variant in FLOORS else "periodic 1 s timers"
+    h.progress(NAME, f"{variant}: {kind} on asyncio")
     return h.run_on_loop("asyncio", lambda: _measure(variant, quick))
 
 
@@ -108,9 +313,13 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
         if "error" in r:
             notes.append(f"{variant}: {r['error']}")
             continue
+        if r.get("floor"):
+            continue
         us = r["cpu_us_per_fire"]
         extra = us - base_us if isinstance(base_us, float) and isinstance(us, float) else None
         rows.append([variant, r["timers"], r["fires_per_s"], us, extra])
+        if r["fires_per_s"] < 0.99 * r["timers"]:
+            notes.append(f"{variant}: {r['fires_per_s']:,.0f} fires/s for {r['timers']:,} timers")
     tables = [
         h.format_table(
             "policies: CPU per fire of periodic 1 s timers, by kind and policy (asyncio)",
@@ -118,7 +327,43 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
             rows,
         )
     ]
-    return h.Report(tables, {"window_s": QUICK_WINDOW_S if quick else WINDOW_S}, [], notes)
+    floor_rows, targets = _floors(results)
+    if floor_rows:
+        tables.append(
+            h.format_table(
+                "policies floors: the same work per second without aiotimer (a call_at chain "
+                "on the same grid), same run; ratio = aiotimer / floor",
+                ["aiotimer variant", "us/fire", "floor", "floor us/fire", "ratio"],
+                floor_rows,
+            )
+        )
+    data = {"window_s": QUICK_WINDOW_S if quick else WINDOW_S, "threads": THREADS}
+    return h.Report(tables, data, targets, notes)
+
+
+def _us(results: dict[str, dict[str, Any]], variant: str) -> float | None:
+    us = results.get(variant, {}).get("cpu_us_per_fire")
+    return us if isinstance(us, float) else None
+
+
+def _floors(results: dict[str, dict[str, Any]]) -> tuple[list[list[object]], list[dict[str, Any]]]:
+    rows: list[list[object]] = []
+    targets = [
+        h.target(
+            f"{COROUTINE} (no suspension): CPU per fire",
+            _us(results, COROUTINE),
+            "<=",
+            COROUTINE_US_LIMIT,
+            "us",
+        )
+    ]
+    for variant, floor, limit in PAIRS:
+        us, floor_us = _us(results, variant), _us(results, floor)
+        ratio = us / floor_us if us is not None and floor_us else None
+        rows.append([variant, us, floor.removeprefix("floor: "), floor_us, ratio])
+        if limit is not None:
+            targets.append(h.target(f"{variant} / {floor}", ratio, "<=", limit, "x"))
+    return rows, targets
 
 
 def main(argv: list[str] | None = None) -> int:

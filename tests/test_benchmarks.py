@@ -150,3 +150,22 @@ def test_churn_memory_check_samples_rss_of_every_variant(tmp_path: Path) -> None
         samples = variant["samples"]
         assert [at for at, _, _ in samples] == [0.0, 1.0, 2.0, 3.0]
         assert all(rss > 0 for _, rss, _ in samples)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_quick_cluster_workload_claims_every_batch_once_on_every_store(tmp_path: Path) -> None:
+    proc = _run_benchmarks(["benchmarks", "cluster", "--quick"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, rows = _table_rows(proc.stdout, "cluster: claim cost per batch")
+    assert header.split()[:3] == ["store", "nodes", "timers"]
+    stores = {row.split()[0] for row in rows}
+    assert "sqlite" in stores  # the servers' rows appear when they are reachable
+    if os.environ.get("AIOTIMER_REQUIRE_SERVICES") == "1":
+        assert stores == {"sqlite", "postgres", "redis"}, proc.stdout
+    for row in rows:
+        cells = row.split()
+        assert cells[-2:] == ["0", "0"], f"duplicates or gaps: {row}"
+        assert cells[6] == "1.00", f"not one round trip per batch: {row}"
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert results["workloads"]["cluster"]["ok"]

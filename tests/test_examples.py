@@ -82,3 +82,13 @@ def test_ctrl_c_stops_an_example_cleanly_with_exit_code_130(
     assert "Traceback" not in result.stderr, result.stderr
     assert "KeyboardInterrupt" not in result.stderr
     assert result.stderr.strip().endswith("interrupted")
+
+
+def test_cluster_nodes_run_each_grid_point_once_and_survive_a_kill() -> None:
+    proc = run_example("cluster_nodes.py", "--seconds", "3", "--kill-after", "1.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "node-a killed (SIGKILL)" in proc.stdout
+    summary = next(line for line in proc.stdout.splitlines() if "grid points ran" in line)
+    assert ", 0 twice;" in summary, summary
+    assert int(summary.split()[0]) >= 10, summary
+    assert "last runs per timer" in proc.stdout

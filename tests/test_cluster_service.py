@@ -1,0 +1,421 @@
+"""The Cluster service is the scheduler's run gate: each grid point of a cluster timer starts on
+exactly one node (its preferred one, or a backup after the delay), store failures follow the
+policy, a skewed node refuses, and every won run's end reaches the store's history.
+
+Real schedulers with real cluster timers (the gate's real runs), real SQLite stores, the real
+clock with short intervals: marked slow where they wait for grid points.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+import aiotimer
+from aiotimer.cluster import (
+    ClaimStore,
+    Cluster,
+    ClusterStats,
+    NodeInfo,
+    Outcome,
+    open_store,
+    preferred_node,
+)
+from aiotimer.testing import VirtualClock
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"heartbeat_s": 0.05, "node_ttl_s": 0.5, "backup_delay_s": 0.03}
+INTERVAL_MS = 50
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite://{tmp_path / 'claims.db'}"
+
+
+Runs = dict[str, list[tuple[str, int, int]]]  # node -> (timer, instant_ms, lateness_ns)
+
+
+def node(
+    cluster: Cluster, timers: list[str], runs: Runs, callback: Callable[..., object] | None = None
+) -> aiotimer.Scheduler:
+    """A scheduler holding ``timers`` as cluster timers, gated by ``cluster``; each run is
+    recorded in ``runs[cluster.node]``."""
+    scheduler = aiotimer.Scheduler(name=cluster.node)
+
+    def record(tick: aiotimer.Tick) -> None:
+        assert tick.wall is not None
+        late = scheduler.clock.now_ns() - tick.scheduled_ns
+        runs[cluster.node].append((tick.timer.name, round(tick.wall.timestamp() * 1000), late))
+
+    for t in timers:
+        scheduler.add_every_ms(INTERVAL_MS, callback or record, name=t, cluster=True)
+    scheduler.add_service(cluster)
+    return scheduler
+
+
+def cluster_stats(scheduler: aiotimer.Scheduler, cluster: Cluster) -> ClusterStats:
+    stats = scheduler.stats().services[cluster.name]
+    assert isinstance(stats, ClusterStats)
+    return stats
+
+
+@pytest.fixture
+async def ghost(url: str) -> AsyncIterator[ClaimStore]:
+    """The store, to play a node that heartbeats and never claims (a hung or dying node)."""
+    store = open_store(url, "default")
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.mark.slow
+async def test_each_grid_point_runs_on_exactly_one_node_mostly_its_preferred_one(
+    url: str,
+) -> None:
+    timers = [f"job-{i}" for i in range(6)]
+    runs: Runs = defaultdict(list)
+    a, b = Cluster(url, node="a", **FAST), Cluster(url, node="b", **FAST)
+    sa, sb = node(a, timers, runs), node(b, timers, runs)
+    await sa.start()
+    await sb.start()
+    await anyio.sleep(0.3)  # both heartbeated: each sees the other
+    t0 = time.time_ns() // 1_000_000
+    await anyio.sleep(1.0)
+    t1 = time.time_ns() // 1_000_000
+    await sa.stop()
+    await sb.stop()
+    points = defaultdict(list)
+    for n, recorded in runs.items():
+        for timer, instant, _ in recorded:
+            points[timer, instant].append(n)
+    window = [
+        (t, i)
+        for i in range(-(-t0 // INTERVAL_MS) * INTERVAL_MS, t1 - INTERVAL_MS, INTERVAL_MS)
+        for t in timers
+    ]
+    assert window
+    assert all(len(points[p]) == 1 for p in window), [p for p in window if len(points[p]) != 1]
+    assert all(len(n) == 1 for n in points.values()), "a grid point ran twice"
+    on_preferred = sum(points[p][0] == preferred_node(p[0], ["a", "b"]) for p in window)
+    assert on_preferred >= len(window) * 0.8, (on_preferred, len(window))
+    stats = cluster_stats(sa, a)
+    assert stats.live_nodes == ("a", "b")
+    assert sum(t.won for t in stats.timers.values()) == len(runs["a"])
+    assert sum(t.run_elsewhere for t in stats.timers.values()) > 0
+    assert stats.claim_latency_p50_s is not None
+    json.dumps(stats.as_dict())
+
+
+@pytest.mark.slow
+async def test_a_preferred_node_that_does_not_claim_is_backed_up_after_the_delay(
+    url: str, ghost: ClaimStore
+) -> None:
+    # "a" heartbeats but never claims (hung, or dying before its ttl ran out): "b" prefers it
+    # for some timers and runs them after the backup delay; its own at once.
+    await ghost.heartbeat("a", 30)
+    late_timer = next(f"job-{i}" for i in range(99) if preferred_node(f"job-{i}", "ab") == "a")
+    own_timer = next(f"job-{i}" for i in range(99) if preferred_node(f"job-{i}", "ab") == "b")
+    runs: Runs = defaultdict(list)
+    b = Cluster(url, node="b", **FAST)
+    sb = node(b, [late_timer, own_timer], runs)
+    await sb.start()
+    await anyio.sleep(0.6)
+    await sb.stop()
+    lateness = defaultdict(list)
+    for timer, _, late in runs["b"]:
+        lateness[timer].append(late / 1e9)
+    assert min(lateness[late_timer]) >= FAST["backup_delay_s"]
+    assert sorted(lateness[late_timer])[len(lateness[late_timer]) // 2] < 0.03 + 0.05
+    assert sorted(lateness[own_timer])[len(lateness[own_timer]) // 2] < 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("policy", "ran"), [("skip", False), ("run", True)], ids=["skip", "run-locally"]
+)
+async def test_an_unreachable_store_follows_the_policy(policy: str, ran: bool) -> None:
+    cluster = Cluster(
+        "postgresql://postgres@127.0.0.1:1/test",
+        node="a",
+        on_unreachable=policy,  # type: ignore[arg-type]
+        store_timeout_s=0.2,
+        **FAST,
+    )
+    runs: Runs = defaultdict(list)
+    scheduler = node(cluster, ["job"], runs)
+    await scheduler.start()  # the store is down: the node starts all the same
+    await anyio.sleep(0.4)
+    stats = cluster_stats(scheduler, cluster)
+    await scheduler.stop()
+    assert bool(runs["a"]) is ran
+    assert stats.store_errors > 0
+    assert stats.timers["job"].store_errors > 0
+
+
+class SkewedStore:
+    """A real store whose clock reads ``skew_ns`` ahead of this host's."""
+
+    def __init__(self, store: ClaimStore, skew_ns: int) -> None:
+        self._store = store
+        self.skew_ns = skew_ns
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def heartbeat(self, node: str, ttl_s: float) -> list[NodeInfo]:
+        live = await self._store.heartbeat(node, ttl_s)
+        return [NodeInfo(n.node, n.expires_ns + self.skew_ns) for n in live]
+
+
+@pytest.mark.slow
+async def test_a_node_whose_clock_is_off_refuses_to_claim_and_says_so(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SkewedStore(open_store(url, "c"), skew_ns=5 * 10**9)
+    cluster = Cluster(store, node="a", max_skew_s=1.0, **FAST)  # type: ignore[arg-type]
+    runs: Runs = defaultdict(list)
+    scheduler = node(cluster, ["job"], runs)
+    with caplog.at_level(logging.ERROR, logger="aiotimer.cluster"):
+        await scheduler.start()
+        await anyio.sleep(0.3)
+    stats = cluster_stats(scheduler, cluster)
+    assert stats.refusing
+    assert stats.skew_s == pytest.approx(5.0, abs=0.5)
+    assert "wall clock is -5" in caplog.text
+    assert "refuses to claim" in caplog.text
+    assert runs["a"] == []
+    assert stats.timers["job"].refused_skew > 0
+    store.skew_ns = 0  # the clock is fixed: claims resume at the next heartbeat
+    await anyio.sleep(0.3)
+    assert not cluster_stats(scheduler, cluster).refusing
+    assert runs["a"]
+    await scheduler.stop()
+
+
+async def test_a_wall_clock_step_beyond_the_tolerance_stops_the_claims(url: str) -> None:
+    clock = VirtualClock()
+    clock.set_wall(time.time_ns())
+    cluster = Cluster(url, node="a", max_skew_s=0.5, **FAST)
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+    scheduler.add_every_s(60, lambda: None, name="job", cluster=True)
+    scheduler.add_service(cluster)
+    await scheduler.start()
+    try:
+        assert not cluster.stats().refusing
+        clock.step_wall(-2.0)  # an operator's `date -s`, or NTP stepping a bad clock
+        await anyio.sleep(0.2)
+        assert cluster.stats().refusing
+    finally:
+        await scheduler.stop()
+
+
+@pytest.mark.slow
+async def test_each_won_run_ends_in_the_store_history_with_its_outcome(url: str) -> None:
+    cluster = Cluster(url, node="a", **FAST)
+    scheduler = aiotimer.Scheduler(name="a")
+
+    def ok() -> None:
+        pass
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    async def works() -> None:
+        await anyio.sleep(0.03)
+
+    async def hangs() -> None:
+        await anyio.sleep(10)
+
+    async def overlaps() -> None:
+        await anyio.sleep(0.12)  # longer than its interval: the next run is skipped here
+
+    scheduler.add_every_ms(100, ok, name="ok", cluster=True)
+    scheduler.add_every_ms(100, fails, name="fails", cluster=True)
+    scheduler.add_every_ms(100, works, name="works", cluster=True)
+    scheduler.add_every_ms(100, hangs, name="hangs", cluster=True, timeout_s=0.02)
+    scheduler.add_every_ms(100, overlaps, name="overlaps", cluster=True)
+    scheduler.add_service(cluster)
+    await scheduler.start()
+    await anyio.sleep(0.7)
+    await scheduler.stop()
+    store = open_store(url, "default")
+    await store.open()
+    history = await store.history(limit=1000)
+    await store.close()
+    outcomes = defaultdict(set)
+    durations = defaultdict(list)
+    for r in history:
+        assert r.node == "a"
+        outcomes[r.timer].add(r.outcome)
+        durations[r.timer].append(r.duration_ns)
+    assert outcomes["ok"] == {Outcome.OK}
+    assert outcomes["fails"] == {Outcome.ERROR}
+    # The last runs may be cut by the stop (cancelled), or look so (see Cluster._follow_runs).
+    assert Outcome.OK in outcomes["works"]
+    assert outcomes["works"] <= {Outcome.OK, Outcome.CANCELLED}
+    assert min(d for d in durations["works"] if d is not None) >= 30_000_000
+    assert Outcome.TIMEOUT in outcomes["hangs"]
+    assert outcomes["hangs"] <= {Outcome.TIMEOUT, Outcome.CANCELLED}
+    assert Outcome.SKIPPED in outcomes["overlaps"]
+    assert Outcome.OK in outcomes["overlaps"]
+
+
+async def test_named_timers_must_be_cluster_timers_when_the_scheduler_starts(url: str) -> None:
+    scheduler = aiotimer.Scheduler()
+    purge = scheduler.add_every_s(60, lambda: None, name="purge")
+    scheduler.add_service(Cluster(url, node="a", timers=["purge"]))
+    with pytest.raises(ValueError, match=r"timers \['purge'\] are not cluster timers"):
+        await scheduler.start()
+    scheduler.guard(purge)  # what timers= asks for
+    await scheduler.start()
+    assert purge.spec.cluster
+    await scheduler.stop()
+
+
+async def test_named_timers_must_exist(url: str) -> None:
+    scheduler = aiotimer.Scheduler()
+    scheduler.add_service(Cluster(url, node="a", timers=["nope"]))
+    with pytest.raises(ValueError, match=r"timers \['nope'\] are not registered"):
+        await scheduler.start()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"backup_delay_s": 0}, "backup_delay_s must be a finite number of seconds > 0, got 0"),
+        ({"max_skew_s": float("nan")}, "max_skew_s must be"),
+        ({"retention_s": -1}, "retention_s must be"),
+        ({"on_unreachable": "retry"}, "on_unreachable must be 'skip' or 'run', got 'retry'"),
+        ({"heartbeat_s": 1, "node_ttl_s": 1}, "node_ttl_s .1. must be longer than heartbeat_s"),
+        ({"node": ""}, "node name must be 1 to 200 characters"),
+        ({"lease_s": float("inf")}, "lease_s must be"),
+        ({"store_timeout_s": 0}, "store_timeout_s must be"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_them(
+    url: str, kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        Cluster(url, **kwargs)  # type: ignore[arg-type]
+
+
+def test_passwords_stay_out_of_repr_and_stats() -> None:
+    cluster = Cluster("postgresql://app:s3cr3t@db.example/svc", node="a")
+    assert "s3cr3t" not in repr(cluster)
+    assert "s3cr3t" not in json.dumps(cluster.stats().as_dict())
+
+
+@pytest.mark.slow
+async def test_cluster_numbers_reach_prometheus(url: str) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import aiotimer.prometheus
+
+    cluster = Cluster(url, node="a", name="svc", **FAST)
+    runs: Runs = defaultdict(list)
+    scheduler = node(cluster, ["job"], runs)
+    registry = CollectorRegistry()
+    aiotimer.prometheus.register(scheduler, registry=registry)
+    await scheduler.start()
+    await anyio.sleep(0.3)
+    labels = {"scheduler": "a", "cluster": "svc"}
+    won = registry.get_sample_value(
+        "aiotimer_cluster_points_total", {**labels, "timer": "job", "result": "won"}
+    )
+    assert won is not None
+    assert won >= 1
+    assert registry.get_sample_value("aiotimer_cluster_live_nodes", labels) == 1.0
+    assert registry.get_sample_value("aiotimer_cluster_refusing", labels) == 0.0
+    assert registry.get_sample_value("aiotimer_cluster_store_errors_total", labels) == 0.0
+    p50 = registry.get_sample_value("aiotimer_cluster_claim_seconds", {**labels, "quantile": "0.5"})
+    assert p50 is not None
+    assert 0 < p50 < 1
+    text = generate_latest(registry).decode()
+    types = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert types["aiotimer_cluster_points"] == "counter"
+    assert types["aiotimer_cluster_live_nodes"] == "gauge"
+    await scheduler.stop()
+
+
+@pytest.mark.slow
+async def test_with_a_lease_a_run_left_unfinished_is_run_again_by_another_node(url: str) -> None:
+    # "a" is preferred for the timer and wins its points, but its callback hangs: with a
+    # lease, "b" claims each lost point again once the lease ran out, wins it, and runs it.
+    timer = next(f"job-{i}" for i in range(99) if preferred_node(f"job-{i}", "ab") == "a")
+    options = {**FAST, "lease_s": 0.2}
+    a, b = Cluster(url, node="a", **options), Cluster(url, node="b", **options)
+    runs: Runs = defaultdict(list)
+    started_on_a: list[int] = []
+
+    async def hang(tick: aiotimer.Tick) -> None:
+        assert tick.wall is not None
+        started_on_a.append(round(tick.wall.timestamp() * 1000))
+        await anyio.sleep(30)
+
+    sa = aiotimer.Scheduler(name="a")
+    sa.add_every_ms(500, hang, name=timer, cluster=True)
+    sa.add_service(a)
+    sb = node(b, [], runs)
+    sb.add_every_ms(
+        500,
+        lambda tick: runs["b"].append((timer, round(tick.wall.timestamp() * 1000), 0)),
+        name=timer,
+        cluster=True,
+    )
+    await sa.start()
+    await sb.start()
+    await anyio.sleep(1.8)
+    await sb.stop()
+    await sa.stop(grace_s=0)
+    assert started_on_a, "a never won a point"
+    retaken = {i for _, i, _ in runs["b"]}
+    # The point a started and left hanging was run again by b; so were the later points a
+    # won but could not run (its run still going: overlap), left unfinished for the lease.
+    assert started_on_a[0] in retaken, (started_on_a, sorted(retaken))
+    assert len(retaken) >= 2, sorted(retaken)
+
+
+async def test_a_backup_delay_near_an_interval_is_warned_about(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = aiotimer.Scheduler()
+    scheduler.add_every_ms(300, lambda: None, name="fast", cluster=True)
+    scheduler.add_every_s(60, lambda: None, name="slow", cluster=True)
+    scheduler.add_service(Cluster(url, node="a", backup_delay_s=0.25))
+    with caplog.at_level(logging.WARNING, logger="aiotimer.cluster"):
+        await scheduler.start()
+        await scheduler.stop()
+    assert "backup_delay_s=0.25 is not well under the 0.3 s interval of timer 'fast'" in caplog.text
+    assert "'slow'" not in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_sqlite_cluster_runs_on_trio(anyio_backend: str, url: str) -> None:
+    runs: Runs = defaultdict(list)
+    cluster = Cluster(url, node="a", **FAST)
+    scheduler = node(cluster, ["job"], runs)
+    async with scheduler:
+        await anyio.sleep(0.4)
+    assert runs["a"]
+    store = open_store(url, "default")
+    await store.open()
+    history = await store.history("job")
+    await store.close()
+    assert {r.instant_ms for r in history} >= {i for _, i, _ in runs["a"]}
+    assert all(r.finished for r in history)
