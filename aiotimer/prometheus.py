@@ -106,7 +106,7 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from ._scheduler import Scheduler
 from ._stats import BUCKET_UPPER_NS, N_BUCKETS, SchedulerStats, TimerStats
-from ._timer import Timer, TimerState
+from ._timer import EXPORTED, Timer, TimerState
 
 if TYPE_CHECKING:
     from .cluster import ClusterStats
@@ -223,9 +223,8 @@ async def generate(
 
 # -- snapshots (on the loop) -----------------------------------------------------------------
 
-_FIELDS: Final = 7 + 2 * N_BUCKETS + 2
-"""Numbers copied per timer: runs, missed, overlaps, errors, timeouts, loop_blocks, running,
-the lateness then the duration bucket counts, the lateness then the duration sums (ns)."""
+_FIELDS: Final = EXPORTED
+"""Numbers copied per timer (see :meth:`Timer.export_numbers`)."""
 
 
 @final
@@ -248,26 +247,9 @@ class _Copy:
         self.numbers = array("Q")
 
     def add(self, timer: Timer) -> None:
-        stats = timer.stats
-        lateness, duration = timer.histograms()
         self.names.append(timer.name)
         self.anonymous.append(timer.spec.name is None)
-        numbers = self.numbers
-        numbers.extend(
-            (
-                stats.runs,
-                stats.missed,
-                stats.overlaps,
-                stats.errors,
-                stats.timeouts,
-                stats.loop_blocks,
-                stats.running,
-            )
-        )
-        numbers.extend(lateness.counts)
-        numbers.extend(duration.counts)
-        numbers.append(lateness.sum_ns)
-        numbers.append(duration.sum_ns)
+        timer.export_numbers(self.numbers)
 
 
 @final

@@ -109,3 +109,38 @@ async def test_big_batches_time_a_rotating_sample(virtual_clock: VirtualClock) -
     timed = sum(t.stats.lateness.count for t in timers)
     assert 8 * 1000 // 5 <= timed < 8 * 1000  # about one run in 1 + 1000 // 256 = 4
     assert all(t.stats.lateness.count >= 1 for t in timers)
+
+
+async def test_export_numbers_are_the_stats_and_histograms_in_one_flat_row(
+    virtual_clock: VirtualClock,
+) -> None:
+    from array import array
+
+    from aiotimer._timer import EXPORTED
+
+    s = aiotimer.Scheduler(clock=virtual_clock)
+
+    def flaky(tick: aiotimer.Tick) -> None:
+        if tick.ticks_raw % 20 == 0:
+            raise ValueError("even")
+
+    timer = s.add_every_ms(10, flaky, name="flaky")
+    never = s.add_every_ms(10_000, lambda: None, name="never")
+    async with s:
+        await virtual_clock.advance_ms(50)
+        rows = array("Q")
+        timer.export_numbers(rows)
+        never.export_numbers(rows)
+    stats = timer.stats
+    lateness, duration = timer.histograms()
+    assert len(rows) == 2 * EXPORTED
+    assert list(rows[:7]) == [5, 0, 0, 2, 0, 0, 0]
+    assert stats.runs == 5
+    assert stats.errors == 2
+    assert list(rows[7:EXPORTED]) == [
+        *lateness.counts,
+        *duration.counts,
+        lateness.sum_ns,
+        duration.sum_ns,
+    ]
+    assert list(rows[EXPORTED:]) == [0] * EXPORTED
