@@ -60,7 +60,7 @@ from anyio.abc import TaskGroup
 from ._backend import ASYNCIO, Backend
 from ._clock import NS_PER_MS, NS_PER_S
 from ._eager import EagerRunner
-from ._gate import GatedRun, RunGate
+from ._gate import GatedRun, RunDone, RunGate
 from ._modes import ASYNC, CALENDAR, EAGER, FAST, GATED, INTERNAL, TAKES_TICK, THREAD
 from ._policy import MISSED_BURST, ErrorHook
 from ._queue import NOT_QUEUED
@@ -444,16 +444,17 @@ class Dispatcher:
                 if not run._decided:
                     run.skip()
 
-    def _start_gated(self, run: GatedRun) -> bool:
-        """The gate's verdict: run it here, now."""
+    def _start_gated(self, run: GatedRun, on_done: RunDone | None) -> bool:
+        """The gate's verdict: run it here, now. A cluster run due while the timer's earlier
+        run still goes here is an overlap (counted; neither queued nor replayed)."""
         timer = run.timer
         if timer._state is not ACTIVE:
             return False
         grid = timer._grid
         if timer._mode & ASYNC and timer._running >= timer.spec.policy.overlap.limit:
-            self._wait_or_skip(grid, timer, run.instant_ms, run.missed, self._now_ns())
+            timer.trouble().overlaps += 1
             return False
-        self._start_run(grid, timer, run.instant_ms, run.missed)
+        self._start_run(grid, timer, run.instant_ms, run.missed, on_done)
         return True
 
     def _skip(self, run: GatedRun) -> None:
@@ -461,7 +462,9 @@ class Dispatcher:
         timer = run.timer
         self._settle(timer._grid, timer, run.instant_ms, None)
 
-    def _start_run(self, grid: Grid, timer: Timer, grid_tick: int, missed: int) -> None:
+    def _start_run(
+        self, grid: Grid, timer: Timer, grid_tick: int, missed: int, on_done: RunDone | None = None
+    ) -> None:
         mode = timer._mode
         scheduled_ns = grid.ns_of(grid_tick)
         timer._runs += 1
@@ -487,12 +490,13 @@ class Dispatcher:
             if timer.spec.policy.missed is MISSED_BURST:
                 timer.trouble().started_in = self.wakeup  # (a burst's next run waits for it)
             assert self._task_group is not None
-            run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg)
+            run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg, on_done)
             if mode & EAGER and self._eager is not None:
                 self._eager.start(run)  # runs until it returns or first suspends
             else:
                 self._backend.start_run(run, self._task_group, self._tasks)
             return
+        failed = _failures(timer) if on_done is not None else (0, 0)
         t0 = self._now_ns()
         try:
             result = timer._call(*arg)
@@ -507,13 +511,22 @@ class Dispatcher:
         if timeout_ns is not None and duration_ns > timeout_ns:
             self._overran(timer, duration_ns)
             result = _FAILED
+        if on_done is not None:
+            _report_done(on_done, timer, failed, duration_ns)
         self._settle(grid, timer, grid_tick, result)
 
     async def _run_async(
-        self, grid: Grid, timer: Timer, grid_tick: int, scheduled_ns: int, arg: tuple[Tick, ...]
+        self,
+        grid: Grid,
+        timer: Timer,
+        grid_tick: int,
+        scheduled_ns: int,
+        arg: tuple[Tick, ...],
+        on_done: RunDone | None = None,
     ) -> None:
         current_timer.set(timer)
         timeout_ns = timer.spec.policy.timeout_ns
+        failed = _failures(timer) if on_done is not None else (0, 0)
         t0 = self._now_ns()
         result: object = _FAILED
         watchdog: Timer | None = None
@@ -537,6 +550,8 @@ class Dispatcher:
         except BaseException:  # cancelled (a hard stop): a one-shot's run happened all the same
             if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
                 self._finish(timer)
+            if on_done is not None:
+                on_done("cancelled", self._now_ns() - t0)
             raise
         finally:
             if watchdog is not None:
@@ -545,6 +560,8 @@ class Dispatcher:
             timer._running -= 1
             self.inflight -= 1
             self._run_finished()
+        if on_done is not None:
+            _report_done(on_done, timer, failed, self._now_ns() - t0)
         self._settle(grid, timer, grid_tick, result)
         self._next_waiting(grid, timer)
 
@@ -722,6 +739,22 @@ class Dispatcher:
             timer.name,
             duration_ns / 1e6,
         )
+
+
+def _failures(timer: Timer) -> tuple[int, int]:
+    """``(errors, timeouts)`` of ``timer`` so far (to tell how a run ended)."""
+    trouble = timer._trouble
+    return (0, 0) if trouble is None else (trouble.errors, trouble.timeouts)
+
+
+def _report_done(on_done: RunDone, timer: Timer, before: tuple[int, int], duration_ns: int) -> None:
+    """Tell ``on_done`` how the run ended: ``"timeout"``, ``"error"`` or ``"ok"``."""
+    errors, timeouts = _failures(timer)
+    outcome = "timeout" if timeouts > before[1] else "error" if errors > before[0] else "ok"
+    try:
+        on_done(outcome, duration_ns)
+    except Exception:
+        logger.exception("the run gate's on_done failed for timer %r", timer.name)
 
 
 def _thread_executor(size: int) -> ThreadPoolExecutor | None:

@@ -20,9 +20,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 if TYPE_CHECKING:
+    from ._scheduler import Scheduler
     from ._timer import Timer
 
-__all__ = ["GatedRun", "RunGate"]
+__all__ = ["GatedRun", "RunDone", "RunGate"]
+
+RunDone = Callable[[str, int], object]
+"""``on_done(outcome, duration_ns)``: how a started run ended (``"ok"``, ``"error"``,
+``"timeout"`` or ``"cancelled"``: a stop cut it), on the scheduler's loop."""
 
 
 @final
@@ -44,7 +49,7 @@ class GatedRun:
         instant_ms: int,
         scheduled_ns: int,
         missed: int,
-        start: Callable[[GatedRun], bool],
+        start: Callable[[GatedRun, RunDone | None], bool],
         settle: Callable[[GatedRun], None],
     ) -> None:
         self.timer = timer
@@ -55,14 +60,17 @@ class GatedRun:
         self._settle = settle
         self._decided = False
 
-    def start(self) -> bool:
+    def start(self, on_done: RunDone | None = None) -> bool:
         """Run it here, now (on the scheduler's loop), with the timer's policies.
 
+        :param on_done: called once the run ends, with its outcome and duration (a run history
+            records it); not called when ``False`` is returned
         :returns: ``False`` if the timer ended meanwhile, or the run was skipped as an overlap
+            (the timer's previous run still goes on this node)
         :raises RuntimeError: the run was already started or skipped
         """
         self._decide()
-        return self._start(self)
+        return self._start(self, on_done)
 
     def skip(self) -> None:
         """Do not run it here (another node won it, or the gate's policy says so)."""
@@ -84,6 +92,11 @@ class GatedRun:
 @runtime_checkable
 class RunGate(Protocol):
     """What decides whether a cluster timer's due run happens on this node."""
+
+    def bind(self, scheduler: Scheduler) -> None:
+        """Called by ``scheduler.start()`` before any timer is armed: the gate may guard the
+        timers it was told of (``scheduler.guard(timer)``)."""
+        ...
 
     def offer(self, runs: Sequence[GatedRun]) -> None:
         """Called on the scheduler's loop, synchronously, once per dispatch batch with every

@@ -683,7 +683,9 @@ class Scheduler(Registrar[Timer]):
                 f"now_ns() must return an int of nanoseconds, got {type(now_ns).__name__} "
                 f"{now_ns!r}"
             )
-        if self._dispatcher.gate is None:
+        if self._dispatcher.gate is not None:
+            self._dispatcher.gate.bind(self)  # (it may guard timers: before the state changes)
+        else:
             gated = [t.name for t in self._all_timers() if t._mode & GATED]
             if gated:
                 raise RuntimeError(

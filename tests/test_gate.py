@@ -28,13 +28,21 @@ START_WALL_NS = int(datetime(2026, 6, 1, 12, 0, 20, tzinfo=UTC).timestamp()) * S
 class ClaimGate:
     """A service and run gate: claims each (timer, instant) in a shared set; first one wins."""
 
-    def __init__(self, claims: set[tuple[str, int]], name: str = "gate") -> None:
+    def __init__(
+        self, claims: set[tuple[str, int]], name: str = "gate", guard: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
+        self.guard = guard
+        self.done: list[tuple[str, str]] = []
         self.claims = claims
         self.offers: list[list[GatedRun]] = []
         self.won = self.lost = 0
         self.decide_later = False
         self.pending: list[GatedRun] = []
+
+    def bind(self, scheduler: aiotimer.Scheduler) -> None:
+        for name in self.guard:
+            scheduler.guard(scheduler.get_timer(name))
 
     def offer(self, runs: Sequence[GatedRun]) -> None:
         self.offers.append(list(runs))
@@ -52,7 +60,8 @@ class ClaimGate:
             else:
                 self.claims.add(key)
                 self.won += 1
-                run.start()
+                name = run.timer.name
+                run.start(lambda outcome, _ns, name=name: self.done.append((name, outcome)))
 
     async def serve(self, scheduler: aiotimer.Scheduler, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
@@ -170,3 +179,23 @@ async def test_one_gate_per_scheduler_and_no_cluster_one_shots(virtual_clock: Vi
         s.add_service(ClaimGate(set(), name="other"))
     with pytest.raises(ValueError, match="cluster=True is for periodic and calendar"):
         s.add_every_ms(10, lambda: None, returns_interval=True, cluster=True)
+
+
+async def test_the_gate_guards_named_timers_at_start_and_hears_how_runs_end() -> None:
+    clock = VirtualClock(wall_start_ns=START_WALL_NS)
+    s = aiotimer.Scheduler(clock=clock)
+    gate = ClaimGate(set(), guard=("plain", "slow"))
+    s.add_service(gate)
+
+    def plain() -> None:
+        raise ValueError("boom")
+
+    async def slow() -> None:
+        await clock.sleep(3600)
+
+    s.add_every_s(60, plain, name="plain")
+    s.add_every_s(60, slow, name="slow", timeout_s=2)
+    async with s:
+        assert s.get_timer("plain").spec.cluster  # guarded by the gate's bind() at start
+        await clock.advance(45)
+    assert sorted(gate.done) == [("plain", "error"), ("slow", "timeout")]
