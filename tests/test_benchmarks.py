@@ -6,9 +6,11 @@ A smoke test, not a performance test: it asserts the shape of the output, never 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +171,106 @@ def test_quick_cluster_workload_claims_every_batch_once_on_every_store(tmp_path:
         assert cells[6] == "1.00", f"not one round trip per batch: {row}"
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert results["workloads"]["cluster"]["ok"]
+
+
+def _cells(row: str) -> list[str]:
+    """A table row's cells (columns are two spaces apart at least; cells hold single ones)."""
+    return re.split(r"\s{2,}", row.strip())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_policies_measures_coroutine_and_thread_paths_next_to_their_floors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The variants of the floor table, each in its child as the workload runs them, side by side
+    # (they mostly sleep): the report is then built from their results as in a full run.
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks import policies
+
+    names = [policies.COROUTINE, policies.SUSPENDING, policies.THREAD, *policies.FLOORS]
+    assert set(names) <= set(policies.variants(quick=True))
+    assert "coroutine, eager=False" in set(policies.variants(False)) - set(policies.variants(True))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "benchmarks.policies", "--quick"]
+    children = {
+        name: subprocess.Popen(
+            [*command, "--variant", name, "--result", str(tmp_path / f"{i}.json")],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        for i, name in enumerate(names)
+    }
+    for name, child in children.items():
+        assert child.wait(timeout=SMOKE_TIMEOUT_S) == 0, name
+    results = {
+        name: json.loads((tmp_path / f"{i}.json").read_text(encoding="utf-8"))
+        for i, name in enumerate(names)
+    }
+    for name, r in results.items():
+        assert r["floor"] == name.startswith("floor: "), name
+        assert r["fires_per_s"] > 0.5 * r["timers"], (name, r)  # one second's fires, at least
+        assert math.isfinite(r["cpu_us_per_fire"]), (name, r)
+        assert r["cpu_us_per_fire"] > 0, (name, r)
+    # a floor does the work of its aiotimer variant's N timers
+    assert results[policies.FLOOR_EXECUTOR]["timers"] == results[policies.THREAD]["timers"]
+    assert results[policies.FLOOR_SEND]["timers"] == results[policies.COROUTINE]["timers"]
+
+    report = policies.report(results, True, tmp_path)
+    stdout = "\n\n".join(report.tables)
+    _, rows = _table_rows(stdout, "policies: CPU per fire")
+    assert [_cells(row)[0] for row in rows] == names[:3]
+    _, floor_rows = _table_rows(stdout, "policies floors:")
+    assert len(floor_rows) == len(policies.PAIRS)
+    for row, (variant, floor, _) in zip(floor_rows, policies.PAIRS, strict=True):
+        cells = _cells(row)
+        assert cells[0] == variant
+        assert cells[2] == floor.removeprefix("floor: ")
+        us, floor_us = results[variant]["cpu_us_per_fire"], results[floor]["cpu_us_per_fire"]
+        assert float(cells[4].replace(",", "")) == pytest.approx(us / floor_us, rel=0.01)
+    assert [(t["target"], t["op"], t["limit"], t["unit"]) for t in report.targets] == [
+        ("coroutine (no suspension): CPU per fire", "<=", 1.5, "us"),
+        (f"{policies.SUSPENDING} / {policies.FLOOR_TASK_SUSPENDING}", "<=", 1.2, "x"),
+        (f"{policies.THREAD} / {policies.FLOOR_EXECUTOR}", "<=", 1.5, "x"),
+    ]
+    assert all(t["met"] in (True, False) for t in report.targets)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
+def test_quick_apscheduler_workload_compares_coroutine_jobs_with_apscheduler(
+    tmp_path: Path,
+) -> None:
+    # APScheduler 3 is the bench extra's baseline: without it the workload runs aiotimer alone.
+    apscheduler = importlib.util.find_spec("apscheduler") is not None
+    proc = _run_benchmarks(["benchmarks", "apscheduler", "--quick"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, rows = _table_rows(proc.stdout, "apscheduler: 10,000 periodic 1 s jobs")
+    assert [row.split()[0].split("[")[0] for row in rows] == [
+        "aiotimer/sync",
+        "aiotimer/async",
+        *(["apscheduler/async"] if apscheduler else []),
+    ]
+    for row in rows:
+        assert len(row.split()) == 9, row
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    aps = results["workloads"]["apscheduler"]
+    assert aps["ok"]
+    coroutine_jobs = aps["variants"]["aiotimer/async"]
+    assert coroutine_jobs["fires_per_s"] > 0.5 * 10_000
+    assert math.isfinite(coroutine_jobs["lateness"]["p99_ms"])
+    if not apscheduler:
+        assert "APScheduler 3 is not installed" in proc.stdout
+        return
+    _, ratios = _table_rows(proc.stdout, "apscheduler ratios")
+    assert {row.split()[0] for row in ratios} == {"aiotimer/sync", "aiotimer/async"}
+    assert {(t["target"], t["limit"]) for t in aps["targets"]} == {
+        ("aiotimer/sync: CPU, APScheduler / aiotimer", 50),
+        ("aiotimer/sync: p99 lateness", 5),
+        ("aiotimer/async: CPU, APScheduler / aiotimer", 50),
+        ("aiotimer/async: p99 lateness", 10),
+    }
