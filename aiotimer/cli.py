@@ -262,11 +262,29 @@ def _print_table(rows: Sequence[Sequence[str]], out: IO[str]) -> None:
         out.write("\n")
 
 
+def next_runs(spec: TimerSpec, wall_ns: int, n: int = 3) -> str:
+    """A calendar timer's next ``n`` runs after ``wall_ns``, in its time zone; else ``-``."""
+    if spec.trigger is None:
+        return "-"
+    upcoming = spec.trigger.upcoming(n, wall_ns)
+    return ", ".join(d.strftime("%Y-%m-%d %H:%M:%S %Z") for d in upcoming) or "none"
+
+
 def _list(scheduler: Scheduler, out: IO[str]) -> None:
-    rows = [("TIMER", "INTERVAL", "KIND", "POLICIES", "PROCESS")]
+    rows = [("TIMER", "INTERVAL", "KIND", "POLICIES", "PROCESS", "NEXT RUNS")]
+    wall_ns = scheduler.clock.wall_ns()
     for name, spec, mode, process in _timer_rows(scheduler):
         kind = f"{spec.kind.value}, {mode}" if mode else spec.kind.value
-        rows.append((name, spec.describe(), kind, _policy_text(spec.policy), process))
+        rows.append(
+            (
+                name,
+                spec.describe(),
+                kind,
+                _policy_text(spec.policy),
+                process,
+                next_runs(spec, wall_ns),
+            )
+        )
     _print_table(rows, out)
     out.write(f"{len(rows) - 1} timer(s) on scheduler {scheduler.name!r}\n")
 
@@ -440,6 +458,11 @@ class _TerminalStatus(logging.Handler):
             lines.append("  ".join(cells)[: size.columns])
         if hidden > 0:
             lines.append(f"… and {hidden} more timer(s)")
+        wall_ns = scheduler.clock.wall_ns()
+        for name in shown:  # calendar timers: their next runs, in their time zone
+            spec = scheduler.timers[name].spec
+            if spec.trigger is not None:
+                lines.append(f"  {name} next: {next_runs(spec, wall_ns)}"[: size.columns])
         return lines
 
     async def run(self, scheduler: Scheduler) -> None:

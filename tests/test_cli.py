@@ -5,8 +5,10 @@ Each subprocess test is bounded to a few seconds of real time.
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import io
+import itertools
 import os
 import pty
 import queue
@@ -66,6 +68,14 @@ def project(tmp_path: Path) -> Path:
 
             @timers.every_s(5, name="library.refresh", missed=aiotimer.Missed.DELAY)
             def refresh() -> None: ...
+        """,
+        "calendar.py": """
+            import aiotimer
+
+            scheduler = aiotimer.Scheduler(name="cal")
+
+            @scheduler.every_cron("0 3 * * MON", tz="Europe/Berlin", name="weekly")
+            def weekly() -> None: ...
         """,
         "kamailio_style.py": """
             from aiotimer import kamailio
@@ -377,10 +387,23 @@ def test_list_prints_the_timers_with_interval_kind_policies_and_process(project:
     result = run(project, "list", "mytimers")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["TIMER", "INTERVAL", "KIND", "POLICIES", "PROCESS"]
-    assert re.match(r"mytimers\.ping +every 100 ms +periodic +- +-$", lines[1])
-    assert re.match(r"mytimers\.slow +every 1 s +periodic +timeout_s=2, thread +-$", lines[2])
+    assert lines[0].split() == ["TIMER", "INTERVAL", "KIND", "POLICIES", "PROCESS", "NEXT", "RUNS"]
+    assert re.match(r"mytimers\.ping +every 100 ms +periodic +- +- +-$", lines[1])
+    assert re.match(r"mytimers\.slow +every 1 s +periodic +timeout_s=2, thread +- +-$", lines[2])
     assert lines[3] == "2 timer(s) on scheduler 'mine'"
+
+
+def test_list_shows_a_calendar_timers_next_three_runs_in_its_zone(project: Path) -> None:
+    result = run(project, "list", "calendar")
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[1]
+    assert row.startswith("weekly ")
+    assert "cron '0 3 * * MON' Europe/Berlin" in row
+    runs = re.findall(r"(\d{4}-\d\d-\d\d) 03:00:00 (CES?T)", row)
+    assert len(runs) == 3
+    days = [datetime.date.fromisoformat(day) for day, _ in runs]
+    assert all(day.weekday() == 0 for day in days)  # Mondays, at 03:00 local time
+    assert [b - a for a, b in itertools.pairwise(days)] == [datetime.timedelta(days=7)] * 2
 
 
 def test_list_shows_the_timers_of_timer_processes(project: Path) -> None:

@@ -92,3 +92,13 @@ def test_cluster_nodes_run_each_grid_point_once_and_survive_a_kill() -> None:
     assert ", 0 twice;" in summary, summary
     assert int(summary.split()[0]) >= 10, summary
     assert "last runs per timer" in proc.stdout
+
+
+def test_cron_timers_runs_a_dst_night_and_wall_clock_steps() -> None:
+    proc = run_example("cron_timers.py")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("nightly      Sun 02:30 CEST") == 1  # the fall-back night: once, not twice
+    assert "nightly      Sun 02:30 CET" not in out
+    assert "half-hourly  Sun 02:30 CET" in out  # a wildcard runs on the real timeline
+    assert "(skipped 47)" in out  # a day's jump forward: one run, the rest counted missed
