@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import anyio
 import pytest
 
 import aiotimer
@@ -198,3 +199,27 @@ async def test_list_shows_the_next_three_runs_in_the_timers_zone() -> None:
     ]
     assert t.spec.describe() == "cron '30 2 * * *' Europe/Berlin"
     assert upcoming[0] - upcoming[1] == timedelta(hours=-23, minutes=-30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True)
+async def test_real_time_an_every_second_expression_fires_at_the_instant_never_early() -> None:
+    """On the real clocks: ``* * * * * *`` (a seconds field) runs at each whole second of the
+    wall clock, never before it (generous tolerance after it: a shared CI machine)."""
+    import time
+
+    s = aiotimer.Scheduler()
+    fired: list[tuple[int, int]] = []  # (scheduled instant ns, wall ns at the run)
+
+    def job(tick: aiotimer.Tick) -> None:
+        assert tick.wall is not None
+        fired.append((round(tick.wall.timestamp() * S), time.time_ns()))
+
+    s.add_every_cron("* * * * * *", job, tz="UTC")
+    async with s:
+        await anyio.sleep(2.6)
+    assert len(fired) >= 2
+    for instant, ran in fired:
+        assert instant % S == 0  # whole seconds
+        assert ran >= instant  # never early
+        assert ran - instant < 250_000_000  # and on time, give or take a busy machine
