@@ -241,7 +241,7 @@ async def test_each_won_run_ends_in_the_store_history_with_its_outcome(url: str)
         await anyio.sleep(10)
 
     async def overlaps() -> None:
-        await anyio.sleep(0.12)  # longer than its interval: the next run is skipped here
+        await anyio.sleep(0.15)  # longer than its interval: the next run is skipped here
 
     scheduler.add_every_ms(100, ok, name="ok", cluster=True)
     scheduler.add_every_ms(100, fails, name="fails", cluster=True)
@@ -250,47 +250,198 @@ async def test_each_won_run_ends_in_the_store_history_with_its_outcome(url: str)
     scheduler.add_every_ms(100, overlaps, name="overlaps", cluster=True)
     scheduler.add_service(cluster)
     await scheduler.start()
-    await anyio.sleep(0.7)
-    await scheduler.stop()
+    await anyio.sleep(0.55)
+    # A run of "hangs" going on at the stop is cancelled after the grace (its timeout does
+    # not fire while the scheduler stops).
+    await scheduler.stop(grace_s=0.3)
     store = open_store(url, "default")
     await store.open()
     history = await store.history(limit=1000)
     await store.close()
-    outcomes = defaultdict(set)
-    durations = defaultdict(list)
-    for r in history:
+    runs = defaultdict(list)
+    for r in sorted(history, key=lambda r: r.instant_ms):
         assert r.node == "a"
-        outcomes[r.timer].add(r.outcome)
-        durations[r.timer].append(r.duration_ns)
-    assert outcomes["ok"] == {Outcome.OK}
-    assert outcomes["fails"] == {Outcome.ERROR}
-    # The last runs may be cut by the stop (cancelled), or look so (see Cluster._follow_runs).
-    assert Outcome.OK in outcomes["works"]
-    assert outcomes["works"] <= {Outcome.OK, Outcome.CANCELLED}
-    assert min(d for d in durations["works"] if d is not None) >= 30_000_000
-    assert Outcome.TIMEOUT in outcomes["hangs"]
-    assert outcomes["hangs"] <= {Outcome.TIMEOUT, Outcome.CANCELLED}
-    assert Outcome.SKIPPED in outcomes["overlaps"]
-    assert Outcome.OK in outcomes["overlaps"]
+        assert r.finished
+        assert r.duration_ns is not None
+        runs[r.timer].append((r.outcome, r.duration_ns / 1e9))
+    # Each timer's last point may have been won during the stop: then it was not run (skipped).
+    last = {timer: outcomes.pop()[0] for timer, outcomes in runs.items()}
+    assert all(len(outcomes) >= 3 for outcomes in runs.values()), runs
+    assert {o for o, _ in runs["ok"]} == {Outcome.OK}
+    assert {o for o, _ in runs["fails"]} == {Outcome.ERROR}
+    assert {o for o, _ in runs["works"]} == {Outcome.OK}
+    assert min(d for _, d in runs["works"]) >= 0.03
+    assert {o for o, _ in runs["hangs"]} == {Outcome.TIMEOUT}
+    assert all(0.02 <= d < 0.1 for _, d in runs["hangs"]), runs["hangs"]
+    overlaps = [o for o, _ in runs["overlaps"]]
+    assert overlaps == [Outcome.OK, Outcome.SKIPPED] * (len(overlaps) // 2) + [Outcome.OK] * (
+        len(overlaps) % 2
+    )
+    assert min(d for o, d in runs["overlaps"] if o is Outcome.OK) >= 0.15
+    assert last["ok"] in {Outcome.OK, Outcome.SKIPPED}
+    assert last["works"] in {Outcome.OK, Outcome.SKIPPED}
+    assert last["hangs"] in {Outcome.TIMEOUT, Outcome.CANCELLED, Outcome.SKIPPED}
 
 
-async def test_named_timers_must_be_cluster_timers_when_the_scheduler_starts(url: str) -> None:
+async def test_named_timers_must_exist_and_be_periodic(url: str) -> None:
     scheduler = aiotimer.Scheduler()
-    purge = scheduler.add_every_s(60, lambda: None, name="purge")
-    scheduler.add_service(Cluster(url, node="a", timers=["purge"]))
-    with pytest.raises(ValueError, match=r"timers \['purge'\] are not cluster timers"):
+    scheduler.add_every_s(60, lambda: None, name="purge")
+    scheduler.add_service(Cluster(url, node="a", timers=["purge", "nope"]))
+    with pytest.raises(
+        ValueError, match=r"timers \['nope'\] \(given as timers=\) are not registered"
+    ):
         await scheduler.start()
-    scheduler.guard(purge)  # what timers= asks for
-    await scheduler.start()
-    assert purge.spec.cluster
+    assert not scheduler.get_timer("purge").spec.cluster  # nothing guarded by a failed start
+
+    scheduler = aiotimer.Scheduler()
+    scheduler.add_once_s(60, lambda: None, name="once")
+    scheduler.add_service(Cluster(url, node="a", timers=["once"]))
+    with pytest.raises(ValueError, match=r"timers \['once'\] .* cannot be cluster timers"):
+        await scheduler.start()
+
+
+S = 1_000_000_000
+POINT_S = 10
+
+
+def aligned_clock() -> VirtualClock:
+    """A virtual clock whose wall time is near the real one (the store's clock), with the first
+    10-s grid point 5 s after the start: runs start at known instants, end at known times."""
+    first_point_ns = (time.time_ns() // (POINT_S * S) + 1) * POINT_S * S
+    return VirtualClock(wall_start_ns=first_point_ns - 5 * S)
+
+
+async def claim_points(clock: VirtualClock, cluster: Cluster, points: int, per_point: int) -> None:
+    """Move the virtual clock to each of the next ``points`` grid points in turn (virtual 5 s,
+    15 s...), and wait (real time) for each point's claims, so its runs start at the point."""
+    for k in range(points):
+        claims = cluster.stats().claims + per_point
+        await clock.advance_to((5 + POINT_S * k) * S)
+        with anyio.fail_after(5):
+            while True:  # (the claim's answer comes from a store: real time)
+                if cluster.stats().claims >= claims:
+                    break
+                await anyio.sleep(0.002)
+        await clock.run_until_idle()
+
+
+async def history_of(url: str) -> dict[str, list[tuple[int, Outcome | None, float | None]]]:
+    """Each timer's runs in the store: (seconds after the first point, outcome, duration s)."""
+    store = open_store(url, "default")
+    await store.open()
+    records = await store.history(limit=1000)
+    await store.close()
+    first_ms = min(r.instant_ms for r in records)
+    runs = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.timer, r.instant_ms)):
+        assert r.node == "a"
+        duration_s = None if r.duration_ns is None else r.duration_ns / S
+        runs[r.timer].append(((r.instant_ms - first_ms) // 1000, r.outcome, duration_s))
+    return runs
+
+
+async def test_named_timers_are_guarded_at_start_without_cluster_true(url: str) -> None:
+    # issue 13: timers=[...] guards named timers, like LeaderLock(timers=...)
+    clock = aligned_clock()
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+    walls: list[int] = []
+    purge = scheduler.add_every_s(
+        POINT_S, lambda tick: walls.append(round(tick.wall.timestamp())), name="purge"
+    )
+    local = scheduler.add_every_s(POINT_S, lambda: None, name="local")
+    cluster = Cluster(url, node="a", timers=["purge"], max_skew_s=3600, **FAST)
+    scheduler.add_service(cluster)
+    assert not purge.spec.cluster
+    async with scheduler:
+        assert purge.spec.cluster  # guarded by the cluster when the scheduler started
+        assert not local.spec.cluster
+        await claim_points(clock, cluster, 2, per_point=1)
+        assert cluster.stats().timers["purge"].won == 2
+    assert [w % POINT_S for w in walls] == [0, 0]  # on the epoch-anchored grid
+    assert walls[1] - walls[0] == POINT_S
+    assert await history_of(url) == {"purge": [(0, Outcome.OK, 0.0), (10, Outcome.OK, 0.0)]}
+    assert local.runs == 1  # not gated: on its own grid, from the start (10 s, at 15 s)
+    await scheduler.start()  # a second start guards nothing new and claims again
     await scheduler.stop()
 
 
-async def test_named_timers_must_exist(url: str) -> None:
-    scheduler = aiotimer.Scheduler()
-    scheduler.add_service(Cluster(url, node="a", timers=["nope"]))
-    with pytest.raises(ValueError, match=r"timers \['nope'\] are not registered"):
-        await scheduler.start()
+async def test_the_history_has_each_runs_exact_outcome_and_duration(url: str) -> None:
+    clock = aligned_clock()
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    async def hangs() -> None:
+        await clock.sleep(100)
+
+    async def works() -> None:
+        await clock.sleep(4)
+
+    async def slow() -> None:  # 15 s: every other point is due while it still runs here
+        await clock.sleep(15)
+
+    scheduler.add_every_s(POINT_S, fails, name="fails", cluster=True)
+    scheduler.add_every_s(POINT_S, hangs, name="hangs", cluster=True, timeout_s=3)
+    scheduler.add_every_s(POINT_S, works, name="works", cluster=True)
+    scheduler.add_every_s(POINT_S, slow, name="slow", cluster=True)
+    cluster = Cluster(url, node="a", max_skew_s=3600, **FAST)
+    scheduler.add_service(cluster)
+    await scheduler.start()
+    await claim_points(clock, cluster, 6, per_point=4)  # points at 5, 15... 55 s
+    await clock.advance(2)
+    await scheduler.stop(grace_s=0)  # at 57 s: the runs still going are cancelled
+    ok, error, timeout = Outcome.OK, Outcome.ERROR, Outcome.TIMEOUT
+    cancelled, skipped = Outcome.CANCELLED, Outcome.SKIPPED
+    assert await history_of(url) == {
+        "fails": [(10 * k, error, 0.0) for k in range(6)],
+        "hangs": [(10 * k, timeout, 3.0) for k in range(5)] + [(50, cancelled, 2.0)],
+        "works": [(10 * k, ok, 4.0) for k in range(5)] + [(50, cancelled, 2.0)],
+        "slow": [
+            (0, ok, 15.0),
+            (10, skipped, 0.0),  # won, but the run of 0 s still went on here: an overlap
+            (20, ok, 15.0),
+            (30, skipped, 0.0),
+            (40, cancelled, 12.0),
+            (50, skipped, 0.0),
+        ],
+    }
+    assert {name: t.won for name, t in cluster.stats().timers.items()} == {
+        "fails": 6,
+        "hangs": 6,
+        "works": 6,
+        "slow": 6,
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core: on_done tells a run's outcome from the timer's error/timeout counters, so a "
+    "run that ends ok while an overlapping run of the same timer failed is reported as failed",
+)
+async def test_overlapping_runs_of_one_timer_each_get_their_own_outcome(url: str) -> None:
+    clock = aligned_clock()
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+    durations = iter([14, 2])
+
+    async def flaky() -> None:
+        duration = next(durations)
+        await clock.sleep(duration)
+        if duration == 2:
+            raise RuntimeError("flaky")
+
+    overlap = aiotimer.Overlap.CONCURRENT(2)
+    scheduler.add_every_s(POINT_S, flaky, name="flaky", cluster=True, overlap=overlap)
+    cluster = Cluster(url, node="a", max_skew_s=3600, **FAST)
+    scheduler.add_service(cluster)
+    await scheduler.start()
+    await claim_points(clock, cluster, 2, per_point=1)  # points at 5 and 15 s
+    await clock.advance_to(20 * S)
+    await scheduler.stop()
+    # The run of 0 s goes on until 14 s; the one of 10 s fails at 12 s, meanwhile.
+    assert await history_of(url) == {
+        "flaky": [(0, Outcome.OK, 14.0), (10, Outcome.ERROR, 2.0)],
+    }
 
 
 @pytest.mark.parametrize(

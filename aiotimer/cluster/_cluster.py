@@ -28,11 +28,13 @@ Ground rules:
 * **Clock skew.** Grid instants come from this node's wall clock. Every heartbeat compares it
   with the store's clock; a node off by more than ``max_skew_s`` refuses to claim (its runs
   are skipped and counted) and logs an error until it is back within the tolerance.
-* **The end of each won run** (ok, error, timeout, cancelled by a stop, or skipped here by
-  the timer's overlap policy) goes to the store's history about 10 ms after it, the ends of a
-  batch in one round trip. The gate's runs carry no completion callback, so ends are read off
-  the timer's running count and counters: exact for timers that run one at a time (the
-  default overlap policy), approximate when runs of one timer overlap.
+* **The end of each won run** (ok, error, timeout, cancelled by a stop, or skipped here: the
+  timer ended, or its earlier run still goes on this node) goes to the store's history about
+  10 ms after it, the ends of a batch in one round trip. The scheduler tells each started run's
+  outcome and duration (``GatedRun.start(on_done)``): exact, also when runs of a timer overlap.
+* **Named timers.** ``timers=[...]`` guards timers registered without ``cluster=True``: the
+  scheduler binds its gate at ``start()``, before any timer is armed, and the cluster guards
+  them then (``scheduler.guard``); a name that is not registered fails the start, naming it.
 * Runs older than ``retention_s`` are pruned by every node, about every ``prune_every_s``.
 * The service starts after the scheduler's tick source: runs due before it serves wait for
   it; runs due while it stops are skipped (nothing runs unclaimed).
@@ -56,7 +58,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from .._gate import GatedRun
 from .._spec import Kind
-from .._timer import Timer, TimerState
+from .._timer import TimerState
 from ._open import open_store
 from ._rendezvous import preferred_node
 from ._store import (
@@ -83,18 +85,8 @@ FINISH_BATCH: Final = 10_000
 """Finished runs sent to the store at once (more wait for the next flush)."""
 FLUSH_DELAY_S: Final = 0.01
 """Ends of runs gathered this long before they are sent (one round trip for many)."""
-DONE_POLL_S: Final = 0.05
-"""How often runs in progress (coroutines, threads) are checked for their end."""
-
-
-@dataclass(slots=True)
-class _InFlight:
-    """A run this node won and started: what its end is measured against."""
-
-    instant_ms: int
-    started_ns: int
-    errors: int
-    timeouts: int
+OUTCOMES: Final = {o.value: o for o in Outcome}
+"""The scheduler's outcome names (``on_done``) as the store's outcomes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +167,7 @@ class Cluster:
         also the service's name
     :param node: this node's name (unique in the cluster); default ``host-pid-random``
     :param timers: names of timers to guard besides those registered with ``cluster=True``
+        (guarded when the scheduler starts; they must be registered by then)
     :param backup_delay_s: how long non-preferred nodes wait before claiming
     :param on_unreachable: ``"skip"`` (never a duplicate) or ``"run"`` (never a gap) when the
         store fails a claim
@@ -261,7 +254,9 @@ class Cluster:
         self._early: list[GatedRun] = []  # offered before serve() ran
         self._ended: anyio.Event | None = None  # runs ended since the last report (serving)
         self._stopping = False
-        self._in_flight: dict[str, tuple[Timer, list[_InFlight]]] = {}
+        # Runs started here and not ended yet: token -> (timer, instant_ms, perf_counter start)
+        self._running: dict[int, tuple[str, int, int]] = {}
+        self._next_token = 0
 
     def __repr__(self) -> str:
         return f"<Cluster {self._store.cluster!r} node={self._node!r} store={self._store.url!r}>"
@@ -293,7 +288,6 @@ class Cluster:
         trying, and its runs follow ``on_unreachable`` meanwhile."""
         if self._scheduler is not None:
             raise RuntimeError(f"{self!r} already serves a scheduler")
-        self._check_guarded(scheduler)
         self._scheduler = scheduler
         self._stopping = False
         try:
@@ -302,7 +296,6 @@ class Cluster:
                 self._tg = tg
                 tg.start_soon(self._heartbeats)
                 tg.start_soon(self._prunes)
-                tg.start_soon(self._follow_runs)
                 tg.start_soon(self._report_ends)
                 early, self._early = self._early, []
                 if early:
@@ -314,24 +307,48 @@ class Cluster:
             self._ended = None
             self._stopping = True
             self._scheduler = None
-            # The scheduler drained its runs, then cancelled those left, then its services.
-            # Runs that ended during the drain were seen by _follow_runs (within DONE_POLL_S);
-            # those still tracked here were most likely cancelled (the gate's runs carry no
-            # completion callback to tell for sure).
-            for name, (timer, tracks) in self._in_flight.items():
-                for track in tracks:
-                    outcome = self._outcome(timer, track)
-                    self._finish(
-                        name, track, Outcome.CANCELLED if outcome is Outcome.OK else outcome
-                    )
-            self._in_flight.clear()
+            # The scheduler drained its runs, then cancelled those left (each told its end),
+            # then its services. Runs still going here were cut from outside (the scheduler's
+            # own task cancelled, no grace): their cleanup comes later, recorded as cancelled
+            # now (their late on_done is ignored).
+            now_ns = time.perf_counter_ns()
+            for timer, instant_ms, started_ns in self._running.values():
+                self._finished.append(
+                    RunOutcome(timer, instant_ms, Outcome.CANCELLED, now_ns - started_ns)
+                )
+            self._running.clear()
             with anyio.CancelScope(shield=True):
                 await self._close()
 
-    def _check_guarded(self, scheduler: Scheduler) -> None:
-        """``timers=`` names must be cluster timers of ``scheduler`` by the time it starts; a
-        backup delay not well under a cluster timer's interval is worth a warning."""
-        for timer in scheduler.timers.values():
+    def bind(self, scheduler: Scheduler) -> None:
+        """The scheduler's call at ``start()``, before any timer is armed (see
+        ``aiotimer._gate.RunGate``): guard the timers named by ``timers=`` (a timer already
+        registered with ``cluster=True`` stays as it is), and warn of a backup delay not well
+        under a cluster timer's interval.
+
+        :raises RuntimeError: this cluster serves another scheduler
+        :raises ValueError: a named timer is not registered, or cannot be a cluster timer (a
+            one-shot); no timer is guarded then
+        """
+        if self._scheduler is not None and self._scheduler is not scheduler:
+            raise RuntimeError(f"{self!r} already serves {self._scheduler!r}")
+        timers = scheduler.timers
+        missing = sorted(self._guarded - set(timers))
+        if missing:
+            raise ValueError(
+                f"{self!r}: timers {missing} (given as timers=) are not registered on "
+                f"{scheduler!r}: register them before start()"
+            )
+        guarded = [scheduler.get_timer(name) for name in sorted(self._guarded)]
+        one_shots = [t.name for t in guarded if t.spec.kind not in (Kind.PERIODIC, Kind.CALENDAR)]
+        if one_shots:
+            raise ValueError(
+                f"{self!r}: timers {one_shots} (given as timers=) cannot be cluster timers: "
+                "only periodic and calendar timers can"
+            )
+        for timer in guarded:
+            scheduler.guard(timer)
+        for timer in timers.values():
             if timer.spec.cluster and timer.spec.kind is Kind.PERIODIC:
                 interval_s = timer.interval * timer.spec.unit.tick_ns / NS_PER_S
                 if self._backup_delay_s * 2 > interval_s:
@@ -343,15 +360,6 @@ class Cluster:
                         interval_s,
                         timer.name,
                     )
-        missing = sorted(self._guarded - set(scheduler.timers))
-        if missing:
-            raise ValueError(f"{self!r}: timers {missing} are not registered on {scheduler!r}")
-        unguarded = sorted(n for n in self._guarded if not scheduler.timers[n].spec.cluster)
-        if unguarded:
-            raise ValueError(
-                f"{self!r}: timers {unguarded} are not cluster timers: register them with "
-                "cluster=True, or call scheduler.guard(timer) before start()"
-            )
 
     async def stop(self, grace_s: float) -> None:
         """Leave the cluster: report finished runs and drop this node from the live nodes, so
@@ -459,7 +467,7 @@ class Cluster:
             )
             for run in runs:
                 self._count(run.timer.name, 2)
-                if self._run_when_unreachable:
+                if self._run_when_unreachable and not self._stopping:
                     run.start()  # unclaimed: nothing to report to the store
                 else:
                     run.skip()
@@ -491,30 +499,38 @@ class Cluster:
         await self._claim(runs, retake=True)
 
     def _start(self, run: GatedRun) -> None:
-        """Start a run this node won, and follow it to its end for the store's history."""
-        timer = run.timer
-        track = _InFlight(run.instant_ms, time.perf_counter_ns(), timer.errors, timer.timeouts)
-        if not run.start():
-            # Won, but not run: the timer ended, or its overlap policy skipped the run. With a
-            # lease it stays unfinished, so that another node takes it when the lease runs out.
-            if self._lease_s is None:
-                self._finish(timer.name, track, Outcome.SKIPPED)
-        elif timer.running == 0:  # a sync callback ran inline: it is over already
-            self._finish(timer.name, track, self._outcome(timer, track))
-        else:
-            self._in_flight.setdefault(timer.name, (timer, []))[1].append(track)
+        """Start a run this node won; the scheduler tells its end (``on_done``), which goes to
+        the store's history."""
+        timer, instant_ms = run.timer.name, run.instant_ms
+        if self._stopping:
+            # The scheduler stops (its claim was answered during the stop): no new run, whose
+            # timeout could not even fire (the scheduler's tick source is stopped).
+            run.skip()
+            self._not_run(timer, instant_ms, "the scheduler stops")
+            return
+        token = self._next_token
+        self._next_token += 1
+        self._running[token] = (timer, instant_ms, time.perf_counter_ns())
 
-    @staticmethod
-    def _outcome(timer: Timer, track: _InFlight) -> Outcome:
-        if timer.timeouts > track.timeouts:
-            return Outcome.TIMEOUT
-        if timer.errors > track.errors:
-            return Outcome.ERROR
-        return Outcome.OK
+        def on_done(outcome: str, duration_ns: int) -> None:
+            if self._running.pop(token, None) is not None:  # (else recorded at close)
+                self._record(RunOutcome(timer, instant_ms, OUTCOMES[outcome], duration_ns))
 
-    def _finish(self, timer: str, track: _InFlight, outcome: Outcome) -> None:
-        duration_ns = time.perf_counter_ns() - track.started_ns
-        self._finished.append(RunOutcome(timer, track.instant_ms, outcome, duration_ns))
+        if not run.start(on_done):
+            del self._running[token]
+            active = run.timer.state is TimerState.ACTIVE
+            self._not_run(timer, instant_ms, "an overlap" if active else "the timer is not active")
+
+    def _not_run(self, timer: str, instant_ms: int, why: str) -> None:
+        """Won, but not run here: the timer ended, its earlier run still goes on here (an
+        overlap), or the scheduler stops. With a lease it stays unfinished, so that another
+        node takes it when the lease runs out; without, it is recorded as skipped."""
+        logger.debug("%r: won %r at %d but did not run it (%s)", self, timer, instant_ms, why)
+        if self._lease_s is None:
+            self._record(RunOutcome(timer, instant_ms, Outcome.SKIPPED, 0))
+
+    def _record(self, outcome: RunOutcome) -> None:
+        self._finished.append(outcome)
         if self._ended is not None:
             self._ended.set()
 
@@ -528,19 +544,6 @@ class Cluster:
                 await ended.wait()
             await anyio.sleep(FLUSH_DELAY_S)
             await self._flush()
-
-    async def _follow_runs(self) -> None:
-        """Report the end of runs in progress. The gate's runs carry no completion callback, so
-        this watches each timer's running count and counters (every ``DONE_POLL_S``): exact for
-        a timer with one run at a time (the default overlap policy), approximate (durations to
-        the poll, outcomes per group) when runs of one timer overlap."""
-        while True:
-            await anyio.sleep(DONE_POLL_S)
-            for name, (timer, tracks) in list(self._in_flight.items()):
-                if timer.running == 0 or timer.state is TimerState.CANCELLED:
-                    del self._in_flight[name]
-                    for track in tracks:
-                        self._finish(name, track, self._outcome(timer, track))
 
     def _count(self, timer: str, column: int) -> None:
         counts = self._per_timer.get(timer)
