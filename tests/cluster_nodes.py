@@ -2,9 +2,12 @@
 epoch-anchored wall-clock grid, gated by a :class:`Cluster` service) and appends what it ran
 to a file of its own.
 
-Everything here is module-level: nodes are spawned. Each line of a node's file is JSON:
-``["up", node, wall_ns]``, ``["run", node, timer, instant_ms, wall_ns]`` (written and flushed
-*before* the run's work, so a node killed mid-run still shows it),
+Everything here is module-level: nodes are spawned. A node runs until the drill's stop file
+(written once every node is up, see :func:`wait_up`) names a wall time (``stop_ms``, on the
+host's clock) and that time has come. Each line of a node's file is JSON:
+``["up", node, wall_ns]`` (the scheduler and its Cluster started),
+``["run", node, timer, instant_ms, wall_ns]`` (written and flushed *before* the run's work, so
+a node killed mid-run still shows it),
 ``["done", node, timer, instant_ms, wall_ns]`` and at a clean exit ``["stats", node, {...}]``.
 """
 
@@ -52,22 +55,53 @@ def grid_points(interval_ms: int, start_ms: int, stop_ms: int) -> Iterator[int]:
     yield from range(first, stop_ms, interval_ms)
 
 
+STOP_POLL_S = 0.02
+"""How often a node looks at the stop file."""
+
+
 def node_main(
     url: str,
     cluster_name: str,
     node: str,
     timers: list[str],
     interval_ms: int,
-    start_ms: int,
-    stop_ms: int,
+    stop_path: str,
     out_path: str,
     options: dict[str, Any],
 ) -> None:
-    """Run one node until its wall clock reaches ``stop_ms``; grid points from ``start_ms``."""
+    """Run one node until the host's wall clock reaches the ``stop_ms`` in ``stop_path``."""
     with Path(out_path).open("a", encoding="utf-8") as out:
         asyncio.run(
-            _node(url, cluster_name, node, timers, interval_ms, start_ms, stop_ms, out, options)
+            _node(url, cluster_name, node, timers, interval_ms, Path(stop_path), out, options)
         )
+
+
+def write_stop(stop_path: Path, stop_ms: int) -> None:
+    """Tell the nodes to stop at ``stop_ms`` (written whole, then renamed: never half read)."""
+    tmp = stop_path.with_suffix(".tmp")
+    tmp.write_text(str(stop_ms), encoding="utf-8")
+    tmp.replace(stop_path)
+
+
+def _read_stop(stop_path: Path) -> int | None:
+    """The stop time in the stop file, ``None`` before the drill wrote it (a tiny local file:
+    read on the loop)."""
+    try:
+        return int(stop_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def wait_up(paths: list[Path], timeout_s: float = 30.0) -> int:
+    """Wait until every node file shows its node up; the wall time (ms) the last came up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ups = [r[2] for r in read_records(paths) if r[0] == "up"]
+        if len(ups) >= len(paths):
+            return max(ups) // 1_000_000
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nodes not up after {timeout_s} s: {len(ups)} of {len(paths)}")
+        time.sleep(0.01)
 
 
 async def _node(
@@ -76,8 +110,7 @@ async def _node(
     node: str,
     timers: list[str],
     interval_ms: int,
-    start_ms: int,
-    stop_ms: int,
+    stop_path: Path,
     out: IO[str],
     options: dict[str, Any],
 ) -> None:
@@ -101,7 +134,12 @@ async def _node(
     scheduler.add_service(cluster)
     async with scheduler:
         _write(out, ["up", node, time.time_ns()])
-        await asyncio.sleep(max(0.0, (stop_ms * 1_000_000 - clock.wall_ns()) / 1e9))
+        while True:  # (another process writes the stop file: polled)
+            stop_ms = _read_stop(stop_path)
+            if stop_ms is not None:
+                break
+            await asyncio.sleep(STOP_POLL_S)
+        await asyncio.sleep(max(0.0, (stop_ms - time.time_ns() // 1_000_000) / 1000))
     _write(out, ["stats", node, cluster.stats().as_dict()])
 
 

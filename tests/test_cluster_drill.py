@@ -3,9 +3,11 @@ a killed preferred node is replaced within the backup delay, a stopped node leav
 "claimed, not finished" and nothing runs twice, a store outage skips points without
 duplicates and recovers, a node with a skewed clock refuses to claim.
 
-Each node process (``cluster_nodes.node_main``) runs a Cluster service and offers it the runs
-of an epoch-anchored wall-clock grid, as the scheduler's gate does. Real time: marked slow,
-with tolerances generous enough for a loaded 2-core machine.
+Each node process (``cluster_nodes.node_main``) runs a scheduler whose cluster timers are gated
+by a Cluster service. A drill starts its nodes, waits until all are up, then checks the grid
+points of a window that begins a few heartbeats later (so the nodes see each other) and ends
+when the nodes are told to stop. Real time: marked slow, with tolerances generous enough for
+a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from typing import Any
 
 import anyio
 import pytest
-from cluster_nodes import grid_points, node_main, read_records
+from cluster_nodes import grid_points, node_main, read_records, wait_up, write_stop
 from cluster_stores import KINDS, CuttableProxy, store_url, unique_cluster
 
 from aiotimer.cluster import open_store, preferred_node
 
 pytestmark = pytest.mark.slow
 
-STARTUP_MS = 3000  # spawning and importing, on a loaded machine
 FAST: dict[str, Any] = {"heartbeat_s": 0.1, "node_ttl_s": 0.5, "backup_delay_s": 0.02}
+SETTLE_MS = 300
+"""From the last node up to the drill's first grid point: every node heartbeated since, so
+each sees the others."""
 
 
 @dataclass
@@ -48,10 +52,18 @@ class Drill:
     procs: dict[str, BaseProcess] = field(default_factory=dict)
     direct_url: str | None = None  # the store without the proxy in between, for tear-down
 
-    def __post_init__(self) -> None:
-        first = time.time_ns() // 1_000_000 + STARTUP_MS
-        self.start_ms = -(-first // self.interval_ms) * self.interval_ms  # a grid point
-        self.stop_ms = self.start_ms + self.points * self.interval_ms
+    start_ms: int = 0  # the drill's first grid point and its end: set by go()
+    stop_ms: int = 0
+
+    def go(self) -> None:
+        """Wait until every node started is up, then set the drill's window (``points`` grid
+        points from a little later) and tell the nodes when to stop."""
+        up_ms = wait_up([self.tmp_path / f"{n}.jsonl" for n in self.procs])
+        if not self.start_ms:
+            first = up_ms + SETTLE_MS
+            self.start_ms = -(-first // self.interval_ms) * self.interval_ms  # a grid point
+            self.stop_ms = self.start_ms + self.points * self.interval_ms
+        write_stop(self.tmp_path / "stop", self.stop_ms)
 
     def ms(self, offset_ms: int) -> int:
         """A wall time ``offset_ms`` after the first grid point of the drill."""
@@ -67,8 +79,7 @@ class Drill:
                 node,
                 self.timers,
                 self.interval_ms,
-                self.start_ms,
-                self.stop_ms,
+                str(self.tmp_path / "stop"),
                 str(self.tmp_path / f"{node}.jsonl"),
                 {**FAST, **options},
             ),
@@ -149,10 +160,11 @@ def assert_exactly_once(
 def test_every_grid_point_runs_exactly_once_across_three_node_processes(
     kind: str, tmp_path: Path, drills: list[Drill]
 ) -> None:
-    drill = Drill(store_url(kind, tmp_path), tmp_path, [f"job-{i}" for i in range(4)], 40, 80)
-    drills.append(drill)  # 4 timers x 80 points = 320 grid points
+    drill = Drill(store_url(kind, tmp_path), tmp_path, [f"job-{i}" for i in range(4)], 40, 40)
+    drills.append(drill)  # 4 timers x 40 points = 160 grid points
     for node in ("n0", "n1", "n2"):
         drill.start(node)
+    drill.go()
     drill.join()
     runs = drill.runs()
     assert_exactly_once(drill, runs, drill.start_ms, drill.stop_ms)
@@ -173,11 +185,12 @@ def test_a_killed_preferred_node_is_replaced_within_the_backup_delay(
 ) -> None:
     nodes = ["n0", "n1", "n2"]
     victim_timer = timer_preferring("n0", nodes)
-    drill = Drill(store_url(kind, tmp_path), tmp_path, [victim_timer, "job-x"], 100, 30)
+    drill = Drill(store_url(kind, tmp_path), tmp_path, [victim_timer, "job-x"], 100, 25)
     drills.append(drill)
     backup_delay_s = 0.05
     for node in nodes:
         drill.start(node, backup_delay_s=backup_delay_s)
+    drill.go()
     kill_ms = drill.ms(1000)
     time.sleep(max(0.0, (kill_ms - time.time_ns() // 1_000_000) / 1000))
     drill.signal("n0", signal.SIGKILL)
@@ -208,10 +221,11 @@ def test_a_stopped_node_leaves_its_run_claimed_not_finished_and_nothing_runs_twi
 ) -> None:
     nodes = ["n0", "n1", "n2"]
     timer = timer_preferring("n0", nodes)
-    drill = Drill(store_url("postgres", tmp_path), tmp_path, [timer], 200, 20)
+    drill = Drill(store_url("postgres", tmp_path), tmp_path, [timer], 200, 15)
     drills.append(drill)
     for node in nodes:
         drill.start(node, work_s=0.15)  # each run works 150 ms: the stop lands mid-run
+    drill.go()
     # n0 is preferred: it runs the timer. Stop it 60 ms into the run at the 5th point.
     stop_at = drill.ms(4 * 200 + 60)
     time.sleep(max(0.0, (stop_at - time.time_ns() // 1_000_000) / 1000))
@@ -250,11 +264,12 @@ async def test_a_store_outage_skips_points_without_duplicates_and_recovers(
     real = store_url(kind, tmp_path)
     parts = urllib.parse.urlsplit(real)
     async with CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 0) as proxy:
-        drill = Drill(proxy.url(real), tmp_path, ["job-a", "job-b"], 100, 40, direct_url=real)
+        drill = Drill(proxy.url(real), tmp_path, ["job-a", "job-b"], 100, 32, direct_url=real)
         drills.append(drill)
         for node in ("n0", "n1", "n2"):
             drill.start(node, store_timeout_s=0.5)
-        cut_ms, heal_ms = drill.ms(1000), drill.ms(2000)
+        await anyio.to_thread.run_sync(drill.go)
+        cut_ms, heal_ms = drill.ms(700), drill.ms(1700)
         await anyio.sleep(max(0.0, (cut_ms - time.time_ns() // 1_000_000) / 1000))
         await proxy.cut()
         await anyio.sleep(max(0.0, (heal_ms - time.time_ns() // 1_000_000) / 1000))
@@ -276,6 +291,7 @@ def test_a_node_with_a_skewed_clock_refuses_to_claim(tmp_path: Path, drills: lis
     drill.start("n0")
     drill.start("n1")
     drill.start("late", wall_offset_s=-3.0, max_skew_s=0.5)
+    drill.go()
     drill.join()
     runs = drill.runs()
     assert_exactly_once(drill, runs, drill.start_ms, drill.stop_ms)
@@ -290,15 +306,18 @@ def test_two_clusters_on_one_store_each_run_every_point_once(
     tmp_path: Path, drills: list[Drill]
 ) -> None:
     url = store_url("sqlite", tmp_path)
-    blue = Drill(url, tmp_path / "blue", ["job-a", "job-b"], 50, 40)
-    green = Drill(url, tmp_path / "green", ["job-a", "job-b"], 50, 40)
-    green.start_ms, green.stop_ms = blue.start_ms, blue.stop_ms  # the same grid points
+    blue = Drill(url, tmp_path / "blue", ["job-a", "job-b"], 50, 30)
+    green = Drill(url, tmp_path / "green", ["job-a", "job-b"], 50, 30)
     for d in (blue, green):
         d.tmp_path.mkdir()
         drills.append(d)
     blue.start("b0")
     blue.start("b1")
     green.start("g0")
+    green.go()
+    blue.go()
+    green.start_ms, green.stop_ms = blue.start_ms, blue.stop_ms  # the same grid points
+    green.go()
     blue.join()
     green.join()
     assert_exactly_once(blue, blue.runs(), blue.start_ms, blue.stop_ms)
