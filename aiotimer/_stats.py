@@ -65,7 +65,7 @@ NO_HISTOGRAM: Final = -1
 class HistogramSlab:
     """The lateness and duration histograms of every timer of a scheduler, in one array."""
 
-    __slots__ = ("_free", "counts", "marks", "sums")
+    __slots__ = ("_free", "counts", "marks", "retired", "sums")
 
     def __init__(self) -> None:
         self.counts = array("I")
@@ -73,6 +73,8 @@ class HistogramSlab:
         # per slot: last run start, last lateness (-1: none yet), max lateness, max duration
         self.marks = array("q")
         self._free: list[int] = []
+        # the counts and the two sums of every released slot, added up
+        self.retired = array("Q", bytes(8 * (SLOT + 2)))
 
     def allocate(self) -> int:
         """A zeroed slot; returns its base index."""
@@ -85,6 +87,13 @@ class HistogramSlab:
         return base
 
     def release(self, base: int) -> None:
+        """Free the slot at ``base``; its counts and sums go on in :meth:`totals` (the
+        scheduler's totals never go back, as Prometheus counters must not)."""
+        retired, counts = self.retired, self.counts
+        for i in range(SLOT):
+            retired[i] += counts[base + i]
+        retired[SLOT] += self.sums[base // N_BUCKETS]
+        retired[SLOT + 1] += self.sums[base // N_BUCKETS + 1]
         self.counts[base : base + SLOT] = _ZEROS
         self.sums[base // N_BUCKETS : base // N_BUCKETS + 2] = _NO_SUMS
         mark = base // SLOT * _MARKS
@@ -128,14 +137,20 @@ class HistogramSlab:
         self.sums[start // N_BUCKETS] += value_ns
 
     def totals(self) -> tuple[Histogram, Histogram]:
-        """Every timer's lateness histograms added up, and their duration histograms (freed
-        slots are zero, so they add nothing)."""
-        counts, sums = self.counts, self.sums
+        """Every timer's lateness histograms added up, and their duration histograms, those of
+        timers whose slots were released included (freed slots are zero)."""
+        counts, sums, retired = self.counts, self.sums, self.retired
         return (
-            Histogram(tuple(sum(counts[b::SLOT]) for b in range(N_BUCKETS)), sum(sums[0::2])),
             Histogram(
-                tuple(sum(counts[DURATION + b :: SLOT]) for b in range(N_BUCKETS)),
-                sum(sums[1::2]),
+                tuple(sum(counts[b::SLOT]) + retired[b] for b in range(N_BUCKETS)),
+                sum(sums[0::2]) + retired[SLOT],
+            ),
+            Histogram(
+                tuple(
+                    sum(counts[DURATION + b :: SLOT]) + retired[DURATION + b]
+                    for b in range(N_BUCKETS)
+                ),
+                sum(sums[1::2]) + retired[SLOT + 1],
             ),
         )
 

@@ -330,6 +330,15 @@ class Timer:
             out.extend(iter(slab.counts[hist : hist + SLOT]))
             out.extend(iter(slab.sums[hist // N_BUCKETS : hist // N_BUCKETS + 2]))
 
+    def restart_histograms(self) -> None:
+        """Free the timer's histogram slot, its lateness and duration starting afresh at its
+        next timed run (its counters stay; the scheduler's totals keep what it had). For a
+        timer re-armed per transaction (a Kamailio ``timer_ln``), so that 100,000 of them hold
+        slots only while they run."""
+        if self._hist != NO_HISTOGRAM:
+            self._grid.slab.release(self._hist)
+            self._hist = NO_HISTOGRAM
+
     def release_histograms(self) -> None:
         """The timer ended: keep its final numbers on the handle, free its histogram slot."""
         if self._hist == NO_HISTOGRAM:

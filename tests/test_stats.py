@@ -144,3 +144,22 @@ async def test_export_numbers_are_the_stats_and_histograms_in_one_flat_row(
         duration.sum_ns,
     ]
     assert list(rows[EXPORTED:]) == [0] * EXPORTED
+
+
+async def test_the_schedulers_totals_keep_the_runs_of_ended_timers(
+    virtual_clock: VirtualClock,
+) -> None:
+    """Totals feed counters (Prometheus): they never go back when a timer ends or a timer_ln's
+    histograms restart with its next arming."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    once = [s.add_once_ms(5, lambda: None) for _ in range(3)]
+    periodic = s.add_every_ms(10, lambda: None, name="p")
+    async with s:
+        await virtual_clock.advance_ms(30)
+        lateness, duration = s.histograms()
+        assert lateness.count == duration.count == 3 + 3
+        periodic.cancel()
+        periodic.restart_histograms()  # (no slot any more: nothing to do)
+        assert s.histograms()[0].count == 6
+    assert all(t.state is aiotimer.TimerState.FINISHED for t in once)
+    assert len(s._hist.counts) == 2 * N_BUCKETS  # one slot, freed and re-used by each in turn
