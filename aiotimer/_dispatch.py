@@ -95,6 +95,7 @@ class _Failed:
 
 
 _FAILED: Final = _Failed()
+_TIMED_OUT: Final = _Failed()  # (a thread run past its timeout: failed, and how)
 
 
 @final
@@ -496,13 +497,14 @@ class Dispatcher:
             else:
                 self._backend.start_run(run, self._task_group, self._tasks)
             return
-        failed = _failures(timer) if on_done is not None else (0, 0)
+        outcome = "ok"
         t0 = self._now_ns()
         try:
             result = timer._call(*arg)
         except Exception as exc:
             self._failed(timer, exc)
             result = _FAILED
+            outcome = "error"
         duration_ns = self._now_ns() - t0
         self._record(timer, t0 - scheduled_ns, duration_ns, t0)
         if duration_ns >= self._block_ns:
@@ -511,8 +513,9 @@ class Dispatcher:
         if timeout_ns is not None and duration_ns > timeout_ns:
             self._overran(timer, duration_ns)
             result = _FAILED
+            outcome = "timeout"
         if on_done is not None:
-            _report_done(on_done, timer, failed, duration_ns)
+            _report_done(on_done, timer, outcome, duration_ns)
         self._settle(grid, timer, grid_tick, result)
 
     async def _run_async(
@@ -526,13 +529,15 @@ class Dispatcher:
     ) -> None:
         current_timer.set(timer)
         timeout_ns = timer.spec.policy.timeout_ns
-        failed = _failures(timer) if on_done is not None else (0, 0)
+        outcome = "ok"
         t0 = self._now_ns()
         result: object = _FAILED
         watchdog: Timer | None = None
         try:
             if timer._mode & THREAD:
                 result = await self._run_thread(timer, arg, timeout_ns, t0)
+                if result is _TIMED_OUT:
+                    result, outcome = _FAILED, "timeout"
             elif timeout_ns is None:
                 coro: Awaitable[Any] = timer._call(*arg)
                 result = await coro
@@ -542,11 +547,11 @@ class Dispatcher:
                     coro = timer._call(*arg)
                     result = await coro
                 if scope.cancelled_caught:
-                    result = _FAILED
+                    result, outcome = _FAILED, "timeout"
                     self._timed_out(timer)
         except Exception as exc:
             self._failed(timer, exc)
-            result = _FAILED
+            result, outcome = _FAILED, "error"
         except BaseException:  # cancelled (a hard stop): a one-shot's run happened all the same
             if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
                 self._finish(timer)
@@ -561,7 +566,7 @@ class Dispatcher:
             self.inflight -= 1
             self._run_finished()
         if on_done is not None:
-            _report_done(on_done, timer, failed, self._now_ns() - t0)
+            _report_done(on_done, timer, outcome, self._now_ns() - t0)
         self._settle(grid, timer, grid_tick, result)
         self._next_waiting(grid, timer)
 
@@ -605,7 +610,7 @@ class Dispatcher:
         if timeout_ns is not None and duration_ns > timeout_ns:
             if not overran:
                 self._overran(timer, duration_ns)
-            return _FAILED  # a run past its timeout counts as failed
+            return _TIMED_OUT  # a run past its timeout counts as failed
         return result
 
     def _next_waiting(self, grid: Grid, timer: Timer) -> None:
@@ -741,16 +746,8 @@ class Dispatcher:
         )
 
 
-def _failures(timer: Timer) -> tuple[int, int]:
-    """``(errors, timeouts)`` of ``timer`` so far (to tell how a run ended)."""
-    trouble = timer._trouble
-    return (0, 0) if trouble is None else (trouble.errors, trouble.timeouts)
-
-
-def _report_done(on_done: RunDone, timer: Timer, before: tuple[int, int], duration_ns: int) -> None:
-    """Tell ``on_done`` how the run ended: ``"timeout"``, ``"error"`` or ``"ok"``."""
-    errors, timeouts = _failures(timer)
-    outcome = "timeout" if timeouts > before[1] else "error" if errors > before[0] else "ok"
+def _report_done(on_done: RunDone, timer: Timer, outcome: str, duration_ns: int) -> None:
+    """Tell ``on_done`` how the run ended: ``"ok"``, ``"error"`` or ``"timeout"``."""
     try:
         on_done(outcome, duration_ns)
     except Exception:

@@ -414,11 +414,6 @@ async def test_the_history_has_each_runs_exact_outcome_and_duration(url: str) ->
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: on_done tells a run's outcome from the timer's error/timeout counters, so a "
-    "run that ends ok while an overlapping run of the same timer failed is reported as failed",
-)
 async def test_overlapping_runs_of_one_timer_each_get_their_own_outcome(url: str) -> None:
     clock = aligned_clock()
     scheduler = aiotimer.Scheduler(clock=clock, name="a")
