@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from itertools import islice
@@ -59,7 +59,7 @@ from anyio.abc import TaskGroup
 
 from ._backend import ASYNCIO, Backend
 from ._clock import NS_PER_MS, NS_PER_S
-from ._eager import EagerRunner
+from ._eager import EagerRunner, resumed
 from ._gate import GatedRun, RunDone, RunGate
 from ._modes import ASYNC, CALENDAR, EAGER, FAST, GATED, INTERNAL, TAKES_TICK, THREAD
 from ._policy import MISSED_BURST, ErrorHook
@@ -67,7 +67,7 @@ from ._queue import NOT_QUEUED
 from ._spec import CALENDAR as CALENDAR_KIND
 from ._spec import ONESHOT, PERIODIC, UNIT_MS, TimerSpec, check_interval
 from ._stats import NO_HISTOGRAM, HistogramSlab
-from ._timer import ACTIVE, FINISHED, Tick, Timer
+from ._timer import ACTIVE, FINISHED, Tick, Timer, current_timer
 
 if TYPE_CHECKING:
     import asyncio
@@ -81,11 +81,6 @@ logger = logging.getLogger("aiotimer.dispatch")
 
 SAMPLE_BUDGET: Final = 256
 """Runs timed one by one per batch; a bigger batch times one run in ``1 + len // 256``."""
-
-current_timer: contextvars.ContextVar[Timer | None] = contextvars.ContextVar(
-    "aiotimer_current_timer", default=None
-)
-"""The timer whose asynchronous run is going on in this task, if any."""
 
 
 class _Failed:
@@ -303,8 +298,13 @@ class Dispatcher:
             if timer._due_tick != tick:
                 stale += 1  # cancelled, paused or moved since it was queued here
                 continue
-            if timer._mode > FAST:
-                self._dispatch(grid, timer, t_prev)
+            if timer._mode > FAST:  # (an eager run that completes is timed like an inline one)
+                if countdown:
+                    countdown -= 1
+                    self._dispatch(grid, timer, t_prev, False)
+                else:
+                    countdown = every - 1
+                    self._dispatch(grid, timer, t_prev, True)
                 t_prev = now_ns()  # it may have held the loop
                 continue
             missed = grid.advance(timer, tick, t_prev)
@@ -379,8 +379,10 @@ class Dispatcher:
 
     # -- everything else ---------------------------------------------------------------------
 
-    def _dispatch(self, grid: Grid, timer: Timer, now_ns: int) -> None:
-        """A due timer of a slow mode (coroutine, thread, one-shot, jitter, timeout...)."""
+    def _dispatch(self, grid: Grid, timer: Timer, now_ns: int, timed: bool = True) -> None:
+        """A due timer of a slow mode (coroutine, thread, one-shot, jitter, timeout...);
+        ``timed=False``: a big batch's untimed run (an eager run that completes is not timed,
+        see the module's notes on sampling)."""
         mode = timer._mode
         if mode & INTERNAL:
             grid.hold(timer)
@@ -405,7 +407,7 @@ class Dispatcher:
         if mode & ASYNC and timer._running >= timer.spec.policy.overlap.limit:
             self._wait_or_skip(grid, timer, grid_tick, missed, now_ns)
             return
-        self._start_run(grid, timer, grid_tick, missed)
+        self._start_run(grid, timer, grid_tick, missed, None, timed)
 
     def _wait_or_skip(
         self, grid: Grid, timer: Timer, grid_tick: int, missed: int, now: int
@@ -464,7 +466,13 @@ class Dispatcher:
         self._settle(timer._grid, timer, run.instant_ms, None)
 
     def _start_run(
-        self, grid: Grid, timer: Timer, grid_tick: int, missed: int, on_done: RunDone | None = None
+        self,
+        grid: Grid,
+        timer: Timer,
+        grid_tick: int,
+        missed: int,
+        on_done: RunDone | None = None,
+        timed: bool = True,
     ) -> None:
         mode = timer._mode
         scheduled_ns = grid.ns_of(grid_tick)
@@ -490,12 +498,12 @@ class Dispatcher:
             self.inflight += 1
             if timer.spec.policy.missed is MISSED_BURST:
                 timer.trouble().started_in = self.wakeup  # (a burst's next run waits for it)
+            if mode & EAGER and on_done is None and self._eager is not None:
+                self._start_eager(grid, timer, grid_tick, scheduled_ns, arg, timed)
+                return
             assert self._task_group is not None
             run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg, on_done)
-            if mode & EAGER and self._eager is not None:
-                self._eager.start(run)  # runs until it returns or first suspends
-            else:
-                self._backend.start_run(run, self._task_group, self._tasks)
+            self._backend.start_run(run, self._task_group, self._tasks)
             return
         outcome = "ok"
         t0 = self._now_ns()
@@ -517,6 +525,70 @@ class Dispatcher:
         if on_done is not None:
             _report_done(on_done, timer, outcome, duration_ns)
         self._settle(grid, timer, grid_tick, result)
+
+    def _start_eager(
+        self,
+        grid: Grid,
+        timer: Timer,
+        grid_tick: int,
+        scheduled_ns: int,
+        arg: tuple[Tick, ...],
+        timed: bool,
+    ) -> None:
+        """An eager coroutine run (see ``_eager``): its coroutine is stepped here; one that
+        returns is settled at once, one that suspends goes on in a task (:meth:`_run_rest`)."""
+        eager = self._eager
+        assert eager is not None
+        t0 = self._now_ns()
+        try:
+            coro = timer._call(*arg)
+            done, value, context = eager.step(coro, timer)
+        except Exception as exc:
+            self._failed(timer, exc)
+            done, value = True, _FAILED
+        if done:
+            if timed:
+                self._async_ended(timer, scheduled_ns, t0)
+            else:  # (counted, not timed)
+                timer._running -= 1
+                self.inflight -= 1
+                self._run_finished()
+            self._settle(grid, timer, grid_tick, value)
+            self._next_waiting(grid, timer)
+            return
+        eager.resume(self._run_rest(grid, timer, grid_tick, scheduled_ns, t0, coro, value), context)
+
+    async def _run_rest(
+        self,
+        grid: Grid,
+        timer: Timer,
+        grid_tick: int,
+        scheduled_ns: int,
+        t0: int,
+        coro: Coroutine[Any, Any, Any],
+        yielded: object,
+    ) -> None:
+        """The rest of an eager run that suspended, in its task: as :meth:`_run_async`."""
+        result: object = _FAILED
+        try:
+            result = await resumed(coro, yielded)
+        except Exception as exc:
+            self._failed(timer, exc)
+        except BaseException:  # cancelled (a hard stop): a one-shot's run happened all the same
+            if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
+                self._finish(timer)
+            raise
+        finally:
+            self._async_ended(timer, scheduled_ns, t0)
+        self._settle(grid, timer, grid_tick, result)
+        self._next_waiting(grid, timer)
+
+    def _async_ended(self, timer: Timer, scheduled_ns: int, t0: int) -> None:
+        """An asynchronous run that started at ``t0`` ended: its stats and the counts."""
+        self._record(timer, t0 - scheduled_ns, self._now_ns() - t0, t0)
+        timer._running -= 1
+        self.inflight -= 1
+        self._run_finished()
 
     async def _run_async(
         self,
@@ -561,10 +633,7 @@ class Dispatcher:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            self._record(timer, t0 - scheduled_ns, self._now_ns() - t0, t0)
-            timer._running -= 1
-            self.inflight -= 1
-            self._run_finished()
+            self._async_ended(timer, scheduled_ns, t0)
         if on_done is not None:
             _report_done(on_done, timer, outcome, self._now_ns() - t0)
         self._settle(grid, timer, grid_tick, result)

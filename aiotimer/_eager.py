@@ -35,7 +35,9 @@ import contextvars
 from collections.abc import Coroutine, Generator
 from typing import Any, Final, final
 
-__all__ = ["EagerRunner"]
+from ._timer import Timer, current_timer
+
+__all__ = ["EagerRunner", "resumed"]
 
 _NOTHING: Final = object()
 _leave_task = asyncio.tasks._leave_task
@@ -69,8 +71,11 @@ class _Resumed(collections.abc.Coroutine[Any, Any, None]):
     def close(self) -> None:
         self._coro.close()
 
+    def __next__(self) -> Any:
+        return self.send(None)
+
     def __await__(self) -> Generator[Any, None, None]:
-        raise TypeError("an eager run is driven by its Task, not awaited")
+        return self  # type: ignore[return-value]  # (an iterator with send and throw)
 
 
 @final
@@ -85,33 +90,39 @@ class EagerRunner:
         self._tasks = tasks
         self._host: asyncio.Task[None] | None = None
 
-    def start(self, coro: Coroutine[Any, Any, None]) -> bool:
-        """Step ``coro`` until it returns or first suspends; in the second case a Task
-        resumes it.
+    def step(self, coro: Coroutine[Any, Any, Any], timer: Timer) -> tuple[bool, Any, Any]:
+        """Step ``coro`` once, in a context of its own where ``current_timer`` is ``timer``,
+        with the eager host as the current task.
 
-        :returns: whether it completed in the step (no task was made)
+        :returns: ``(True, its result, context)`` if it returned, ``(False, what it yielded,
+            context)`` if it suspended (then :meth:`resume` the rest in that context)
+        :raises: what the coroutine raised
         """
         loop = self._loop
         host = self._host
         if host is None or host.done():  # made on first use (again if something ended it)
             host = self._host = loop.create_task(_wait_forever(), name="aiotimer eager host")
         context = contextvars.copy_context()
+        context.run(current_timer.set, timer)
         current = asyncio.current_task(loop)
         if current is not None:
             _leave_task(loop, current)
         _enter_task(loop, host)
         try:
             yielded = context.run(coro.send, None)
-        except StopIteration:
-            return True
+        except StopIteration as done:
+            return True, done.value, context
         finally:
             _leave_task(loop, host)
             if current is not None:
                 _enter_task(loop, current)
-        task: asyncio.Task[None] = loop.create_task(_Resumed(coro, yielded), context=context)
+        return False, yielded, context
+
+    def resume(self, rest: Coroutine[Any, Any, None], context: Any) -> None:
+        """Run ``rest`` (a coroutine awaiting :func:`resumed`) as a task in ``context``."""
+        task: asyncio.Task[None] = self._loop.create_task(rest, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return False
 
     def close(self) -> None:
         """The scheduler stopped: end the host."""
@@ -122,3 +133,8 @@ class EagerRunner:
 
 async def _wait_forever() -> None:
     await asyncio.get_running_loop().create_future()
+
+
+def resumed(coro: Coroutine[Any, Any, Any], yielded: object) -> Any:
+    """An awaitable that goes on with ``coro`` where :meth:`EagerRunner.step` left it."""
+    return _Resumed(coro, yielded)

@@ -13,6 +13,7 @@ Ticks here are ticks of the timer's grid (1 ms, or 1 s on the second grid): ``_i
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from array import array
 from datetime import datetime
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ._grid import Grid
     from ._scheduler import Scheduler
 
-__all__ = ["Tick", "Timer", "TimerState"]
+__all__ = ["Tick", "Timer", "TimerState", "current_timer"]
 
 
 class TimerState(enum.Enum):
@@ -383,3 +384,9 @@ class Timer:
 
     def __repr__(self) -> str:
         return f"<Timer {self.name!r} {self.spec.describe()} {self._state.value}>"
+
+
+current_timer: contextvars.ContextVar[Timer | None] = contextvars.ContextVar(
+    "aiotimer_current_timer", default=None
+)
+"""The timer whose asynchronous run is going on in this task, if any."""
