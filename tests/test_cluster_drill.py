@@ -29,7 +29,7 @@ import pytest
 from cluster_nodes import grid_points, node_main, read_records, wait_up, write_stop
 from cluster_stores import KINDS, CuttableProxy, store_url, unique_cluster
 
-from aiotimer.cluster import open_store, preferred_node
+from aiotimer.cluster import Outcome, RunRecord, open_store, preferred_node
 
 pytestmark = pytest.mark.slow
 
@@ -120,6 +120,14 @@ class Drill:
             for timer in self.timers:
                 yield timer, instant
 
+    async def history(self) -> list[RunRecord]:
+        store = open_store(self.direct_url or self.url, self.cluster)
+        await store.open()
+        try:
+            return await store.history(limit=100_000)
+        finally:
+            await store.close()
+
     async def drop(self) -> None:
         store = open_store(self.direct_url or self.url, self.cluster)
         await store.open()
@@ -176,7 +184,15 @@ def test_every_grid_point_runs_exactly_once_across_three_node_processes(
     stats = drill.stats()
     assert set(stats) == set(nodes)
     won = sum(t["won"] for s in stats.values() for t in s["timers"].values())
-    assert won == len(runs)
+    # Every point a node won is in the store's history, once, with how it ended: ok where it
+    # ran; skipped or cancelled only for the points claimed as the nodes stopped.
+    history = anyio.run(drill.history)
+    assert won == len(history)
+    outcomes = {(r.timer, r.instant_ms): r.outcome for r in history}
+    assert {p for p, o in outcomes.items() if o is Outcome.OK} == set(runs)
+    late = {p: o for p, o in outcomes.items() if o is not Outcome.OK}
+    assert all(i >= drill.stop_ms - drill.interval_ms for _, i in late), late
+    assert set(late.values()) <= {Outcome.SKIPPED, Outcome.CANCELLED}, late
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "redis"])

@@ -91,7 +91,14 @@ OUTCOMES: Final = {o.value: o for o in Outcome}
 
 @dataclass(frozen=True, slots=True)
 class ClusterTimerStats:
-    """One cluster timer's numbers on this node."""
+    """One cluster timer's numbers on this node.
+
+    :ivar won: points whose claim this node won: run here, or not (an overlap, the timer
+        ended, the scheduler stopping: recorded as skipped in the store's history)
+    :ivar run_elsewhere: points another node won
+    :ivar store_errors: points whose claim failed (``on_unreachable`` decided)
+    :ivar refused_skew: points not claimed: this node's clock was off the store's
+    """
 
     won: int
     run_elsewhere: int
@@ -254,6 +261,8 @@ class Cluster:
         self._early: list[GatedRun] = []  # offered before serve() ran
         self._ended: anyio.Event | None = None  # runs ended since the last report (serving)
         self._stopping = False
+        self._claiming = 0  # claim calls awaiting the store's answer
+        self._claims_idle: anyio.Event | None = None  # set once they are all answered (stop)
         # Runs started here and not ended yet: token -> (timer, instant_ms, perf_counter start)
         self._running: dict[int, tuple[str, int, int]] = {}
         self._next_token = 0
@@ -290,6 +299,7 @@ class Cluster:
             raise RuntimeError(f"{self!r} already serves a scheduler")
         self._scheduler = scheduler
         self._stopping = False
+        self._claims_idle = None
         try:
             async with anyio.create_task_group() as tg:
                 await self._beat()
@@ -367,6 +377,9 @@ class Cluster:
         reported when the service closes)."""
         self._stopping = True
         with anyio.move_on_after(max(grace_s, 0.1)):
+            if self._claiming:  # their answers are awaited: a point won is then recorded
+                self._claims_idle = idle = anyio.Event()
+                await idle.wait()
             await self._flush()
             if self._open:
                 try:
@@ -444,11 +457,15 @@ class Cluster:
         """Claim ``runs`` in one round trip, then start the won ones and skip the others. With
         a lease, the lost ones are claimed once more when the winner's lease has run out (the
         store gives them to this node only if the winner left them unfinished)."""
+        if self._stopping:  # (a backup's or a retake's claim, due after the stop began)
+            self._skip_all(runs, None)
+            return
         if self._refusing:
             self._skip_all(runs, 3)
             return
         claims = [(r.timer.name, r.instant_ms) for r in runs]
         started = time.perf_counter_ns()
+        self._claiming += 1
         try:
             if not self._open:
                 raise StoreError(f"{self._store.url}: not connected")
@@ -472,6 +489,10 @@ class Cluster:
                 else:
                     run.skip()
             return
+        finally:
+            self._claiming -= 1
+            if not self._claiming and self._claims_idle is not None:
+                self._claims_idle.set()
         self._latencies_ns.append(time.perf_counter_ns() - started)
         self._claims += len(claims)
         lost = []
