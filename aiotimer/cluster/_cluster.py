@@ -37,7 +37,9 @@ Ground rules:
   them then (``scheduler.guard``); a name that is not registered fails the start, naming it.
 * Runs older than ``retention_s`` are pruned by every node, about every ``prune_every_s``.
 * The service starts after the scheduler's tick source: runs due before it serves wait for
-  it; runs due while it stops are skipped (nothing runs unclaimed).
+  it; runs due while it stops are skipped (nothing runs unclaimed). Claims in flight when it
+  stops are answered first (within the grace), and a point won then is not run but recorded
+  as skipped: a stop never leaves a "claimed, not finished" record of its own making.
 """
 
 from __future__ import annotations
