@@ -38,8 +38,8 @@ Ground rules:
 * Runs older than ``retention_s`` are pruned by every node, about every ``prune_every_s``.
 * The service starts after the scheduler's tick source: runs due before it serves wait for
   it; runs due while it stops are skipped (nothing runs unclaimed). Claims in flight when it
-  stops are answered first (within the grace), and a point won then is not run but recorded
-  as skipped: a stop never leaves a "claimed, not finished" record of its own making.
+  stops are answered first (within the grace); a point won then is not run: recorded as
+  skipped (with a lease: left unfinished, for another node to take when the lease runs out).
 """
 
 from __future__ import annotations
