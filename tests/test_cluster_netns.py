@@ -43,7 +43,7 @@ pytestmark = [
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 INTERVAL_MS = 100
-POINTS = 80  # 8 s
+POINTS = 72  # 7.2 s
 SQLITE_POINTS = 25  # SQLite's drill has only the kill (at 1 s)
 SETTLE_MS = 500  # from the last node up to the first grid point: each node sees the others
 TIMERS = [f"job-{i}" for i in range(6)]
@@ -153,16 +153,16 @@ async def test_multi_host_drill(kind: str, tmp_path: Path, hosts: list[Host]) ->
             stop_ms = start_ms + points * INTERVAL_MS
             write_stop(stop, stop_ms)
             ev = {
-                "cut h0": start_ms + 1000,
-                "heal h0": start_ms + 2500,  # cut off for 1.5 s: well over node_ttl_s
-                "kill h1": start_ms + 3500,
-                "store away": start_ms + 4500,
-                "store back": start_ms + 5500,
+                "cut h0": start_ms + 700,
+                "heal h0": start_ms + 2000,  # cut off for 1.3 s: well over node_ttl_s
+                "kill h1": start_ms + 3000,
+                "store away": start_ms + 4000,
+                "store back": start_ms + 5000,
                 # Redis only: the store loses its data, as a restarted Redis that keeps nothing
                 # on disk (or a failover to a replica that missed the last writes) does. 25 ms
                 # into a point: after the preferred nodes' claims, before the backups' (backup
                 # delay 50 ms).
-                "data lost": start_ms + 7325,
+                "data lost": start_ms + 6725,
             }
             if kind == "sqlite":  # no network: the kill alone, sooner
                 ev["kill h1"] = start_ms + 1000
@@ -214,7 +214,7 @@ async def test_multi_host_drill(kind: str, tmp_path: Path, hosts: list[Host]) ->
         lost = window(ev["cut h0"], ev["heal h0"] + 1000)
         late = _lateness_after(runs, prefers("h0", nodes), ev["cut h0"] + INTERVAL_MS)
         rows.append(
-            [kind, "h0 cut off 1.5 s", len(lost), late, doubled(ev["cut h0"], ev["heal h0"] + 1000)]
+            [kind, "h0 cut off 1.3 s", len(lost), late, doubled(ev["cut h0"], ev["heal h0"] + 1000)]
         )
     lost_kill = window(ev["kill h1"], ev["kill h1"] + 1000)
     late = _lateness_after(runs, prefers("h1", nodes), ev["kill h1"] + INTERVAL_MS)

@@ -94,7 +94,7 @@ async def test_each_grid_point_runs_on_exactly_one_node_mostly_its_preferred_one
     await sb.start()
     await anyio.sleep(0.3)  # both heartbeated: each sees the other
     t0 = time.time_ns() // 1_000_000
-    await anyio.sleep(1.0)
+    await anyio.sleep(0.6)
     t1 = time.time_ns() // 1_000_000
     await sa.stop()
     await sb.stop()
@@ -514,18 +514,18 @@ async def test_with_a_lease_a_run_left_unfinished_is_run_again_by_another_node(u
         await anyio.sleep(30)
 
     sa = aiotimer.Scheduler(name="a")
-    sa.add_every_ms(500, hang, name=timer, cluster=True)
+    sa.add_every_ms(300, hang, name=timer, cluster=True)
     sa.add_service(a)
     sb = node(b, [], runs)
     sb.add_every_ms(
-        500,
+        300,
         lambda tick: runs["b"].append((timer, round(tick.wall.timestamp() * 1000), 0)),
         name=timer,
         cluster=True,
     )
     await sa.start()
     await sb.start()
-    await anyio.sleep(1.8)
+    await anyio.sleep(1.2)
     await sb.stop()
     await sa.stop(grace_s=0)
     assert started_on_a, "a never won a point"
