@@ -25,6 +25,7 @@ from aiotimer.cluster import (
     ClusterStats,
     NodeInfo,
     Outcome,
+    RunOutcome,
     open_store,
     preferred_node,
 )
@@ -179,6 +180,41 @@ class SkewedStore:
     async def heartbeat(self, node: str, ttl_s: float) -> list[NodeInfo]:
         live = await self._store.heartbeat(node, ttl_s)
         return [NodeInfo(n.node, n.expires_ns + self.skew_ns) for n in live]
+
+
+class SlowFirstFinishStore:
+    """A real store whose first ``finish`` takes ``delay_s`` (a slow round trip)."""
+
+    def __init__(self, store: ClaimStore, delay_s: float) -> None:
+        self._store = store
+        self.delay_s = delay_s
+        self.finishing = anyio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def finish(self, node: str, results: list[RunOutcome]) -> None:
+        if not self.finishing.is_set():
+            self.finishing.set()
+            await anyio.sleep(self.delay_s)
+        await self._store.finish(node, results)
+
+
+async def test_ends_being_recorded_when_the_node_stops_are_recorded_all_the_same(
+    url: str,
+) -> None:
+    store = SlowFirstFinishStore(open_store(url, "default"), delay_s=5)
+    cluster = Cluster(store, node="a", **FAST)  # type: ignore[arg-type]
+    scheduler = aiotimer.Scheduler(name="a")
+    job = scheduler.add_every_ms(INTERVAL_MS, lambda: None, name="job", cluster=True)
+    scheduler.add_service(cluster)
+    await scheduler.start()
+    with anyio.fail_after(5):
+        await store.finishing.wait()  # the first ends are on their way to the store...
+    await scheduler.stop()  # ...when the node stops
+    history = await history_of(url)
+    assert len(history["job"]) == job.runs >= 1
+    assert all(outcome is Outcome.OK for _, outcome, _ in history["job"]), history
 
 
 @pytest.mark.slow

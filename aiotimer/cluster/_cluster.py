@@ -639,6 +639,11 @@ class Cluster:
                 if len(self._finished) > 100 * FINISH_BATCH:  # bounded: the oldest go
                     del self._finished[: len(self._finished) - 100 * FINISH_BATCH]
                 return
+            except BaseException:
+                # Cancelled (the service stops, or stop()'s time ran out): kept for the flush
+                # at close. Recording an end twice is harmless, should this one have landed.
+                self._finished[:0] = batch
+                raise
 
     async def _prunes(self) -> None:
         # Every node prunes, at a random phase, so a cluster prunes about n times per period.
