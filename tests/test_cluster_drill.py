@@ -37,6 +37,9 @@ FAST: dict[str, Any] = {"heartbeat_s": 0.1, "node_ttl_s": 0.5, "backup_delay_s":
 SETTLE_MS = 300
 """From the last node up to the drill's first grid point: every node heartbeated since, so
 each sees the others."""
+STOP_SLACK_MS = 300
+"""The nodes run on this long past the drill's window: a point near its end, claimed late on a
+loaded machine, is not cut by the stop (a point won as a node stops is not run)."""
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Drill:
             first = up_ms + SETTLE_MS
             self.start_ms = -(-first // self.interval_ms) * self.interval_ms  # a grid point
             self.stop_ms = self.start_ms + self.points * self.interval_ms
-        write_stop(self.tmp_path / "stop", self.stop_ms)
+        write_stop(self.tmp_path / "stop", self.stop_ms + STOP_SLACK_MS)
 
     def ms(self, offset_ms: int) -> int:
         """A wall time ``offset_ms`` after the first grid point of the drill."""
@@ -185,13 +188,14 @@ def test_every_grid_point_runs_exactly_once_across_three_node_processes(
     assert set(stats) == set(nodes)
     won = sum(t["won"] for s in stats.values() for t in s["timers"].values())
     # Every point a node won is in the store's history, once, with how it ended: ok where it
-    # ran; skipped or cancelled only for the points claimed as the nodes stopped.
+    # ran; skipped or cancelled only for the points claimed as the nodes stopped (after the
+    # window).
     history = anyio.run(drill.history)
     assert won == len(history)
     outcomes = {(r.timer, r.instant_ms): r.outcome for r in history}
     assert {p for p, o in outcomes.items() if o is Outcome.OK} == set(runs)
     late = {p: o for p, o in outcomes.items() if o is not Outcome.OK}
-    assert all(i >= drill.stop_ms - drill.interval_ms for _, i in late), late
+    assert all(i >= drill.stop_ms for _, i in late), late
     assert set(late.values()) <= {Outcome.SKIPPED, Outcome.CANCELLED}, late
 
 
@@ -330,7 +334,7 @@ def test_two_clusters_on_one_store_each_run_every_point_once(
     blue.start("b0")
     blue.start("b1")
     green.start("g0")
-    green.go()
+    wait_up([green.tmp_path / "g0.jsonl"])  # up before blue's window is set: the same one
     blue.go()
     green.start_ms, green.stop_ms = blue.start_ms, blue.stop_ms  # the same grid points
     green.go()
