@@ -90,6 +90,8 @@ class _Failed:
 
 
 _FAILED: Final = _Failed()
+_PARKED: Final = 1 << 40
+"""Ticks ahead where a timer due during a stop is parked (past any deadline that matters)."""
 _TIMED_OUT: Final = _Failed()  # (a thread run past its timeout: failed, and how)
 
 
@@ -130,6 +132,7 @@ class Dispatcher:
         "gate",
         "inflight",
         "limiter",
+        "stopping",
         "threads",
         "wakeup",
     )
@@ -170,12 +173,14 @@ class Dispatcher:
         self._gated: list[GatedRun] = []  # this batch's runs for the gate
         self._phase = 0  # rotates which runs of a big batch are timed
         self.wakeup = 0  # the tick source's wake-ups with work, counted by the scheduler
+        self.stopping = False  # the scheduler stops: only its own one-shots run (timeouts)
 
     def open(self, task_group: TaskGroup, backend: Backend, start_ns: int) -> None:
         """The scheduler started at ``start_ns``: runs go to ``task_group`` (or plain tasks)."""
         self._task_group = task_group
         self._backend = backend
         self._start_ns = start_ns
+        self.stopping = False
         self._executor = _thread_executor(self._thread_limit) if backend is ASYNCIO else None
         if backend is ASYNCIO:
             import asyncio
@@ -220,6 +225,9 @@ class Dispatcher:
     def fire(self, grid: Grid, tick: int, bucket: list[Timer], uniform: int, now_tick: int) -> None:
         """Run every live timer of ``bucket``, due at ``tick`` of ``grid``; ``uniform`` is the
         interval of a uniform bucket (see ``_queue``), else 0; ``now_tick`` is the tick now."""
+        if self.stopping:
+            self._fire_stopping(grid, tick, bucket)
+            return
         if uniform and now_tick - tick < uniform:
             done = self._fire_uniform(grid, tick, bucket, uniform)
             if done == len(bucket):
@@ -322,6 +330,23 @@ class Dispatcher:
                 untimed = 0
             t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, missed)
             last_timed = timer
+        if stale:
+            grid.queue.settle(stale)
+
+    def _fire_stopping(self, grid: Grid, tick: int, bucket: list[Timer]) -> None:
+        """While the scheduler stops, a due bucket runs only the scheduler's own one-shots (a
+        draining run's timeout); the others start no run and are parked far out (the stop
+        resets every timer's position, and they are armed afresh at the next start)."""
+        stale = 0
+        for timer in bucket:
+            if timer._due_tick != tick:
+                stale += 1
+            elif timer._mode & INTERNAL:
+                grid.hold(timer)
+                timer._state = FINISHED
+                timer._call()
+            else:
+                grid.put(timer, tick + _PARKED)
         if stale:
             grid.queue.settle(stale)
 
@@ -451,7 +476,7 @@ class Dispatcher:
         """The gate's verdict: run it here, now. A cluster run due while the timer's earlier
         run still goes here is an overlap (counted; neither queued nor replayed)."""
         timer = run.timer
-        if timer._state is not ACTIVE:
+        if timer._state is not ACTIVE or self.stopping:  # (a stop starts no run)
             return False
         grid = timer._grid
         if timer._mode & ASYNC and timer._running >= timer.spec.policy.overlap.limit:

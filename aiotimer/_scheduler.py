@@ -709,12 +709,15 @@ class Scheduler(Registrar[Timer]):
                 on_started()
                 await self._stop_requested.wait()
                 self._state = "stopping"
-                self._tick_scope.cancel()
+                # No new runs from here; the tick source goes on only for the scheduler's own
+                # one-shots (the timeouts of runs draining must still fire).
+                self._dispatcher.stopping = True
                 if self._services:
                     async with anyio.create_task_group() as stopping:
                         for service in self._services.values():
                             stopping.start_soon(service.stop, self._grace_ns / NS_PER_S)
                 await self._drain()
+                self._tick_scope.cancel()
                 await self._dispatcher.cancel_runs()
                 tg.cancel_scope.cancel()
         finally:

@@ -409,3 +409,28 @@ async def test_no_warning_noise_from_the_fixes(
     async with s:
         await virtual_clock.advance_ms(50)
     assert caplog.text == ""
+
+
+async def test_a_runs_timeout_still_fires_while_the_scheduler_stops(
+    virtual_clock: VirtualClock,
+) -> None:
+    """stop() drains running callbacks within the grace; a draining run's timeout_s must still
+    fire then (it used to wait the whole grace: the tick source had stopped)."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    new_runs: list[int] = []
+
+    async def hangs() -> None:
+        await virtual_clock.sleep(3600)
+
+    t = s.add_every_ms(100, hangs, timeout_s=0.05)
+    s.add_every_ms(10, lambda: new_runs.append(ms(virtual_clock)))
+    await s.start()
+    await virtual_clock.advance_ms(120)  # the 100 ms run hangs; its timeout is at 150 ms
+    runs_before = len(new_runs)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(s.stop, 5.0)
+        await virtual_clock.advance_ms(40)
+    assert not s.running
+    assert t.timeouts == 1  # it timed out at 150 ms, within the grace
+    assert virtual_clock.now_ns() == 160 * MS  # the stop did not wait out its grace
+    assert len(new_runs) == runs_before  # a stopping scheduler starts no run
