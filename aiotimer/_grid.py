@@ -65,6 +65,8 @@ scheduler's ``wall_check_s``, by default)."""
 REANCHOR_NS: Final = NS_PER_MS
 """A wall-clock step larger than this re-anchors the wall grid (NTP slews stay below it for
 seconds: 500 ppm at most)."""
+STEP_WARN_NS: Final = NS_PER_S
+"""A wall-clock step this large or larger is logged as a warning."""
 MAX_COUNTED: Final = 10_000
 """A calendar timer's missed instants are counted up to this many (a wall-clock jump of a year
 over an every-second expression would take seconds to count)."""
@@ -267,12 +269,23 @@ class WallGrid(Grid):
         super().start(self._offset_ns(), True, wake)
 
     def reanchor(self) -> None:
-        """Follow a wall-clock step (called on every wake-up of the tick source)."""
-        offset_ns = self._offset_ns()
+        """Follow a wall-clock step (called on every wake-up of the tick source while the grid
+        holds timers). Steps of a second or more are logged; smaller ones (NTP's) are followed
+        quietly. A reading the loop was preempted in the middle of is not trusted."""
+        if not len(self.queue):
+            return
+        clock = self._clock
+        before_ns = clock.now_ns()
+        wall_ns = clock.wall_ns()
+        after_ns = clock.now_ns()
+        if after_ns - before_ns > REANCHOR_NS:
+            return  # preempted between the readings: check at the next wake-up
+        offset_ns = (before_ns + after_ns) // 2 - wall_ns
         step_ns = self.origin_ns - offset_ns
         if -REANCHOR_NS <= step_ns <= REANCHOR_NS:
             return
-        logger.warning(
+        log = logger.warning if abs(step_ns) >= STEP_WARN_NS else logger.debug
+        log(
             "the wall clock stepped %s by %.3f s: wall-clock timers re-anchored",
             "forward" if step_ns > 0 else "back",
             abs(step_ns) / NS_PER_S,

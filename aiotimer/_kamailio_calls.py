@@ -175,7 +175,6 @@ class TimerLnCall:
             return 0  # deleted (paused: the core ignores it) or re-added in the handler
         if result == 0 and type(result) is int:  # a one-shot expired: paused for re-use
             timer.pause()
-            timer.restart_histograms()  # (its next arming's runs start them afresh)
             return None
         if result == PERIODIC or result == -1:
             return None

@@ -463,6 +463,7 @@ def timer_add(tl: TimerLn, delta: int, *, name: str | None = None) -> int:
         and core.spec.name == name
         and core.scheduler is scheduler
     ):
+        core.restart_histograms()  # per arming: 100,000 timer_ln hold no slot while idle
         core.reschedule(ticks)  # paused by timer_del or its expiry, or in its own handler
         if core.state is TimerState.PAUSED:
             core.resume()
