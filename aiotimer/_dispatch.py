@@ -3,10 +3,11 @@
 Ground rules:
 
 * Sync callbacks run inline on the loop, one after the other, in the order their bucket holds
-  them; coroutine callbacks run as tasks (plain tasks of the loop on asyncio, tracked and
-  cancelled at stop; tasks of the scheduler's task group on trio); sync callbacks marked
-  ``thread=True`` run in a worker thread of the scheduler's own bounded executor (never the
-  loop's default executor; anyio's limiter on trio).
+  them. Coroutine callbacks run eagerly on asyncio (``_eager``: stepped in the dispatch, a
+  plain task of the loop only if they suspend, tracked and cancelled at stop); with a timeout,
+  ``eager=False`` or on trio they are tasks from the start (of the scheduler's task group on
+  trio). Sync callbacks marked ``thread=True`` run in a worker thread of the scheduler's own
+  bounded executor (never the loop's default executor; anyio's limiter on trio).
 * A periodic timer is re-queued on its grid (by the grid: :meth:`Grid.advance`) *before* its
   callback runs, so the callback may cancel, pause or reschedule its own timer (or any other
   timer of the same batch) safely: every change goes through the scheduler and the grid, and an
