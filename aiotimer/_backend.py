@@ -11,8 +11,7 @@ runs.
 * starting a run's task: a plain task on asyncio (anyio's ``start_soon`` costs ~8x more), a task
   of the scheduler's task group on trio, which forbids unstructured tasks;
 * "yield to the loop once" without anyio's per-call backend lookup;
-* waiting for an fd to become readable (the timerfd), and telling whether a loop is idle (the
-  virtual clock);
+* telling whether a loop is idle (the virtual clock);
 * a token naming the running loop, so a call from another loop is refused, not hung.
 """
 
@@ -60,10 +59,6 @@ class Backend:
         (the dispatcher cancels what is left there at stop)."""
         raise NotImplementedError
 
-    async def wait_readable(self, fd: int) -> None:
-        """Wait until ``fd`` is readable."""
-        raise NotImplementedError
-
     async def wait_idle(self) -> None:
         """Return once no other task of the running loop can make progress."""
         raise NotImplementedError
@@ -97,20 +92,6 @@ class AsyncioBackend(Backend):
         task = asyncio.get_running_loop().create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-
-    async def wait_readable(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-
-        def on_readable() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_reader(fd, on_readable)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(fd)
 
     async def wait_idle(self) -> None:
         loop = asyncio.get_running_loop()
@@ -160,11 +141,6 @@ class TrioBackend(Backend):
         self, coro: Coroutine[Any, Any, None], task_group: TaskGroup, tasks: set[Any]
     ) -> None:
         task_group.start_soon(lambda: coro)
-
-    async def wait_readable(self, fd: int) -> None:
-        import trio
-
-        await trio.lowlevel.wait_readable(fd)
 
     async def wait_idle(self) -> None:
         import trio.testing

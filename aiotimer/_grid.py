@@ -299,12 +299,10 @@ class WallGrid(Grid):
     def next_deadline_ns(self) -> int | None:
         """The next deadline, after re-checking the wall clock; while timers are queued, at
         most ``check_ns`` away, so a wall-clock step is seen that soon (1 s by default)."""
+        self.reanchor()  # (nothing to do while the grid is empty)
         deadline_ns = super().next_deadline_ns()
         if deadline_ns is None:
             return None
-        self.reanchor()
-        deadline_ns = super().next_deadline_ns()
-        assert deadline_ns is not None
         return min(deadline_ns, self._clock.now_ns() + self._check_ns)
 
     def wall_of(self, timer: Timer, tick: int) -> datetime | None:
