@@ -44,7 +44,7 @@ import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
 
-from ._backend import Backend, current_backend
+from ._backend import current_backend
 from ._clock import NS_PER_MS, NS_PER_S, Clock, MonotonicClock
 from ._dispatch import INTERNAL_SPEC, Dispatcher, current_timer
 from ._gate import RunGate
@@ -115,7 +115,6 @@ class Scheduler(Registrar[Timer]):
     """
 
     __slots__ = (
-        "_backend",
         "_bases",
         "_by_callback",
         "_clock",
@@ -236,7 +235,6 @@ class Scheduler(Registrar[Timer]):
             run_finished=self._run_finished,
         )
         self._tick_source = TickSource(self._clock, self._grids, self._on_due)
-        self._backend: Backend | None = None  # chosen at start
         self._loop_token: object = None  # the loop it runs on
         self._state: _State = "stopped"
         self._start_ns = 0
@@ -728,7 +726,7 @@ class Scheduler(Registrar[Timer]):
             await self._tick_source.run()
 
     def _begin(self, task_group: anyio.abc.TaskGroup) -> None:
-        backend = self._backend = current_backend()
+        backend = current_backend()  # chosen once, here: the dispatcher keeps it
         self._loop_token = backend.loop_token()
         if self._use_timerfd:
             self._timerfd = TimerFd()
