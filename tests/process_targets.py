@@ -109,12 +109,13 @@ def _worker_socket() -> Any:
 
 
 async def flood(obj: Any) -> None:
-    """``("flood-sync", n)``: ``send_to_parent`` 1 KB messages until refused (at most ``n``);
+    """``("flood-sync", n[, marker])``: ``send_to_parent`` 1 KB messages until refused (at
+    most ``n``), then create the file ``marker`` (the parent may hold its loop until then);
     ``("flood-async", n)``: ``await asend_to_parent`` ``n`` of them. Then report how many were
     sent, what stopped them, and the most bytes seen waiting for the pipe."""
     if not (isinstance(obj, tuple) and obj[0] in ("flood-sync", "flood-async")):
         return
-    kind, n = obj
+    kind, n, *marker = obj
     from aiotimer.process import _context
 
     channel: Any = getattr(_context._link("flood"), "channel", None)  # None: inline
@@ -130,6 +131,8 @@ async def flood(obj: Any) -> None:
             break
         sent += 1
         most = max(most, channel.buffered if channel is not None else 0)
+    if marker:
+        os.close(os.open(marker[0], os.O_CREAT | os.O_WRONLY))  # a few µs: no thread needed
     await asend_to_parent(("done", kind, sent, refused, most))
 
 

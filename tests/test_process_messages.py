@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -97,15 +98,26 @@ async def test_an_over_limit_message_is_refused_at_once_and_nothing_is_written(
 
 
 class Count:
-    """Counts the flood's messages as they arrive (``Inbox`` would keep them all)."""
+    """Counts the flood's messages as they arrive (``Inbox`` would keep them all).
 
-    def __init__(self) -> None:
+    :param hold_until: at the first message, block the parent's loop (so it reads nothing
+        more) until this file exists: a reader that can keep up with the sender would
+        otherwise never let its buffer fill
+    """
+
+    def __init__(self, hold_until: Path | None = None) -> None:
         self.received: list[int] = []
         self.done: anyio.Event = anyio.Event()
         self.report: tuple[Any, ...] = ()
+        self.hold_until = hold_until
 
     def __call__(self, info: WorkerInfo, obj: Any) -> None:
         if obj[0] == "m":
+            if self.hold_until is not None:
+                deadline = time.monotonic() + 20
+                while not self.hold_until.exists() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                self.hold_until = None
             self.received.append(obj[1])
         elif obj[0] == "done":
             self.report = obj
@@ -128,14 +140,18 @@ async def test_asend_to_parent_waits_for_the_pipe_so_the_buffer_stays_bounded(n:
     assert most <= _channel.HIGH_WATER + 2048  # the high-water mark and one message
 
 
-async def test_send_to_parent_refuses_when_the_buffer_is_full_and_loses_nothing_accepted() -> None:
-    count = Count()
+async def test_send_to_parent_refuses_when_the_buffer_is_full_and_loses_nothing_accepted(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "refused"
+    count = Count(hold_until=marker)
     proc = TimerProcess("flood", **FAST)
     proc.on_parent_message(pt.flood)
     proc.on_message(count)
     async with running(proc):
-        # the handler sends without yielding: the loop cannot flush, the buffer fills
-        await proc.workers[0].send(("flood-sync", 100_000))
+        # the handler sends without yielding, so the child's loop cannot flush; the parent
+        # stops reading at the first message, so the socket fills too: the buffer must fill
+        await proc.workers[0].send(("flood-sync", 100_000, str(marker)))
         with anyio.fail_after(30):
             await count.done.wait()
     _, _, sent, refused, most = count.report
