@@ -12,11 +12,15 @@ Ground rules:
   numbers of the status route (DESIGN §5) and a scheduler that is never scraped pays nothing.
 * **A scrape never stalls the loop** when it goes through :func:`generate` (what
   ``aiotimer.aiohttp.add_metrics_route`` does): on the loop it only takes the scheduler's
-  summary and a tuple of its timers (~1 ms for 100,000); reading each timer's counters and
-  histograms, grouping, summing and the text format are done in a worker thread, so timers
-  keep their schedule however many there are. A plain
-  ``prometheus_client.generate_latest(registry)`` on the loop's thread still works but copies
-  everything in one go (fine for hundreds of timers, a stall for 100,000).
+  summary and a tuple of its timers (~1 ms for 100,000); grouping the timers, summing their
+  counters and histograms (C-level passes: ~50 ms of CPU for 100,000) and the text are done in
+  a worker thread, which sleeps a moment every millisecond of work so the loop never waits
+  long for the GIL. The exposition is written from flat strings and ``array`` numbers, the
+  very text prometheus_client's encoders would write: no ``Sample`` object, because thousands
+  of those outliving young collections set off the garbage collector's full collections
+  (30-50 ms pauses at 100,000 timers) every dozen scrapes. A plain
+  ``prometheus_client.generate_latest(registry)`` on the loop's thread still works but does all
+  of it in one go (fine for hundreds of timers, a stall for 100,000).
 * **Cardinality is bounded by design** (Prometheus' instrumentation guidelines): a timer given
   a ``name`` has series of its own (``timer="<its name>"``); timers without one (named after
   their callback: ``module.func``, ``module.func#2``...) are summed under their callback's
@@ -86,8 +90,9 @@ import contextvars
 import logging
 import re
 import sys
+import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 from weakref import WeakKeyDictionary
@@ -96,17 +101,13 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from ._scheduler import Scheduler
 from ._stats import BUCKET_UPPER_NS, N_BUCKETS, SchedulerStats, TimerStats
-from ._timer import EXPORTED, Timer, TimerState
+from ._timer import EXPORTED, Timer, TimerState, sum_exported
 
 if TYPE_CHECKING:
     from .cluster import ClusterStats
@@ -132,6 +133,9 @@ _COUNTERS: Final = (
 )
 _LE: Final = (*(repr(upper / 1e9) for upper in BUCKET_UPPER_NS[:-1]), "+Inf")
 """The ``le`` of each bucket: its exclusive upper bound in seconds (the last is infinity)."""
+_LATENESS: Final = (7, 7 + 2 * N_BUCKETS)
+"""Where the lateness histogram is in :func:`sum_exported`'s numbers: counts, sum."""
+_DURATION: Final = (7 + N_BUCKETS, 8 + 2 * N_BUCKETS)
 _ANONYMOUS_SUFFIX: Final = re.compile(r"#\d+$")
 _DONE: Final = (TimerState.CANCELLED, TimerState.FINISHED)
 
@@ -212,44 +216,32 @@ async def generate(
         body = await anyio.to_thread.run_sync(encoder, registry, limiter=limiter)
         return body, content_type
     snapshots = [entry.snapshot() for entry in tuple(collector.entries.values())]
-    # to_thread runs the encoder in a copy of this context: the collector finds them there.
-    token = _prepared.set((collector, snapshots))
-    try:
-        body = await anyio.to_thread.run_sync(encoder, registry, limiter=limiter)
-    finally:
-        _prepared.reset(token)
-    return body, content_type
+    openmetrics = content_type.startswith("application/openmetrics-text")
+
+    def render() -> bytes:
+        ours = _Families.of(snapshots, in_thread=True).render(openmetrics)
+        # the registry's other collectors through prometheus_client's encoder (this one
+        # yields nothing there: it is rendered apart, see _SchedulerCollector.collect)
+        token = _apart.set(collector)
+        try:
+            others = encoder(registry)
+        finally:
+            _apart.reset(token)
+        if openmetrics:  # ours go before the closing "# EOF"
+            return others[: -len(_EOF)] + ours + _EOF
+        return others + ours
+
+    return await anyio.to_thread.run_sync(render, limiter=limiter), content_type
+
+
+_EOF: Final = b"# EOF\n"
+_apart: contextvars.ContextVar[_SchedulerCollector | None] = contextvars.ContextVar(
+    "aiotimer_prometheus_apart", default=None
+)
+"""The collector whose families :func:`generate` renders itself, in this rendering thread."""
 
 
 # -- snapshots (on the loop) -----------------------------------------------------------------
-
-_FIELDS: Final = EXPORTED
-"""Numbers copied per timer (see :meth:`Timer.export_numbers`)."""
-
-
-@final
-class _Copy:
-    """The timers of one scheduler, copied into flat, untracked containers.
-
-    A copy of 100,000 timers as objects (a tuple and a few dataclasses each) would be half a
-    million objects the garbage collector tracks: once they outlive a young collection they
-    trigger full collections, 50-100 ms pauses of the whole process (measured by the
-    ``scrape`` benchmark). Strings and ``array`` items are not tracked, so the copy is a list
-    of names, one byte per timer and one ``array`` of numbers; the objects read on the way are
-    freed at once.
-    """
-
-    __slots__ = ("anonymous", "names", "numbers")
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.anonymous = bytearray()
-        self.numbers = array("Q")
-
-    def add(self, timer: Timer) -> None:
-        self.names.append(timer.name)
-        self.anonymous.append(timer.spec.name is None)
-        timer.export_numbers(self.numbers)
 
 
 @final
@@ -261,16 +253,6 @@ class _Snapshot:
     summary: SchedulerStats  # stats(timers=False): the scheduler's numbers and its services'
     leaders: tuple[tuple[str, bool], ...]
     live: tuple[Timer, ...]  # the registry as it was, read in the rendering thread
-
-    @property
-    def timers(self) -> _Copy:
-        """The timers' numbers, copied (in the rendering thread: see :meth:`_Entry.snapshot`)."""
-        copy = _Copy()
-        add = copy.add
-        for timer in self.live:
-            if timer.state not in _DONE:  # cancelled since the copy of the list: gone
-                add(timer)
-        return copy
 
 
 @final
@@ -301,11 +283,6 @@ class _Entry:
         more here or there is as good as one a moment later)."""
         summary, leaders, timers = self._head()
         return _Snapshot(self, summary, leaders, timers)
-
-
-_prepared: contextvars.ContextVar[tuple[_SchedulerCollector, list[_Snapshot]] | None] = (
-    contextvars.ContextVar("aiotimer_prometheus_prepared", default=None)
-)
 
 
 # -- the collector (in the rendering thread) ---------------------------------------------------
@@ -341,67 +318,50 @@ class _SchedulerCollector:
 
     def describe(self) -> list[Metric]:
         """The families, without samples: lets the registry refuse duplicate names."""
-        return _Families().all()
+        return [family.metric() for family in _Families().all()]
 
     def collect(self) -> Iterator[Metric]:
-        prepared = _prepared.get()
-        if prepared is not None and prepared[0] is self:
-            snapshots = prepared[1]
-        else:
-            snapshots = [entry.snapshot() for entry in tuple(self.entries.values())]
-        families = _Families()
-        for snapshot in snapshots:
-            families.add(snapshot)
-        yield from families.all()
+        """The families as prometheus_client objects (``generate_latest(registry)`` on the
+        loop's thread); nothing when :func:`generate` renders them itself."""
+        if _apart.get() is self:
+            return
+        snapshots = [entry.snapshot() for entry in tuple(self.entries.values())]
+        for family in _Families.of(snapshots, in_thread=False).all():
+            yield family.metric()
 
 
 _collectors: WeakKeyDictionary[CollectorRegistry, _SchedulerCollector] = WeakKeyDictionary()
 
 
-@final
-class _Series:
-    """The sums of the timers behind one label set."""
+_Labels = tuple[str, ...]
+"""Label names and values, flat: ``("scheduler", "svc", "timer", "t")``. Flat tuples of strings
+are untracked by the garbage collector at their first collection (a nested one can take
+several and be promoted meanwhile: see :class:`_Family`)."""
 
-    __slots__ = ("counters", "duration", "duration_sum", "lateness", "lateness_sum", "running")
 
-    def __init__(self) -> None:
-        self.counters = [0] * len(_COUNTERS)
-        self.running = 0
-        self.lateness = [0] * N_BUCKETS
-        self.duration = [0] * N_BUCKETS
-        self.lateness_sum = 0
-        self.duration_sum = 0
-
-    def add_copied(self, numbers: array[int], at: int) -> None:
-        """Add the timer copied at ``numbers[at : at + _FIELDS]`` (see :class:`_Copy`)."""
-        counters, lateness, duration = self.counters, self.lateness, self.duration
-        for k in range(6):
-            counters[k] += numbers[at + k]
-        self.running += numbers[at + 6]
-        at += 7
-        for b in range(N_BUCKETS):
-            lateness[b] += numbers[at + b]
-            duration[b] += numbers[at + N_BUCKETS + b]
-        at += 2 * N_BUCKETS
-        self.lateness_sum += numbers[at]
-        self.duration_sum += numbers[at + 1]
-
-    def add_stats(self, stats: TimerStats) -> None:
-        """Add a worker's timer (counters only: its histograms stay in the worker)."""
-        counters = self.counters
-        counters[0] += stats.runs
-        counters[1] += stats.missed
-        counters[2] += stats.overlaps
-        counters[3] += stats.errors
-        counters[4] += stats.timeouts
-        counters[5] += stats.loop_blocks
-        self.running += stats.running
+def _worker_numbers(stats: Iterable[TimerStats]) -> array[int]:
+    """The :data:`~aiotimer._timer.EXPORTED` numbers of a worker's timers, as
+    :func:`~aiotimer._timer.sum_exported` gives them for the scheduler's own: counters only
+    (a worker's histograms stay in the worker)."""
+    numbers = array("Q", bytes(8 * EXPORTED))
+    for one in stats:
+        numbers[0] += one.runs
+        numbers[1] += one.missed
+        numbers[2] += one.overlaps
+        numbers[3] += one.errors
+        numbers[4] += one.timeouts
+        numbers[5] += one.loop_blocks
+        numbers[6] += one.running
+    return numbers
 
 
 def series_name(name: str, anonymous: bool) -> str:
     """The ``timer`` label of a timer: its name if it was given one, else its callback's name
     (``module.func#3`` -> ``module.func``)."""
-    return _ANONYMOUS_SUFFIX.sub("", name) if anonymous else name
+    if not anonymous:
+        return name
+    head, hash_sign, number = name.rpartition("#")  # a str method: 100,000 names a scrape
+    return head if hash_sign and number.isdigit() else name
 
 
 @final
@@ -415,63 +375,158 @@ class _Budget:
         self.used: set[tuple[str, str]] = set()
         self.overflow = 0  # timers summed under OTHER
 
-    def label(self, worker: str, timer: str) -> str:
+    def label(self, worker: str, timer: str, timers: int = 1) -> str:
+        """The label of ``timers`` timers of series ``timer`` (of ``worker``)."""
         key = (worker, timer)
         if key in self.used:
             return timer
         if len(self.used) < self.cap:
             self.used.add(key)
             return timer
-        self.overflow += 1
+        self.overflow += timers
         return OTHER
+
+
+@final
+class _Family:
+    """One metric family of a scrape: its samples as plain tuples of strings and floats.
+
+    :meth:`render` writes the exposition text itself, as prometheus_client's encoders do
+    (labels sorted, values as Go prints them), so a scrape of 100,000 timers builds no
+    ``Sample`` object: those are tracked by the garbage collector, thousands of them per
+    scrape outlive young collections while the scrape renders, and back-to-back scrapes then
+    set off a full collection every few scrapes (tens of ms in which no timer runs).
+    :meth:`metric` gives the same family to prometheus_client (``generate_latest``).
+    """
+
+    __slots__ = ("doc", "kind", "labels", "name", "samples", "values")
+
+    def __init__(self, name: str, kind: str, doc: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.doc = doc
+        # the samples, in three flat lists (not a list of tuples: see _Labels)
+        self.samples: list[str] = []
+        self.labels: list[_Labels] = []
+        self.values: list[float] = []
+
+    def add(self, sample: str, labels: _Labels, value: float) -> None:
+        self.samples.append(sample)
+        self.labels.append(labels)
+        self.values.append(value)
+
+    def metric(self) -> Metric:
+        metric = Metric(self.name, self.doc, self.kind)
+        for sample, labels, value in zip(self.samples, self.labels, self.values, strict=True):
+            metric.add_sample(sample, dict(zip(labels[::2], labels[1::2], strict=True)), value)
+        return metric
+
+    def render(self, out: list[str], openmetrics: bool, pace: _Pacer) -> None:
+        """Append the family's exposition lines (OpenMetrics 1.0 or the text format 0.0.4)."""
+        name, doc = self.name, self.doc.replace("\\", r"\\").replace("\n", r"\n")
+        if openmetrics:
+            doc = doc.replace('"', r"\"")
+        elif self.kind == "counter":
+            name += "_total"
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {self.kind}\n")
+        texts: dict[_Labels, str] = {}
+        for i, (sample, labels, value) in enumerate(
+            zip(self.samples, self.labels, self.values, strict=True)
+        ):
+            if not i % _SAMPLES_CHUNK:
+                pace()
+            text = texts.get(labels)
+            if text is None:
+                text = texts[labels] = _label_text(labels)
+            out.append(f"{sample}{text} {_go_float(value)}\n")
+
+
+def _escape(value: str) -> str:
+    """A label value (and an OpenMetrics HELP text) with ``\\``, newline and ``"`` escaped."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _label_text(labels: _Labels) -> str:
+    """``{k="v",...}`` with the keys sorted and the values escaped (both formats' rules)."""
+    if not labels:
+        return ""
+    pairs = sorted(zip(labels[::2], labels[1::2], strict=True))
+    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in pairs) + "}"
+
+
+def _go_float(value: float) -> str:
+    """A sample value as Go prints it (prometheus_client's own conversion)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
 
 
 class _Families:
     """One scrape's metric families, filled scheduler by scheduler."""
 
-    def __init__(self) -> None:
-        self.counters = [CounterMetricFamily(name, doc) for _, name, doc in _COUNTERS]
-        self.in_flight = GaugeMetricFamily(
-            "aiotimer_runs_in_flight", "Asynchronous runs (coroutines, threads) going on now."
+    def __init__(self, pace: _Pacer | None = None) -> None:
+        self.pace = _Pacer(False) if pace is None else pace
+        self.counters = [_Family(name, "counter", doc) for _, name, doc in _COUNTERS]
+        self.in_flight = _Family(
+            "aiotimer_runs_in_flight",
+            "gauge",
+            "Asynchronous runs (coroutines, threads) going on now.",
         )
-        self.lateness = HistogramMetricFamily(
+        self.lateness = _Family(
             "aiotimer_lateness_seconds",
+            "histogram",
             "How late runs started after their grid point (timed runs).",
-            labels=("scheduler", "timer"),
         )
-        self.duration = HistogramMetricFamily(
-            "aiotimer_duration_seconds",
-            "How long runs took (timed runs).",
-            labels=("scheduler", "timer"),
+        self.duration = _Family(
+            "aiotimer_duration_seconds", "histogram", "How long runs took (timed runs)."
         )
-        self.timers = GaugeMetricFamily("aiotimer_timers", "Live timers of the scheduler.")
-        self.running = GaugeMetricFamily(
-            "aiotimer_scheduler_running", "1 while the scheduler runs, else 0."
+        self.timers = _Family("aiotimer_timers", "gauge", "Live timers of the scheduler.")
+        self.running = _Family(
+            "aiotimer_scheduler_running", "gauge", "1 while the scheduler runs, else 0."
         )
-        self.leader = GaugeMetricFamily(
-            "aiotimer_leader", "1 while this process leads (per leader service), else 0."
+        self.leader = _Family(
+            "aiotimer_leader",
+            "gauge",
+            "1 while this process leads (per leader service), else 0.",
         )
-        self.restarts = CounterMetricFamily(
-            "aiotimer_worker_restarts", "Restarts of a worker process."
+        self.restarts = _Family(
+            "aiotimer_worker_restarts", "counter", "Restarts of a worker process."
         )
-        self.cluster_points = CounterMetricFamily(
+        self.cluster_points = _Family(
             "aiotimer_cluster_points",
+            "counter",
             "A cluster timer's grid points on this node, by result (won: run here).",
         )
-        self.cluster_live = GaugeMetricFamily(
-            "aiotimer_cluster_live_nodes", "Live nodes of the cluster, as this node sees them."
+        self.cluster_live = _Family(
+            "aiotimer_cluster_live_nodes",
+            "gauge",
+            "Live nodes of the cluster, as this node sees them.",
         )
-        self.cluster_refusing = GaugeMetricFamily(
-            "aiotimer_cluster_refusing", "1 while this node's clock is too far off the store's."
+        self.cluster_refusing = _Family(
+            "aiotimer_cluster_refusing",
+            "gauge",
+            "1 while this node's clock is too far off the store's.",
         )
-        self.cluster_claim = GaugeMetricFamily(
-            "aiotimer_cluster_claim_seconds", "Claim round-trip latency over the newest claims."
+        self.cluster_claim = _Family(
+            "aiotimer_cluster_claim_seconds",
+            "gauge",
+            "Claim round-trip latency over the newest claims.",
         )
-        self.cluster_errors = CounterMetricFamily(
-            "aiotimer_cluster_store_errors", "Claim calls that failed (store unreachable...)."
+        self.cluster_errors = _Family(
+            "aiotimer_cluster_store_errors",
+            "counter",
+            "Claim calls that failed (store unreachable...).",
         )
 
-    def all(self) -> list[Metric]:
+    @classmethod
+    def of(cls, snapshots: Sequence[_Snapshot], *, in_thread: bool) -> _Families:
+        """The families of these schedulers' snapshots (``in_thread``: in a rendering thread,
+        which lets the loop in every millisecond; else on the loop's own thread)."""
+        families = cls(_Pacer(in_thread))
+        for snapshot in snapshots:
+            families.add(snapshot)
+        return families
+
+    def all(self) -> list[_Family]:
         families = [
             *self.counters,
             self.in_flight,
@@ -492,36 +547,31 @@ class _Families:
             ]
         return families
 
+    def render(self, openmetrics: bool) -> bytes:
+        out: list[str] = []
+        for family in self.all():
+            family.render(out, openmetrics, self.pace)
+        return "".join(out).encode()
+
     def add(self, snapshot: _Snapshot) -> None:
         summary = snapshot.summary
         name = summary.scheduler
-        sched = {"scheduler": name}
-        self.running.add_sample(
+        sched = ("scheduler", name)
+        self.running.add(
             "aiotimer_scheduler_running", sched, 1.0 if summary.state == "running" else 0.0
         )
-        self.timers.add_sample("aiotimer_timers", sched, float(summary.timer_count))
+        self.timers.add("aiotimer_timers", sched, float(summary.timer_count))
         for service, is_leader in snapshot.leaders:
-            self.leader.add_sample(
-                "aiotimer_leader", {**sched, "service": service}, float(is_leader)
-            )
+            self.leader.add("aiotimer_leader", (*sched, "service", service), float(is_leader))
         budget = _Budget(snapshot.entry.max_timer_series)
-        series: dict[str, _Series] = {}
-        copy = snapshot.timers
-        numbers = copy.numbers
-        for i, (timer, anonymous) in enumerate(zip(copy.names, copy.anonymous, strict=True)):
-            label = budget.label("", series_name(timer, bool(anonymous)))
-            one = series.get(label)
-            if one is None:
-                one = series[label] = _Series()
-            one.add_copied(numbers, i * _FIELDS)
-        for label, one in series.items():
-            self._add_counters({**sched, "timer": label}, one)
-            self.lateness.add_metric(
-                (name, label), _cumulative(one.lateness), one.lateness_sum / 1e9
-            )
-            self.duration.add_metric(
-                (name, label), _cumulative(one.duration), one.duration_sum / 1e9
-            )
+        pace = self.pace
+        for label, timers in _grouped(snapshot.live, budget, pace).items():
+            pace()
+            labels = (*sched, "timer", label)
+            numbers = _summed(timers, pace)  # an array: nothing per series for the collector
+            self._add_counters(labels, numbers)
+            self._add_histogram(self.lateness, labels, numbers, _LATENESS)
+            self._add_histogram(self.duration, labels, numbers, _DURATION)
         cluster = sys.modules.get("aiotimer.cluster")  # imported if a Cluster is attached
         if cluster is not None:
             for service_stats in summary.services.values():
@@ -544,10 +594,8 @@ class _Families:
                 OTHER,
             )
 
-    def _add_cluster(
-        self, sched: dict[str, str], service_stats: ClusterStats, budget: _Budget
-    ) -> None:
-        labels = {**sched, "cluster": service_stats.cluster}
+    def _add_cluster(self, sched: _Labels, service_stats: ClusterStats, budget: _Budget) -> None:
+        labels = (*sched, "cluster", service_stats.cluster)
         points: dict[tuple[str, str], int] = {}
         for timer, t in service_stats.timers.items():
             label = budget.label("", timer)  # the timer's own series label (or OTHER)
@@ -559,15 +607,15 @@ class _Families:
             ):
                 points[label, result] = points.get((label, result), 0) + count
         for (label, result), count in points.items():
-            self.cluster_points.add_sample(
+            self.cluster_points.add(
                 "aiotimer_cluster_points_total",
-                {**labels, "timer": label, "result": result},
+                (*labels, "timer", label, "result", result),
                 float(count),
             )
-        self.cluster_live.add_sample(
+        self.cluster_live.add(
             "aiotimer_cluster_live_nodes", labels, float(len(service_stats.live_nodes))
         )
-        self.cluster_refusing.add_sample(
+        self.cluster_refusing.add(
             "aiotimer_cluster_refusing", labels, float(service_stats.refusing)
         )
         for quantile, seconds in (
@@ -576,46 +624,116 @@ class _Families:
             ("1", service_stats.claim_latency_max_s),
         ):
             if seconds is not None:
-                self.cluster_claim.add_sample(
-                    "aiotimer_cluster_claim_seconds", {**labels, "quantile": quantile}, seconds
+                self.cluster_claim.add(
+                    "aiotimer_cluster_claim_seconds", (*labels, "quantile", quantile), seconds
                 )
-        self.cluster_errors.add_sample(
+        self.cluster_errors.add(
             "aiotimer_cluster_store_errors_total", labels, float(service_stats.store_errors)
         )
 
-    def _add_workers(
-        self, sched: dict[str, str], processes: ProcessesStats, budget: _Budget
-    ) -> None:
+    def _add_workers(self, sched: _Labels, processes: ProcessesStats, budget: _Budget) -> None:
         for workers in processes.workers.values():
             for worker in workers:
                 who = f"{worker.name}[{worker.index}]"
-                labels = {**sched, "worker": who}
-                self.restarts.add_sample(
-                    "aiotimer_worker_restarts_total", labels, float(worker.restarts)
-                )
+                labels = (*sched, "worker", who)
+                self.restarts.add("aiotimer_worker_restarts_total", labels, float(worker.restarts))
                 if worker.stats is None:
                     continue
-                series: dict[str, _Series] = {}
+                series: dict[str, list[TimerStats]] = {}
                 for timer, stats in worker.stats.timers.items():
-                    label = budget.label(who, timer)
-                    one = series.get(label)
-                    if one is None:
-                        one = series[label] = _Series()
-                    one.add_stats(stats)
-                for label, one in series.items():
-                    self._add_counters({**labels, "timer": label}, one)
+                    series.setdefault(budget.label(who, timer), []).append(stats)
+                for label, of_label in series.items():
+                    self._add_counters((*labels, "timer", label), _worker_numbers(of_label))
 
-    def _add_counters(self, labels: dict[str, str], one: _Series) -> None:
-        for family, value in zip(self.counters, one.counters, strict=True):
-            family.add_sample(family.name + "_total", labels, float(value))
-        self.in_flight.add_sample("aiotimer_runs_in_flight", labels, float(one.running))
+    def _add_counters(self, labels: _Labels, numbers: array[int]) -> None:
+        """The counters and the in-flight gauge of one series (its :func:`sum_exported`)."""
+        for k, family in enumerate(self.counters):
+            family.add(family.name + "_total", labels, float(numbers[k]))
+        self.in_flight.add("aiotimer_runs_in_flight", labels, float(numbers[6]))
+
+    @staticmethod
+    def _add_histogram(
+        family: _Family, labels: _Labels, numbers: array[int], which: tuple[int, int]
+    ) -> None:
+        """The ``_bucket`` (cumulative), ``_count`` and ``_sum`` samples of one histogram of a
+        series: its counts at ``numbers[which[0]:]``, its sum (ns) at ``numbers[which[1]]``."""
+        total = 0
+        bucket = family.name + "_bucket"
+        first = which[0]
+        for b, le in enumerate(_LE):
+            total += numbers[first + b]
+            family.add(bucket, (*labels, "le", le), float(total))
+        family.add(family.name + "_count", labels, float(total))
+        family.add(family.name + "_sum", labels, numbers[which[1]] / 1e9)
 
 
-def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
-    """``(le, count of values in this bucket or below)`` from per-bucket counts."""
-    total = 0
-    buckets = []
-    for le, count in zip(_LE, counts, strict=True):
-        total += count
-        buckets.append((le, float(total)))
-    return buckets
+def _grouped(live: Sequence[Timer], budget: _Budget, pace: _Pacer) -> dict[str, list[Timer]]:
+    """The live timers by ``timer`` label: their series, in registration order, up to the
+    budget's cap; the timers of the series past it under :data:`OTHER`.
+
+    One pass of ~0.3 µs a timer, with one list per label (not per series: 100,000 named
+    timers past the cap make one list, not 100,000 for the garbage collector to promote).
+    """
+    groups: dict[str, list[Timer]] = {}
+    group_of: dict[str, list[Timer]] = {}  # series name -> the list of its label
+    for i, timer in enumerate(live):
+        if not i % _CHUNK:
+            pace()
+        if timer.state in _DONE:  # cancelled since the snapshot: gone
+            continue
+        name = timer.name
+        if timer.spec.name is None:  # anonymous: summed under its callback's name
+            name = series_name(name, True)
+        group = group_of.get(name)
+        if group is None:
+            label = budget.label("", name, 0)
+            group = groups.get(label)
+            if group is None:
+                group = groups[label] = []
+            group_of[name] = group
+        group.append(timer)
+    budget.overflow += len(groups.get(OTHER, ()))
+    return groups
+
+
+_CHUNK: Final = 4096
+"""Timers grouped or summed between two looks at the :class:`_Pacer` (~1 ms of work)."""
+_SAMPLES_CHUNK: Final = 512
+_SLICE_S: Final = 0.001
+_PAUSE_S: Final = 0.0001
+
+
+@final
+class _Pacer:
+    """Lets the event loop's thread in, about every millisecond of a render's work.
+
+    A thread holding the GIL keeps it until ``sys.getswitchinterval()`` (5 ms) after another
+    thread asked for it, and the loop asks after each of its system calls: a render that never
+    let go would make a timer several of those 5 ms late. Every ~1 ms of work the rendering
+    thread sleeps a moment (``time.sleep(0)`` releases the GIL too, but the releasing thread
+    usually takes it back before the waiting one wakes up), so the loop waits ~1 ms at most.
+    The work is cut in chunks of ~1 ms (C-level passes included, which no switch interval
+    interrupts). ``on=False`` (a render on the loop's own thread) never sleeps.
+    """
+
+    __slots__ = ("_next", "on")
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self._next = time.perf_counter() + _SLICE_S
+
+    def __call__(self) -> None:
+        if self.on and time.perf_counter() >= self._next:
+            time.sleep(_PAUSE_S)
+            self._next = time.perf_counter() + _SLICE_S
+
+
+def _summed(timers: Sequence[Timer], pace: _Pacer) -> array[int]:
+    """:func:`sum_exported`, a chunk at a time."""
+    numbers = sum_exported(timers[:_CHUNK])
+    for start in range(_CHUNK, len(timers), _CHUNK):
+        pace()
+        more = sum_exported(timers[start : start + _CHUNK])
+        for k, value in enumerate(more):
+            numbers[k] += value
+    return numbers

@@ -111,12 +111,13 @@ async def test_big_batches_time_a_rotating_sample(virtual_clock: VirtualClock) -
     assert all(t.stats.lateness.count >= 1 for t in timers)
 
 
-async def test_export_numbers_are_the_stats_and_histograms_in_one_flat_row(
+async def test_sum_exported_adds_up_the_timers_stats_and_histograms_in_one_flat_row(
     virtual_clock: VirtualClock,
 ) -> None:
-    from array import array
-
-    from aiotimer._timer import EXPORTED
+    """What the Prometheus exporter reads per series: counters, histograms and sums of its
+    timers, a running one, one that never ran and one that ended (its numbers on the
+    handle) alike."""
+    from aiotimer._timer import EXPORTED, sum_exported
 
     s = aiotimer.Scheduler(clock=virtual_clock)
 
@@ -126,24 +127,30 @@ async def test_export_numbers_are_the_stats_and_histograms_in_one_flat_row(
 
     timer = s.add_every_ms(10, flaky, name="flaky")
     never = s.add_every_ms(10_000, lambda: None, name="never")
+    ended = s.add_every_ms(5, lambda: None, name="ended")
     async with s:
-        await virtual_clock.advance_ms(50)
-        rows = array("Q")
-        timer.export_numbers(rows)
-        never.export_numbers(rows)
-    stats = timer.stats
+        await virtual_clock.advance_ms(30)
+        ended.cancel()
+        await virtual_clock.advance_ms(20)
+        one = sum_exported([timer])
+        three = sum_exported([timer, never, ended])
+        none = sum_exported([never])
     lateness, duration = timer.histograms()
-    assert len(rows) == 2 * EXPORTED
-    assert list(rows[:7]) == [5, 0, 0, 2, 0, 0, 0]
-    assert stats.runs == 5
-    assert stats.errors == 2
-    assert list(rows[7:EXPORTED]) == [
-        *lateness.counts,
-        *duration.counts,
-        lateness.sum_ns,
-        duration.sum_ns,
+    assert len(one) == len(three) == EXPORTED
+    assert list(one[:7]) == [5, 0, 0, 2, 0, 0, 0]
+    assert list(one[7:]) == [*lateness.counts, *duration.counts, lateness.sum_ns, duration.sum_ns]
+    assert list(none) == [0] * EXPORTED
+    ended_lateness, ended_duration = ended.histograms()
+    assert ended.runs == 6
+    assert ended_lateness.count == 6
+    assert three[0] == 5 + 6
+    assert three[3] == 2
+    assert list(three[7:]) == [
+        *(a + b for a, b in zip(lateness.counts, ended_lateness.counts, strict=True)),
+        *(a + b for a, b in zip(duration.counts, ended_duration.counts, strict=True)),
+        lateness.sum_ns + ended_lateness.sum_ns,
+        duration.sum_ns + ended_duration.sum_ns,
     ]
-    assert list(rows[EXPORTED:]) == [0] * EXPORTED
 
 
 async def test_the_schedulers_totals_keep_the_runs_of_ended_timers(
