@@ -224,6 +224,19 @@ class Grid:
             self.queue.discard()
         timer._grid_tick = NOT_QUEUED
 
+    def rearm(self, timer: Timer, now_ns: int | None) -> None:
+        """Take ``timer`` off its position and, given ``now_ns``, arm it afresh from then (its
+        interval changed: a reschedule); with ``None`` (a paused timer) leave it unarmed. One
+        call for a forget and an arm: transactions re-arm their timers by the thousand a
+        second."""
+        if timer._due_tick != NOT_QUEUED:
+            timer._due_tick = NOT_QUEUED
+            self.queue.discard()
+        if now_ns is None:
+            timer._grid_tick = NOT_QUEUED
+        else:
+            self.arm(timer, now_ns)
+
     def resume(self, timer: Timer, now_ns: int) -> None:
         """Queue a paused timer again: a periodic one at the first point of its grid after now
         (its phase kept; paused points are not missed), a one-shot that came due while paused at

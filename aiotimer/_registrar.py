@@ -18,6 +18,7 @@ from typing import Any, Final, Generic, TypedDict, TypeVar, Unpack
 from ._policy import DEFAULT_POLICY, ErrorHook, Missed, Overlap, Policy
 from ._spec import (
     CALENDAR,
+    MAX_INTERVAL,
     ONESHOT,
     PERIODIC,
     RETURNS_INTERVAL,
@@ -74,6 +75,12 @@ class Registrar(ABC, Generic[R]):
     @abstractmethod
     def _register(self, spec: TimerSpec, decorated: bool) -> R:
         """Take a validated spec; ``decorated`` is true when it came from a decorator."""
+
+    def _register_once(self, spec: TimerSpec, delay_ms: int) -> R:
+        """A per-call one-shot of ``spec``'s callback (anonymous, default policy, ms) with
+        ``delay_ms`` (already checked) instead of the spec's delay. A registrar that keeps
+        specs gets a spec of that delay; the scheduler overrides this to share ``spec``."""
+        return self._register(_with_delay(spec, delay_ms), False)
 
     def _spec(
         self,
@@ -251,11 +258,14 @@ class Registrar(ABC, Generic[R]):
     ) -> R:
         """Run ``callback`` once, ``delay_ms`` milliseconds from now (``call_later`` in ms)."""
         if name is None and param is None and not options:
-            # Per-call one-shots (thousands a second, each with its own delay): the last spec
-            # of the callback with another delay, no shared-spec lookup (see _with_delay).
+            # Per-call one-shots (thousands a second, each with its own delay): they share the
+            # last spec of their callback, whatever its delay, and the timer holds its own
+            # (Timer.interval; ms ticks are the ms grid's). No spec to build or look up.
             last = _last
             if last[0] is callback and last[2] is UNIT_MS and last[3] is ONESHOT:
-                return self._register(_with_delay(last, delay_ms), False)
+                if type(delay_ms) is int and 0 < delay_ms <= _MAX_MS:
+                    return self._register_once(last, delay_ms)
+                return self._register(_with_delay(last, delay_ms), False)  # checks it
         spec = self._spec(callback, delay_ms, UNIT_MS, ONESHOT, name, param, options)
         return self._register(spec, False)
 
@@ -405,6 +415,9 @@ def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: 
         _shared[key] = spec
     _last, _last_key = spec, key
     return spec
+
+
+_MAX_MS: Final = MAX_INTERVAL[UNIT_MS]
 
 
 def _with_delay(last: TimerSpec, delay: float) -> TimerSpec:

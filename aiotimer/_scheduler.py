@@ -26,7 +26,9 @@ Ground rules:
   registry: nothing looks them up, so an arm costs no unique name and a dropped handle leaves
   nothing behind. Their ``name`` is their callback's (not unique); :attr:`timers`,
   :meth:`get_timer` and ``stats().timers`` do not list them; ``stats().queued`` counts every
-  armed timer, theirs included; the handle works as any other.
+  armed timer, theirs included; the handle works as any other. Per-call ``add_once_ms``
+  one-shots of one callback share one spec (see :meth:`_register_once`): a timer's own
+  delay is :attr:`Timer.interval`, as after a ``reschedule``.
 """
 
 from __future__ import annotations
@@ -290,7 +292,15 @@ class Scheduler(Registrar[Timer]):
                 )
         return [self._register(spec, decorated=table.is_decorated(spec)) for spec in table]
 
-    def _register(self, spec: TimerSpec, decorated: bool) -> Timer:
+    def _register_once(self, spec: TimerSpec, delay_ms: int) -> Timer:
+        """A per-call one-shot shares its callback's spec, whatever the spec's delay: the
+        timer holds its own (:attr:`Timer.interval`; the spec's unit is ms, its grid the ms
+        grid). Nothing to build per call but the timer."""
+        return self._register(spec, False, delay_ms)
+
+    def _register(self, spec: TimerSpec, decorated: bool, ticks: int = 0) -> Timer:
+        """Register a timer of ``spec``; ``ticks``: its interval in its grid's ticks instead of
+        the spec's (see :meth:`_register_once`)."""
         if decorated:
             other = self._by_callback.get(spec.callback)
             if other is not None:
@@ -304,6 +314,8 @@ class Scheduler(Registrar[Timer]):
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
             layout = self._layout = self._lay_out(spec, layout)
         _, mode, grid, interval, base, own_name, unnamed = layout
+        if ticks:
+            interval = ticks
         timers = self._timers
         if unnamed:  # no unique name, no registry entry
             timer = Timer(spec, base, grid, interval, mode)
@@ -448,10 +460,8 @@ class Scheduler(Registrar[Timer]):
             what = "delay" if spec[3] is ONESHOT else "interval"
             whole = check_interval(timer.name, what, interval, unit)
         grid = timer._grid
-        grid.forget(timer)
         timer._interval = whole * UNIT_NS[unit] // grid.tick_ns
-        if state is ACTIVE:
-            grid.arm(timer, self._now_ns())
+        grid.rearm(timer, self._now_ns() if state is ACTIVE else None)
 
     def _on_due(self, now_ns: int) -> None:
         """The tick source's call: run everything due by ``now_ns`` on every grid (the wall

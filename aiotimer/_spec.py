@@ -376,14 +376,20 @@ class TimerSpec(tuple[Any, ...]):
         """The name used in messages: the given name, else the callback's qualified name."""
         return self.name if self.name is not None else callback_name(self.callback)
 
-    def describe(self) -> str:
-        """``'every 20 ms'``, ``'once after 5 s'``: for listings and logs."""
+    def describe(self, interval: int | None = None) -> str:
+        """``'every 20 ms'``, ``'once after 5 s'``: for listings and logs.
+
+        :param interval: the interval (or delay) to show instead of the spec's, in its unit (a
+            timer's own: see :attr:`Timer.interval`)
+        """
+        if interval is None:
+            interval = self.interval
         if self.kind is Kind.CALENDAR:
             text = str(self.trigger.describe())
         elif self.kind is Kind.ONESHOT:
-            text = f"once after {self.interval} {self.unit.suffix}"
+            text = f"once after {interval} {self.unit.suffix}"
         else:
-            text = f"every {self.interval} {self.unit.suffix}"
+            text = f"every {interval} {self.unit.suffix}"
         return f"{text} (cluster)" if self.cluster else text
 
     def __repr__(self) -> str:

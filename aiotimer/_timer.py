@@ -205,7 +205,9 @@ class Timer:
 
     @property
     def interval(self) -> int:
-        """The current interval in the timer's unit (``spec.unit``)."""
+        """The current interval (a one-shot's delay) in the timer's unit (``spec.unit``): the
+        timer's own, where ``spec.interval`` is the one it was registered with (a ``reschedule``
+        changes it; per-call one-shots of one callback share one spec)."""
         return self._interval * self._grid.tick_ns // self.spec.unit.tick_ns
 
     @property
@@ -278,7 +280,7 @@ class Timer:
         return TimerStats(
             name=self.name,
             state=self._state.value,
-            every=self.spec.describe(),
+            every=self.spec.describe(self.interval),
             runs=self._runs,
             missed=trouble.missed,
             overlaps=trouble.overlaps,
@@ -329,7 +331,7 @@ class Timer:
 
         :return: ``True`` if this call cancelled it, ``False`` if it had already ended
         """
-        return self._grid.owner._cancel(self)  # type: ignore[no-any-return]
+        return self._grid.owner._forget(self, CANCELLED)  # type: ignore[no-any-return]
 
     def pause(self) -> None:
         """Stop running until :meth:`resume`; runs in flight finish. No-op if already paused.
@@ -355,7 +357,7 @@ class Timer:
         self._grid.owner._reschedule(self, interval)
 
     def __repr__(self) -> str:
-        return f"<Timer {self.name!r} {self.spec.describe()} {self._state.value}>"
+        return f"<Timer {self.name!r} {self.spec.describe(self.interval)} {self._state.value}>"
 
 
 current_timer: contextvars.ContextVar[Timer | None] = contextvars.ContextVar(

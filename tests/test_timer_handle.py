@@ -176,3 +176,43 @@ async def test_cancelled_timers_do_not_grow_memory(virtual_clock: VirtualClock) 
         assert s._s.queue._entries < 2048  # stale entries were compacted away
         assert s.stats(timers=False).queued == 0  # and nothing else is kept of them
         assert len(s._hist.counts) <= 64 * 2  # histogram slots are reused
+
+
+async def test_per_call_one_shots_of_one_callback_each_keep_their_own_delay(
+    virtual_clock: VirtualClock,
+) -> None:
+    """Per-call one-shots of a callback share its spec (nothing to build per call): each
+    timer's own delay is its ``interval``, what its listing shows and when it runs."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    fired: list[tuple[int, int]] = []
+
+    def on_due(tick: aiotimer.Tick) -> None:
+        fired.append((ms(virtual_clock), tick.timer.interval))
+
+    async with s:
+        timers = [s.add_once_ms(delay, on_due) for delay in (50, 90, 70, 30)]
+        assert [t.interval for t in timers] == [50, 90, 70, 30]
+        assert "once after 90 ms" in repr(timers[1])
+        assert timers[2].stats.every == "once after 70 ms"
+        timers[0].reschedule(20)
+        assert timers[0].stats.every == "once after 20 ms"
+        await virtual_clock.advance_ms(100)
+    assert fired == [(20, 20), (30, 30), (70, 70), (90, 90)]
+    assert all(t.state is TimerState.FINISHED for t in timers)
+    assert s.timers == {}  # anonymous one-shots are not in the registry
+
+
+@pytest.mark.parametrize("delay", [0, -1, 2.5, float("nan"), float("inf"), 10**30, True])
+async def test_a_bad_per_call_delay_is_refused_at_once_naming_the_timer(
+    virtual_clock: VirtualClock, delay: object
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+
+    def per_call() -> None:
+        pass
+
+    async with s:
+        s.add_once_ms(5, per_call)  # the callback's shared spec exists: the per-call fast path
+        with pytest.raises((ValueError, TypeError), match="per_call"):
+            s.add_once_ms(delay, per_call)  # type: ignore[arg-type]
+        assert s.stats(timers=False).queued == 1  # the refused one was never queued
