@@ -424,9 +424,11 @@ class Scheduler(Registrar[Timer]):
             raise RuntimeError(f"timer {timer.name!r}: cannot {action}: it is {timer._state.value}")
 
     def _pause(self, timer: Timer) -> None:
-        self._check_alive(timer, "pause")
-        if timer._state is PAUSED:
+        state = timer._state
+        if state is PAUSED:
             return
+        if state is CANCELLED or state is FINISHED:
+            self._check_alive(timer, "pause")
         timer._grid.unqueue(timer)  # its grid point is kept: resume keeps its phase
         trouble = timer._trouble
         if trouble is not None:
@@ -436,17 +438,21 @@ class Scheduler(Registrar[Timer]):
 
     def _resume(self, timer: Timer) -> None:
         self._check_alive(timer, "resume")
-        if timer._state is not PAUSED:
-            return
+        if timer._state is PAUSED and self._unpause(timer):
+            timer._grid.resume(timer, self._clock.now_ns())
+
+    def _unpause(self, timer: Timer) -> bool:
+        """A paused timer goes on: ``ACTIVE`` if the scheduler runs (the caller queues it,
+        then), else ``PENDING``, armed by the next start. Returns whether it is active."""
         if self._state != "running":
             timer._state = PENDING  # armed by the next start
             if self._timers.get(timer.name) is not timer:
                 self._rearm.add(timer)
-            return
+            return False
         timer._state = ACTIVE
-        timer._grid.resume(timer, self._clock.now_ns())
+        return True
 
-    def _reschedule(self, timer: Timer, interval: float) -> None:
+    def _reschedule(self, timer: Timer, interval: float, resume: bool = False) -> None:
         # Per-transaction timers re-arm by the thousand a second: whole ints in range take no
         # validation call, and the unit's length is a dict lookup (an enum property is slow).
         state = timer._state
@@ -461,6 +467,8 @@ class Scheduler(Registrar[Timer]):
             whole = check_interval(timer.name, what, interval, unit)
         grid = timer._grid
         timer._interval = whole * UNIT_NS[unit] // grid.tick_ns
+        if resume and state is PAUSED and self._unpause(timer):
+            state = ACTIVE
         grid.rearm(timer, self._now_ns() if state is ACTIVE else None)
 
     def _on_due(self, now_ns: int) -> None:

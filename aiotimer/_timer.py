@@ -338,23 +338,26 @@ class Timer:
 
         :raises RuntimeError: if the timer has ended
         """
-        self.scheduler._pause(self)
+        self._grid.owner._pause(self)
 
     def resume(self) -> None:
         """Run again from the next grid point after now (paused time is not counted as missed).
 
         :raises RuntimeError: if the timer has ended
         """
-        self.scheduler._resume(self)
+        self._grid.owner._resume(self)
 
-    def reschedule(self, interval: float) -> None:
+    def reschedule(self, interval: float, *, resume: bool = False) -> None:
         """Change the interval (in the timer's unit) and restart the grid from now: the next run
-        is one new interval from now. For a one-shot, its delay from now.
+        is one new interval from now. For a one-shot, its delay from now. A paused timer stays
+        paused (its next run counted from its :meth:`resume`), unless ``resume``: then it is
+        resumed too, in the same call (a transaction's timer re-armed after a stop, as
+        Kamailio's ``timer_del`` + ``timer_add`` do).
 
         :raises ValueError: for an interval that is not a whole, positive number
         :raises RuntimeError: if the timer has ended
         """
-        self._grid.owner._reschedule(self, interval)
+        self._grid.owner._reschedule(self, interval, resume)
 
     def __repr__(self) -> str:
         return f"<Timer {self.name!r} {self.spec.describe(self.interval)} {self._state.value}>"

@@ -446,31 +446,36 @@ def timer_add(tl: TimerLn, delta: int, *, name: str | None = None) -> int:
     :param name: the core timer's name (registered, so ``scheduler.get_timer(name)`` finds it)
     :raises RuntimeError: ``tl`` has no handler
     """
-    _check_tl("timer_add", tl)
-    delta = _ticks("timer_add: delta", delta)
-    if tl._call is None:
+    # Transactions call this by the thousand a second: the checks are inlined for the common
+    # case (a TimerLn, an int delta >= 0), the helpers only raise.
+    if tl.__class__ is not TimerLn:  # (a final class; callers are untyped C-style code)
+        _check_tl("timer_add", tl)  # type: ignore[unreachable]
+    if type(delta) is not int or delta < 0:
+        delta = _ticks("timer_add: delta", delta)
+    call = tl._call
+    if call is None:
         raise RuntimeError(f"timer_add: {tl!r} has no handler: call timer_init(tl, f, data) first")
-    if tl.active:
+    current = tl._timer
+    if current is not None and current.state in _LIVE:  # tl.active
         return -1
     # The core's smallest delay is one tick: delta 0 runs at the next tick, as in Kamailio.
-    ticks = max(delta, 1)
+    ticks = delta or 1
     scheduler = current_scheduler()
     core = tl._core
     if (
         core is not None
         and core.state not in _DEAD
-        and core._call is tl._call
+        and core._call is call
         and core.spec.name == name
         and core.scheduler is scheduler
     ):
         core.restart_histograms()  # per arming: 100,000 timer_ln hold no slot while idle
-        core.reschedule(ticks)  # paused by timer_del or its expiry, or in its own handler
-        if core.state is TimerState.PAUSED:
-            core.resume()
+        # paused by timer_del or its expiry (resumed, in the same call), or in its own handler
+        core.reschedule(ticks, resume=True)
     else:
         if core is not None and core.state not in _DEAD:
             core.cancel()  # another handler, name or scheduler: a timer of its own
-        core = tl._core = scheduler.add_every_ms(ticks, tl._call, name=name, returns_interval=True)
+        core = tl._core = scheduler.add_every_ms(ticks, call, name=name, returns_interval=True)
     tl._timer = core
     return 0
 
@@ -487,7 +492,8 @@ def timer_del(tl: TimerLn) -> int:
     ``timer_del`` never waits: an ``async`` handler run in progress finishes, its return value
     ignored (Kamailio's waits for a handler running in another process).
     """
-    _check_tl("timer_del", tl)
+    if tl.__class__ is not TimerLn:
+        _check_tl("timer_del", tl)  # type: ignore[unreachable]
     timer = tl._timer
     if timer is None or timer.state not in _LIVE:
         return -1

@@ -216,3 +216,36 @@ async def test_a_bad_per_call_delay_is_refused_at_once_naming_the_timer(
         with pytest.raises((ValueError, TypeError), match="per_call"):
             s.add_once_ms(delay, per_call)  # type: ignore[arg-type]
         assert s.stats(timers=False).queued == 1  # the refused one was never queued
+
+
+async def test_reschedule_with_resume_re_arms_a_paused_timer_in_one_call(
+    virtual_clock: VirtualClock,
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    seen: list[str] = []
+    paused = s.add_every_ms(10, lambda: seen.append(f"p@{ms(virtual_clock)}"), name="p")
+    stays = s.add_every_ms(10, lambda: seen.append(f"s@{ms(virtual_clock)}"), name="s")
+    async with s:
+        await virtual_clock.advance_ms(5)
+        paused.pause()
+        stays.pause()
+        paused.reschedule(30, resume=True)  # next run 30 ms from now
+        stays.reschedule(30)  # stays paused
+        assert paused.state is TimerState.ACTIVE
+        assert stays.state is TimerState.PAUSED
+        await virtual_clock.advance_ms(70)
+    assert seen == ["p@35", "p@65"]
+
+
+async def test_reschedule_with_resume_before_start_arms_at_the_start(
+    virtual_clock: VirtualClock,
+) -> None:
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    seen: list[int] = []
+    once = s.add_once_ms(10, lambda: seen.append(ms(virtual_clock)))  # anonymous: unregistered
+    once.pause()
+    once.reschedule(40, resume=True)
+    assert once.state is TimerState.PENDING
+    async with s:
+        await virtual_clock.advance_ms(60)
+    assert seen == [40]
