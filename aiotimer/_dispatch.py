@@ -48,9 +48,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -60,7 +61,7 @@ from anyio.abc import TaskGroup
 
 from ._backend import ASYNCIO, Backend
 from ._clock import NS_PER_MS, NS_PER_S
-from ._eager import EagerRunner, resumed
+from ._eager import EagerRunner
 from ._gate import GatedRun, RunDone, RunGate
 from ._modes import ASYNC, CALENDAR, EAGER, FAST, GATED, INTERNAL, TAKES_TICK, THREAD
 from ._policy import MISSED_BURST, ErrorHook
@@ -266,6 +267,9 @@ class Dispatcher:
                     timer._runs += 1
                     try:
                         if timer._mode:
+                            if timer._mode & EAGER:  # (it reports its own errors)
+                                self._lean_eager(grid, timer, tick, False)
+                                continue
                             param = timer.spec.param
                             timer._call(Tick(ticks, ticks_raw, scheduled_ns, 0, param, timer))
                         else:
@@ -285,13 +289,28 @@ class Dispatcher:
                 continue
             timer._grid_tick = timer._due_tick = next_tick
             timer._runs += 1
-            t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, 0)
+            if timer._mode & EAGER:
+                self._lean_eager(grid, timer, tick, True)
+                t_prev = now_ns()
+            else:
+                t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, 0)
             last_timed = timer
             if t_prev >= late_ns:
                 break
         taken = min(taken, size)  # (the last islice may have come up short)
         grid.requeue_bucket(next_tick, bucket if taken == size else bucket[:taken], interval, stale)
         return taken
+
+    def _lean_eager(self, grid: Grid, timer: Timer, tick: int, timed: bool) -> None:
+        """An eager coroutine timer of a uniform bucket, due at ``tick``: the lean loop moved
+        it to its next point and counted the run; its run starts as any asynchronous run (the
+        overlap policy first, if earlier runs still go: then the count is taken back)."""
+        running = timer._running
+        if running and running >= timer.spec.policy.overlap.limit:
+            timer._runs -= 1  # no run now: a skip (an overlap), or a run that waits
+            self._wait_or_skip(grid, timer, tick, 0, self._now_ns())
+            return
+        self._start_run(grid, timer, tick, 0, None, timed, counted=True)
 
     def _fire_mixed(self, grid: Grid, tick: int, bucket: list[Timer]) -> None:
         """Run every live timer of ``bucket``, whatever their modes and intervals, late or not;
@@ -499,10 +518,14 @@ class Dispatcher:
         missed: int,
         on_done: RunDone | None = None,
         timed: bool = True,
+        counted: bool = False,
     ) -> None:
+        """Start a run of ``timer`` for ``grid_tick`` (``counted``: its run was counted by the
+        caller, the lean loop)."""
         mode = timer._mode
         scheduled_ns = grid.ns_of(grid_tick)
-        timer._runs += 1
+        if not counted:
+            timer._runs += 1
         arg: tuple[Tick, ...] = ()
         if mode & TAKES_TICK:
             since_start_ns = scheduled_ns - self._start_ns
@@ -562,7 +585,8 @@ class Dispatcher:
         timed: bool,
     ) -> None:
         """An eager coroutine run (see ``_eager``): its coroutine is stepped here; one that
-        returns is settled at once, one that suspends goes on in a task (:meth:`_run_rest`)."""
+        returns is settled at once, one that suspends goes on in a task (:meth:`_rest_ended` at its
+        end)."""
         eager = self._eager
         assert eager is not None
         t0 = self._now_ns()
@@ -582,30 +606,33 @@ class Dispatcher:
             self._settle(grid, timer, grid_tick, value)
             self._next_waiting(grid, timer)
             return
-        eager.resume(self._run_rest(grid, timer, grid_tick, scheduled_ns, t0, coro, value), context)
+        eager.resume(
+            coro,
+            value,
+            context,
+            partial(self._rest_ended, grid, timer, grid_tick, scheduled_ns, t0),
+        )
 
-    async def _run_rest(
+    def _rest_ended(
         self,
         grid: Grid,
         timer: Timer,
         grid_tick: int,
         scheduled_ns: int,
         t0: int,
-        coro: Coroutine[Any, Any, Any],
-        yielded: object,
+        result: object,
+        exc: BaseException | None,
     ) -> None:
-        """The rest of an eager run that suspended, in its task: as :meth:`_run_async`."""
-        result: object = _FAILED
-        try:
-            result = await resumed(coro, yielded)
-        except Exception as exc:
+        """The rest of an eager run that suspended ended, in its task's last step (see
+        ``_eager``): as the end of :meth:`_run_async`."""
+        self._async_ended(timer, scheduled_ns, t0)
+        if exc is not None:
+            if not isinstance(exc, Exception):  # cancelled (a hard stop), or leaving the loop
+                if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
+                    self._finish(timer)  # a one-shot's run happened all the same
+                return
             self._failed(timer, exc)
-        except BaseException:  # cancelled (a hard stop): a one-shot's run happened all the same
-            if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
-                self._finish(timer)
-            raise
-        finally:
-            self._async_ended(timer, scheduled_ns, t0)
+            result = _FAILED
         self._settle(grid, timer, grid_tick, result)
         self._next_waiting(grid, timer)
 

@@ -32,41 +32,71 @@ import asyncio
 import asyncio.tasks
 import collections.abc
 import contextvars
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final, final
 
 from ._timer import Timer, current_timer
 
-__all__ = ["EagerRunner", "resumed"]
+__all__ = ["EagerRunner", "RunEnd"]
 
 _NOTHING: Final = object()
 _leave_task = asyncio.tasks._leave_task
 _enter_task = asyncio.tasks._enter_task
 
 
+RunEnd = Callable[[object, BaseException | None], None]
+"""``end(result, exc)``: the rest of an eager run ended, returning ``result`` (``exc`` is
+``None``) or raising ``exc``. An ``Exception`` is the run's failure, reported by ``end``: the
+task itself then ends normally (as a task run's wrapper catches it); a ``BaseException``
+(cancellation, ``KeyboardInterrupt``...) goes on out of the task."""
+
+
 @final
-class _Resumed(collections.abc.Coroutine[Any, Any, None]):
+class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
     """A coroutine stepped once already, handed to a Task: its first ``send`` returns what the
-    coroutine yielded in that step."""
+    coroutine yielded in that step; when the coroutine ends, ``end`` hears how, in the Task's
+    last step (synchronously: what comes next for the timer is decided then, as for a task
+    run)."""
 
-    __slots__ = ("_coro", "_first")
+    __slots__ = ("_coro", "_end", "_first")
 
-    def __init__(self, coro: Coroutine[Any, Any, None], first: object) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: object, end: RunEnd) -> None:
         self._coro = coro
         self._first = first
+        self._end = end
 
     def send(self, value: Any) -> Any:
         first = self._first
         if first is not _NOTHING:
             self._first = _NOTHING
             return first
-        return self._coro.send(value)
+        try:
+            return self._coro.send(value)
+        except StopIteration as done:
+            self._end(done.value, None)
+            raise
+        except Exception as exc:
+            self._end(None, exc)  # reported there: the task itself ends normally
+            raise StopIteration from None
+        except BaseException as exc:
+            self._end(None, exc)
+            raise
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         self._first = _NOTHING  # (cancelled before the Task's first step: the coroutine takes it)
-        if val is None and tb is None:
-            return self._coro.throw(typ)
-        return self._coro.throw(typ, val, tb)  # pragma: no cover (the old signature)
+        try:
+            if val is None and tb is None:
+                return self._coro.throw(typ)
+            return self._coro.throw(typ, val, tb)  # pragma: no cover (the old signature)
+        except StopIteration as done:
+            self._end(done.value, None)
+            raise
+        except Exception as exc:
+            self._end(None, exc)
+            raise StopIteration from None
+        except BaseException as exc:
+            self._end(None, exc)
+            raise
 
     def close(self) -> None:
         self._coro.close()
@@ -118,9 +148,14 @@ class EagerRunner:
                 _enter_task(loop, current)
         return False, yielded, context
 
-    def resume(self, rest: Coroutine[Any, Any, None], context: Any) -> None:
-        """Run ``rest`` (a coroutine awaiting :func:`resumed`) as a task in ``context``."""
-        task: asyncio.Task[None] = self._loop.create_task(rest, context=context)
+    def resume(
+        self, coro: Coroutine[Any, Any, Any], yielded: object, context: Any, end: RunEnd
+    ) -> None:
+        """Run the rest of ``coro`` (stepped once by :meth:`step`, which returned ``yielded``
+        and ``context``) as a task of the loop in that context; ``end`` hears how it ended.
+        The task runs the coroutine itself, through :class:`_Resumed`: no wrapper coroutine,
+        one frame of ours at each of its steps."""
+        task = self._loop.create_task(_Resumed(coro, yielded, end), context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -133,8 +168,3 @@ class EagerRunner:
 
 async def _wait_forever() -> None:
     await asyncio.get_running_loop().create_future()
-
-
-def resumed(coro: Coroutine[Any, Any, Any], yielded: object) -> Any:
-    """An awaitable that goes on with ``coro`` where :meth:`EagerRunner.step` left it."""
-    return _Resumed(coro, yielded)

@@ -1,7 +1,10 @@
 """A timer's dispatch mode: bits fixed at registration (``Dispatcher`` decides, from the spec).
 
 ``0`` and ``TAKES_TICK`` are the *fast* modes: a periodic, inline sync callback with no jitter
-or timeout, run by the dispatcher's hot loops. Every other mode goes through its general path.
+or timeout, run by the dispatcher's hot loops. Every other mode goes through its general path,
+but a periodic eager coroutine (``COROUTINE | EAGER``, no jitter or timeout) may share a
+uniform bucket with them (:data:`LEAN`): the lean loop starts its run through the general
+start.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "GATED",
     "INTERNAL",
     "JITTER",
+    "LEAN",
     "SPECIAL",
     "TAKES_TICK",
     "THREAD",
@@ -41,6 +45,10 @@ EAGER: Final = 256  # a coroutine run starts synchronously, a task only if it su
 ASYNC: Final = COROUTINE | THREAD
 FAST: Final = TAKES_TICK
 """The largest fast mode: ``mode <= FAST`` is the hot loops' test."""
+LEAN: Final = frozenset({0, TAKES_TICK, COROUTINE | EAGER, COROUTINE | EAGER | TAKES_TICK})
+"""The modes a uniform bucket may hold (see ``_queue``): the fast modes, and a periodic eager
+coroutine with no jitter or timeout (the dispatcher's lean loop starts its run, see
+``_dispatch``)."""
 
 
 def mode_of(spec: TimerSpec) -> int:

@@ -14,12 +14,12 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   such stale entries and compacts itself when they outnumber the live ones, so churn (add/cancel
   in a loop) cannot grow memory without bound; compaction is O(entries) and runs at most once
   per ``entries / 2`` discards, so its cost is amortised O(1) per discard.
-* A bucket may be known to be *uniform*: every live entry is a fast-mode timer (see ``_modes``)
-  of one interval, so all of them re-queue to one tick. The dispatcher runs such a bucket with a
-  leaner loop and puts the whole list back in one step (:meth:`requeue`). :meth:`push` keeps the
-  mark exact: a bucket created by a fast-mode timer is marked with its interval, any entry that
-  does not fit clears it; compaction clears every mark (an unmarked bucket only runs through the
-  general loop).
+* A bucket may be known to be *uniform*: every live entry is a fast-mode timer or an eager
+  coroutine timer (``LEAN`` in ``_modes``) of one interval, so all of them re-queue to one
+  tick. The dispatcher runs such a bucket with a leaner loop and puts the whole list back in
+  one step (:meth:`requeue`). :meth:`push` keeps the mark exact: a bucket created by a
+  ``LEAN``-mode timer is marked with its interval, any entry that does not fit clears it;
+  compaction clears every mark (an unmarked bucket only runs through the general loop).
 
 Ground rules:
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Final, final
 
-from ._modes import FAST
+from ._modes import LEAN
 
 if TYPE_CHECKING:
     from ._timer import Timer
@@ -80,12 +80,14 @@ class TickQueue:
             uniform = self._uniform
             if uniform:  # unmark the bucket unless the timer fits
                 interval = uniform.get(tick)
-                if interval is not None and (timer._interval != interval or timer._mode > FAST):
+                if interval is not None and (
+                    timer._interval != interval or timer._mode not in LEAN
+                ):
                     del uniform[tick]
             return False
         self._buckets[tick] = [timer]
         heapq.heappush(self._keys, tick)
-        if timer._mode <= FAST:
+        if timer._mode in LEAN:
             self._uniform[tick] = timer._interval
         return True
 

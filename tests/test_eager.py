@@ -166,3 +166,49 @@ async def test_timeout_runs_and_eager_false_are_tasks_from_the_start(
         await virtual_clock.advance_ms(50)
     assert current == [True]
     assert slow.timeouts == 1
+
+
+async def test_a_big_uniform_batch_of_eager_runs_keeps_every_policy(
+    virtual_clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """600 coroutine timers of one interval share a uniform bucket: the lean loop starts their
+    runs (sampled timing past 256 a batch). Runs that complete, suspend, fail or overlap keep
+    their counts and their schedule, mixed with sync timers of the same bucket."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+    seen_current: list[bool] = []
+
+    async def quick() -> None:
+        var.set(var.get() + 1)  # a run's context is its own: never leaks into the next run
+
+    async def suspends(tick: aiotimer.Tick) -> None:
+        await asyncio.sleep(0)
+        seen_current.append(aiotimer.current_timer.get() is tick.timer)
+
+    async def fails() -> None:
+        raise ValueError("eager failure")
+
+    async def slow() -> None:
+        await virtual_clock.sleep(0.025)
+
+    quicks = [s.add_every_ms(10, quick) for _ in range(200)]
+    suspenders = [s.add_every_ms(10, suspends) for _ in range(200)]
+    failers = [s.add_every_ms(10, fails) for _ in range(100)]
+    slows = [s.add_every_ms(10, slow, overlap=Overlap.SKIP) for _ in range(99)]
+    syncs: list[int] = []
+    s.add_every_ms(10, lambda: syncs.append(1))
+    async with s:
+        bucket = s._ms.queue._buckets[10]
+        assert s._ms.queue._uniform.get(10) == 10  # the lean loop's bucket
+        assert len(bucket) == 600
+        await virtual_clock.advance_ms(70)
+        await s.stop(grace_s=0)
+    assert {t.runs for t in quicks} == {7}
+    assert var.get() == 0
+    assert {t.runs for t in suspenders} == {7}
+    assert seen_current == [True] * 7 * 200
+    assert {(t.runs, t.errors) for t in failers} == {(7, 7)}
+    assert {(t.runs, t.overlaps) for t in slows} == {(3, 4)}  # runs at 10, 40, 70
+    assert len(syncs) == 7
+    assert s._dispatcher.inflight == 0
+    assert sum("eager failure" in r.getMessage() for r in caplog.records) == 7 * 100
