@@ -310,7 +310,7 @@ class Dispatcher:
             timer._runs -= 1  # no run now: a skip (an overlap), or a run that waits
             self._wait_or_skip(grid, timer, tick, 0, self._now_ns())
             return
-        self._start_run(grid, timer, tick, 0, None, timed, counted=True)
+        self._start_run(grid, timer, tick, 0, None, timed, True)  # (counted)
 
     def _fire_mixed(self, grid: Grid, tick: int, bucket: list[Timer]) -> None:
         """Run every live timer of ``bucket``, whatever their modes and intervals, late or not;
@@ -603,8 +603,10 @@ class Dispatcher:
                 timer._running -= 1
                 self.inflight -= 1
                 self._run_finished()
-            self._settle(grid, timer, grid_tick, value)
-            self._next_waiting(grid, timer)
+            if timer.spec.kind is not PERIODIC:  # (periodic: re-queued before the run)
+                self._settle(grid, timer, grid_tick, value)
+            if timer._trouble is not None:  # (else no run waits)
+                self._next_waiting(grid, timer)
             return
         eager.resume(
             coro,

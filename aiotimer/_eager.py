@@ -32,6 +32,7 @@ import asyncio
 import asyncio.tasks
 import collections.abc
 import contextvars
+import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final, final
 
@@ -42,6 +43,13 @@ __all__ = ["EagerRunner", "RunEnd"]
 _NOTHING: Final = object()
 _leave_task = asyncio.tasks._leave_task
 _enter_task = asyncio.tasks._enter_task
+# current_task(loop) without a Python frame: 3.12 made asyncio's a C function; on 3.11 it is
+# Python, over the C dict of current tasks it reads.
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if sys.version_info < (3, 12)
+    else asyncio.current_task
+)
 
 
 RunEnd = Callable[[object, BaseException | None], None]
@@ -134,7 +142,7 @@ class EagerRunner:
             host = self._host = loop.create_task(_wait_forever(), name="aiotimer eager host")
         context = contextvars.copy_context()
         context.run(current_timer.set, timer)
-        current = asyncio.current_task(loop)
+        current = _current_task(loop)
         if current is not None:
             _leave_task(loop, current)
         _enter_task(loop, host)
