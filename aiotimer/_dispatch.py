@@ -268,7 +268,9 @@ class Dispatcher:
                     try:
                         if timer._mode:
                             if timer._mode & EAGER:  # (it reports its own errors)
-                                self._lean_eager(grid, timer, tick, False)
+                                self._lean_eager(
+                                    grid, timer, tick, scheduled_ns, ticks, ticks_raw, False
+                                )
                                 continue
                             param = timer.spec.param
                             timer._call(Tick(ticks, ticks_raw, scheduled_ns, 0, param, timer))
@@ -290,7 +292,7 @@ class Dispatcher:
             timer._grid_tick = timer._due_tick = next_tick
             timer._runs += 1
             if timer._mode & EAGER:
-                self._lean_eager(grid, timer, tick, True)
+                self._lean_eager(grid, timer, tick, scheduled_ns, ticks, ticks_raw, True)
                 t_prev = now_ns()
             else:
                 t_prev = self._timed_run(timer, t_prev, scheduled_ns, ticks, ticks_raw, 0)
@@ -301,16 +303,38 @@ class Dispatcher:
         grid.requeue_bucket(next_tick, bucket if taken == size else bucket[:taken], interval, stale)
         return taken
 
-    def _lean_eager(self, grid: Grid, timer: Timer, tick: int, timed: bool) -> None:
-        """An eager coroutine timer of a uniform bucket, due at ``tick``: the lean loop moved
-        it to its next point and counted the run; its run starts as any asynchronous run (the
-        overlap policy first, if earlier runs still go: then the count is taken back)."""
+    def _lean_eager(
+        self,
+        grid: Grid,
+        timer: Timer,
+        tick: int,
+        scheduled_ns: int,
+        ticks: int,
+        ticks_raw: int,
+        timed: bool,
+    ) -> None:
+        """An eager coroutine timer of a uniform bucket, due at grid point ``tick`` (at
+        ``scheduled_ns``; ``ticks``, ``ticks_raw`` since the start): the lean loop moved it to
+        its next point and counted the run. The overlap policy first, if earlier runs still go
+        (then the count is taken back); else what :meth:`_start_run` does for an eager run,
+        without its general tests (a periodic eager timer has no calendar, gate or timeout)."""
         running = timer._running
         if running and running >= timer.spec.policy.overlap.limit:
             timer._runs -= 1  # no run now: a skip (an overlap), or a run that waits
             self._wait_or_skip(grid, timer, tick, 0, self._now_ns())
             return
-        self._start_run(grid, timer, tick, 0, None, timed, True)  # (counted)
+        if self._eager is None:  # (trio: the run is a task)
+            self._start_run(grid, timer, tick, 0, None, timed, True)
+            return
+        timer._running = running + 1
+        self.inflight += 1
+        policy = timer.spec.policy
+        if policy.missed is MISSED_BURST:
+            timer.trouble().started_in = self.wakeup  # (a burst's next run waits for it)
+        arg: tuple[Tick, ...] = ()
+        if timer._mode & TAKES_TICK:
+            arg = (Tick(ticks, ticks_raw, scheduled_ns, 0, timer.spec.param, timer),)
+        self._start_eager(grid, timer, tick, scheduled_ns, arg, timed)
 
     def _fire_mixed(self, grid: Grid, tick: int, bucket: list[Timer]) -> None:
         """Run every live timer of ``bucket``, whatever their modes and intervals, late or not;
@@ -602,7 +626,8 @@ class Dispatcher:
             else:  # (counted, not timed)
                 timer._running -= 1
                 self.inflight -= 1
-                self._run_finished()
+                if self.stopping:  # (only a stop waits for the runs in flight)
+                    self._run_finished()
             if timer.spec.kind is not PERIODIC:  # (periodic: re-queued before the run)
                 self._settle(grid, timer, grid_tick, value)
             if timer._trouble is not None:  # (else no run waits)

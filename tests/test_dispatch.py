@@ -209,3 +209,40 @@ async def test_an_async_callable_object_is_a_coroutine_callback(
     async with s:
         await virtual_clock.advance_ms(10)
     assert got == [5, 10]
+
+
+async def test_coroutine_timers_of_one_interval_keep_their_policies_in_a_big_batch(
+    virtual_clock: VirtualClock,
+) -> None:
+    """300 coroutine timers of one interval and a sync one share a bucket that the lean loop
+    runs (eager runs on asyncio, tasks on trio): completing, suspending, failing and
+    overlapping runs keep their counts and their schedule on every backend."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+
+    async def quick(tick: aiotimer.Tick) -> None:
+        assert tick.scheduled_ns % (10 * 1_000_000) == 0
+
+    async def suspends() -> None:
+        await anyio.sleep(0)
+
+    async def fails() -> None:
+        raise ValueError("coroutine failure")
+
+    async def slow() -> None:
+        await virtual_clock.sleep(0.025)
+
+    quicks = [s.add_every_ms(10, quick) for _ in range(100)]
+    suspenders = [s.add_every_ms(10, suspends) for _ in range(100)]
+    failers = [s.add_every_ms(10, fails) for _ in range(50)]
+    slows = [s.add_every_ms(10, slow, overlap=aiotimer.Overlap.SKIP) for _ in range(50)]
+    syncs: list[int] = []
+    s.add_every_ms(10, lambda: syncs.append(1))
+    async with s:
+        assert s._ms.queue._uniform.get(10) == 10  # one uniform bucket: the lean loop's
+        await virtual_clock.advance_ms(70)
+        await s.stop(grace_s=0)
+    assert {(t.runs, t.errors) for t in quicks} == {(7, 0)}
+    assert {t.runs for t in suspenders} == {7}
+    assert {(t.runs, t.errors) for t in failers} == {(7, 7)}
+    assert {(t.runs, t.overlaps) for t in slows} == {(3, 4)}  # runs at 10, 40, 70
+    assert len(syncs) == 7
