@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import anyio
+import anyio.lowlevel
 import pytest
 from timeline import ms
 
@@ -223,7 +224,7 @@ async def test_coroutine_timers_of_one_interval_keep_their_policies_in_a_big_bat
         assert tick.scheduled_ns % (10 * 1_000_000) == 0
 
     async def suspends() -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     async def fails() -> None:
         raise ValueError("coroutine failure")
