@@ -21,6 +21,12 @@ loop, a task per run); the full run adds ``apscheduler/sync`` (a plain function:
 runs it in the loop's default thread pool). APScheduler's log records (missed runs, skipped
 instances) are counted, not printed.
 
+``floor/eager`` is the floor of the coroutine jobs without aiotimer: a ``call_at`` chain on the
+same 1 s grid that, each second, starts every job the way an eager run must (a context of its
+own with a context variable set, the current task swapped for a host task, one ``send``) and
+nothing else: no queue, no policy, no statistics. No implementation of eager runs can cost
+less; the report sets the targets against it.
+
 Targets: 50x less CPU than APScheduler's async jobs, p99 lateness 5 ms for sync jobs (issue 3)
 and 10 ms for coroutine jobs (issue 15).
 """
@@ -28,6 +34,8 @@ and 10 ms for coroutine jobs (issue 15).
 from __future__ import annotations
 
 import asyncio
+import asyncio.tasks
+import contextvars
 import datetime
 import gc
 import logging
@@ -64,8 +72,11 @@ LESS_CPU_X = 50.0
 """Both: at least this many times less CPU per wall second than APScheduler's async jobs."""
 
 
+FLOOR = "floor/eager"
+
+
 def variants(quick: bool) -> list[str]:
-    names = ["aiotimer/sync", "aiotimer/async"]
+    names = ["aiotimer/sync", "aiotimer/async", FLOOR]
     if _apscheduler_version() is not None:
         names += ["apscheduler/async"] if quick else ["apscheduler/async", "apscheduler/sync"]
     return names
@@ -149,6 +160,61 @@ class _AiotimerJobs:
         await self.scheduler.stop()
 
 
+class _EagerFloorJobs:
+    """The floor of 10,000 eager coroutine jobs (see the module): a ``call_at`` chain on the 1 s
+    grid from ``origin_ns`` that steps each job's coroutine as an eager run must, no more."""
+
+    def __init__(self, mode: str) -> None:
+        self.origin_ns = time.monotonic_ns()
+        self.recorder = _Recorder(time.monotonic_ns, self.origin_ns)
+        self.job = self.recorder.async_job
+        self.log_records: dict[str, int] = {}
+        self.n = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._host: asyncio.Task[None] | None = None
+
+    def add(self) -> None:
+        self.n += 1
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host = self._host = loop.create_task(asyncio.sleep(3600))
+        var: contextvars.ContextVar[int] = contextvars.ContextVar("floor", default=0)
+        current = asyncio.current_task
+        leave, enter = asyncio.tasks._leave_task, asyncio.tasks._enter_task
+        copy = contextvars.copy_context
+        job = self.job
+
+        def second(k: int) -> None:
+            for _ in range(self.n):
+                coro = job()
+                context = copy()
+                context.run(var.set, k)
+                task = current(loop)
+                if task is not None:
+                    leave(loop, task)
+                enter(loop, host)
+                try:
+                    context.run(coro.send, None)
+                except StopIteration:
+                    pass
+                finally:
+                    leave(loop, host)
+                    if task is not None:
+                        enter(loop, task)
+            self._handle = loop.call_at(
+                (self.origin_ns + (k + 1) * NS_PER_S) / NS_PER_S, second, k + 1
+            )
+
+        self._handle = loop.call_at((self.origin_ns + NS_PER_S) / NS_PER_S, second, 1)
+
+    async def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._host is not None:
+            self._host.cancel()
+
+
 class _APSchedulerJobs:
     """10,000 jobs on APScheduler 3's ``AsyncIOScheduler``, each with its own
     ``IntervalTrigger(seconds=1)`` starting at a whole second of the wall clock."""
@@ -183,7 +249,13 @@ class _APSchedulerJobs:
 
 
 async def _run(tag: str, lib: str, mode: str, window_s: int, mem_jobs: int) -> dict[str, Any]:
-    jobs_type = _AiotimerJobs if lib == "aiotimer" else _APSchedulerJobs
+    jobs_type: type[_AiotimerJobs | _EagerFloorJobs | _APSchedulerJobs] = (
+        _AiotimerJobs
+        if lib == "aiotimer"
+        else _EagerFloorJobs
+        if lib == "floor"
+        else _APSchedulerJobs
+    )
     jobs = jobs_type(mode)
     gc.collect()
     t0 = time.perf_counter()
@@ -293,6 +365,17 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
         p99_ms = a["lateness"]["p99_ms"]
         targets.append(
             h.target(f"{variant}: p99 lateness", p99_ms, "<=", P99_LIMIT_MS[variant], "ms")
+        )
+    floor = ok.get(FLOOR)
+    if floor is not None and base is not None:
+        notes.append(
+            f"{FLOOR}: the eager semantics alone cost {floor['cpu_per_wall_s']:.4f} CPU s per wall "
+            f"s (p99 {floor['lateness']['p99_ms']:.1f} ms): APScheduler / floor = "
+            f"{base['cpu_per_wall_s'] / floor['cpu_per_wall_s']:.1f}x, the most any eager "
+            f"implementation can reach here (aiotimer/async: "
+            f"{ok['aiotimer/async']['cpu_per_wall_s'] / floor['cpu_per_wall_s']:.2f}x the floor)"
+            if "aiotimer/async" in ok and floor["cpu_per_wall_s"]
+            else f"{FLOOR}: {floor['cpu_per_wall_s']:.4f} CPU s per wall s"
         )
     title = (
         f"apscheduler: {N_JOBS:,} periodic 1 s jobs on asyncio, {window_s} s window "

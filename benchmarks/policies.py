@@ -16,7 +16,10 @@ The floors do the same work per second without aiotimer: a ``loop.call_at`` chai
 
 * ``loop.create_task`` of the non-suspending coroutine, and ``coro.send(None)`` of it (what an
   eager run cannot go below: a coroutine object and one step);
-* ``loop.create_task`` of the coroutine that suspends once (same suspension);
+* ``loop.create_task`` of the coroutine that suspends once (same suspension), and the floor of
+  an *eager* run that suspends (what issue 15 asks a run to be): the eager step (a context of
+  its own with a context variable set, the current task swapped for a host task, one
+  ``send``), then a task for the rest (a minimal resumable wrapper, as ``aiotimer._eager``);
 * ``loop.run_in_executor`` on a ``ThreadPoolExecutor(THREADS)``, and
   ``anyio.to_thread.run_sync`` with a ``CapacityLimiter(THREADS)`` (in a task each).
 
@@ -28,6 +31,7 @@ aiotimer variant it is the floor of.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +65,7 @@ THREAD = "thread=True"
 FLOOR_TASK = "floor: create_task(coroutine)"
 FLOOR_SEND = "floor: coro.send(None)"
 FLOOR_TASK_SUSPENDING = "floor: create_task(await sleep(0))"
+FLOOR_EAGER_SUSPENDING = "floor: eager step + task(await sleep(0))"
 FLOOR_EXECUTOR = f"floor: run_in_executor, {THREADS} threads"
 FLOOR_ANYIO = f"floor: anyio.to_thread, {THREADS} threads"
 
@@ -149,6 +154,74 @@ async def _floor_task_suspending(loop: asyncio.AbstractEventLoop, stack: AsyncEx
     return body
 
 
+_FIRST: Any = object()
+
+
+class _Rest(collections.abc.Coroutine[Any, Any, Any]):
+    """The least a Task needs to go on with a coroutine stepped once already: its first
+    ``send`` returns what the coroutine yielded, the others go to the coroutine."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Any, first: object) -> None:
+        self._coro = coro
+        self._first = first
+
+    def send(self, value: Any) -> Any:
+        first = self._first
+        if first is not _FIRST:
+            self._first = _FIRST
+            return first
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._first = _FIRST
+        return self._coro.throw(typ)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __await__(self) -> Any:
+        return self
+
+
+async def _floor_eager_suspending(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
+    import asyncio.tasks
+    import contextvars
+
+    host = loop.create_task(asyncio.sleep(3600))
+    stack.callback(host.cancel)
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("floor", default=0)
+    current = asyncio.current_task
+    leave, enter = asyncio.tasks._leave_task, asyncio.tasks._enter_task
+    copy = contextvars.copy_context
+    create = loop.create_task
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            coro = _asleep0()
+            context = copy()
+            context.run(var.set, 1)
+            task = current(loop)
+            if task is not None:
+                leave(loop, task)
+            enter(loop, host)
+            try:
+                yielded = context.run(coro.send, None)
+            except StopIteration:
+                continue
+            finally:
+                leave(loop, host)
+                if task is not None:
+                    enter(loop, task)
+            create(_Rest(coro, yielded), context=context)
+
+    return body
+
+
 async def _floor_executor(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
     pool = stack.enter_context(ThreadPoolExecutor(THREADS))
     run = loop.run_in_executor
@@ -192,6 +265,7 @@ FLOORS: dict[
     FLOOR_TASK: (*COROUTINE_N, _floor_task),
     FLOOR_SEND: (*COROUTINE_N, _floor_send),
     FLOOR_TASK_SUSPENDING: (*SUSPENDING_N, _floor_task_suspending),
+    FLOOR_EAGER_SUSPENDING: (*SUSPENDING_N, _floor_eager_suspending),
     FLOOR_EXECUTOR: (*THREAD_N, _floor_executor),
     FLOOR_ANYIO: (*THREAD_N, _floor_anyio),
 }
@@ -201,6 +275,7 @@ PAIRS: tuple[tuple[str, str, float | None], ...] = (
     (COROUTINE, FLOOR_TASK, None),
     (COROUTINE, FLOOR_SEND, None),
     (SUSPENDING, FLOOR_TASK_SUSPENDING, 1.2),
+    (SUSPENDING, FLOOR_EAGER_SUSPENDING, None),
     (THREAD, FLOOR_EXECUTOR, 1.5),
     (THREAD, FLOOR_ANYIO, None),
 )

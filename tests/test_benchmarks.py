@@ -219,6 +219,8 @@ def test_policies_measures_coroutine_and_thread_paths_next_to_their_floors(
     # a floor does the work of its aiotimer variant's N timers
     assert results[policies.FLOOR_EXECUTOR]["timers"] == results[policies.THREAD]["timers"]
     assert results[policies.FLOOR_SEND]["timers"] == results[policies.COROUTINE]["timers"]
+    eager_floor = results[policies.FLOOR_EAGER_SUSPENDING]
+    assert eager_floor["timers"] == results[policies.SUSPENDING]["timers"]
 
     report = policies.report(results, True, tmp_path)
     stdout = "\n\n".join(report.tables)
@@ -253,6 +255,7 @@ def test_quick_apscheduler_workload_compares_coroutine_jobs_with_apscheduler(
     assert [row.split()[0].split("[")[0] for row in rows] == [
         "aiotimer/sync",
         "aiotimer/async",
+        "floor/eager",
         *(["apscheduler/async"] if apscheduler else []),
     ]
     for row in rows:
@@ -268,6 +271,9 @@ def test_quick_apscheduler_workload_compares_coroutine_jobs_with_apscheduler(
         return
     _, ratios = _table_rows(proc.stdout, "apscheduler ratios")
     assert {row.split()[0] for row in ratios} == {"aiotimer/sync", "aiotimer/async"}
+    assert "floor/eager: the eager semantics alone cost" in proc.stdout
+    floor = aps["variants"]["floor/eager"]
+    assert floor["fires_per_s"] > 0.5 * 10_000
     assert {(t["target"], t["limit"]) for t in aps["targets"]} == {
         ("aiotimer/sync: CPU, APScheduler / aiotimer", 50),
         ("aiotimer/sync: p99 lateness", 5),
