@@ -385,7 +385,9 @@ def sum_exported(timers: Sequence[Timer]) -> array[int]:
     field (``map`` over the timers, :meth:`HistogramSlab.sum_slots` for the histograms) and a
     Python step only for the few timers with rare events, so 100,000 timers take milliseconds
     and build nothing per timer that the garbage collector tracks (which would set off full
-    collections that stall the loop).
+    collections that stall the loop). Each number is read whole (under the GIL), but a timer
+    that ends on the loop while this runs may have its histograms counted twice or not at all
+    in this one sum (as a scrape a moment earlier or later would see them).
     """
     out = array("Q", bytes(8 * EXPORTED))
     if not timers:
