@@ -387,7 +387,7 @@ def sum_exported(timers: Sequence[Timer]) -> array[int]:
     and build nothing per timer that the garbage collector tracks (which would set off full
     collections that stall the loop). Each number is read whole (under the GIL), but a timer
     that ends on the loop while this runs may have its histograms counted twice or not at all
-    in this one sum (as a scrape a moment earlier or later would see them).
+    in this one sum (a scrape then sees a histogram step and step back: a counter reset).
     """
     out = array("Q", bytes(8 * EXPORTED))
     if not timers:
