@@ -660,15 +660,19 @@ class Dispatcher:
                 return
             self._failed(timer, exc)
             result = _FAILED
-        self._settle(grid, timer, grid_tick, result)
-        self._next_waiting(grid, timer)
+        if timer.spec.kind is not PERIODIC:  # (periodic: re-queued before the run)
+            self._settle(grid, timer, grid_tick, result)
+        if timer._trouble is not None:  # (else no run waits)
+            self._next_waiting(grid, timer)
 
     def _async_ended(self, timer: Timer, scheduled_ns: int, t0: int) -> None:
-        """An asynchronous run that started at ``t0`` ended: its stats and the counts."""
+        """An asynchronous run that started at ``t0`` ended: its stats and the counts (and the
+        drain hears of it: only a stop waits for the runs in flight)."""
         self._record(timer, t0 - scheduled_ns, self._now_ns() - t0, t0)
         timer._running -= 1
         self.inflight -= 1
-        self._run_finished()
+        if self.stopping:
+            self._run_finished()
 
     async def _run_async(
         self,
