@@ -163,7 +163,8 @@ class Dispatcher:
         self._run_finished = run_finished
         self._backend: Backend = ASYNCIO
         self._task_group: TaskGroup | None = None  # set while the scheduler runs
-        self._tasks: set[asyncio.Task[None]] = set()  # runs' tasks on asyncio
+        # runs' tasks on asyncio (and thread runs' futures): cancelled at a hard stop
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._executor: ThreadPoolExecutor | None = None  # thread=True runs on asyncio
         self._eager: EagerRunner | None = None  # eager coroutine runs, on asyncio
         self.limiter: anyio.CapacityLimiter | None = None  # thread=True runs on trio
@@ -574,6 +575,14 @@ class Dispatcher:
             if mode & EAGER and on_done is None and self._eager is not None:
                 self._start_eager(grid, timer, grid_tick, scheduled_ns, arg, timed)
                 return
+            if (
+                mode & THREAD
+                and on_done is None
+                and self._executor is not None
+                and timer.spec.policy.timeout_ns is None
+            ):
+                self._start_thread(grid, timer, grid_tick, scheduled_ns, arg)
+                return
             assert self._task_group is not None
             run = self._run_async(grid, timer, grid_tick, scheduled_ns, arg, on_done)
             self._backend.start_run(run, self._task_group, self._tasks)
@@ -737,7 +746,7 @@ class Dispatcher:
                 self._overran(timer, timeout_ns, still_running=True)
 
             watchdog = self._later(timeout_ns, report)
-        self.threads[timer] = self.threads.get(timer, 0) + 1
+        self._thread_started(timer)
         try:
             with self._hold():
                 if self._executor is not None:
@@ -752,11 +761,7 @@ class Dispatcher:
                         timer._call, *arg, limiter=self.limiter, abandon_on_cancel=True
                     )
         finally:
-            left = self.threads[timer] - 1
-            if left:
-                self.threads[timer] = left
-            else:
-                del self.threads[timer]
+            self._thread_ended(timer)
             if watchdog is not None:
                 watchdog.cancel()
         duration_ns = self._now_ns() - t0
@@ -765,6 +770,69 @@ class Dispatcher:
                 self._overran(timer, duration_ns)
             return _TIMED_OUT  # a run past its timeout counts as failed
         return result
+
+    def _start_thread(
+        self, grid: Grid, timer: Timer, grid_tick: int, scheduled_ns: int, arg: tuple[Tick, ...]
+    ) -> None:
+        """A thread run without a timeout, on asyncio: no task, the executor's future and a done
+        callback (:meth:`_thread_done`) that does what the end of :meth:`_run_async` does. The
+        future is tracked with the runs' tasks: a hard stop cancels it (the thread finishes on
+        its own, its result dropped)."""
+        import asyncio
+
+        executor = self._executor
+        assert executor is not None
+        self._thread_started(timer)
+        hold = self._hold()
+        hold.__enter__()
+        context = contextvars.copy_context()  # as anyio does: the run sees ours
+        context.run(current_timer.set, timer)
+        t0 = self._now_ns()
+        future = asyncio.get_running_loop().run_in_executor(
+            executor, context.run, timer._call, *arg
+        )
+        self._tasks.add(future)
+        future.add_done_callback(
+            partial(self._thread_done, grid, timer, grid_tick, scheduled_ns, t0, hold)
+        )
+
+    def _thread_done(
+        self,
+        grid: Grid,
+        timer: Timer,
+        grid_tick: int,
+        scheduled_ns: int,
+        t0: int,
+        hold: AbstractContextManager[object],
+        future: asyncio.Future[Any],
+    ) -> None:
+        """The thread run of :meth:`_start_thread` ended (or was cancelled by a hard stop)."""
+        self._tasks.discard(future)
+        hold.__exit__(None, None, None)
+        self._thread_ended(timer)
+        self._async_ended(timer, scheduled_ns, t0)
+        if future.cancelled():  # a hard stop: a one-shot's run happened all the same
+            if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
+                self._finish(timer)
+            return
+        exc = future.exception()
+        result: object = _FAILED
+        if exc is None:
+            result = future.result()
+        else:
+            self._failed(timer, exc)
+        self._settle(grid, timer, grid_tick, result)
+        self._next_waiting(grid, timer)
+
+    def _thread_started(self, timer: Timer) -> None:
+        self.threads[timer] = self.threads.get(timer, 0) + 1
+
+    def _thread_ended(self, timer: Timer) -> None:
+        left = self.threads[timer] - 1
+        if left:
+            self.threads[timer] = left
+        else:
+            del self.threads[timer]
 
     def _next_waiting(self, grid: Grid, timer: Timer) -> None:
         """A run ended: start a run that waited for it (a BURST catch-up, then a queued one)."""

@@ -123,7 +123,7 @@ class EagerRunner:
 
     __slots__ = ("_host", "_loop", "_tasks")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[None]]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Future[Any]]) -> None:
         self._loop = loop
         self._tasks = tasks
         self._host: asyncio.Task[None] | None = None

@@ -314,3 +314,58 @@ async def test_a_returns_interval_timer_follows_its_missed_policy(
     async with s:
         await virtual_clock.advance_ms(600)
     assert runs == [100, 390, 490, 590]
+
+
+@pytest.mark.slow
+async def test_thread_runs_fail_in_isolation_see_their_timer_and_stop_waits_for_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """thread=True without a timeout (on asyncio: the executor's future, no task): a failing
+    run is counted and keeps its schedule, a run sees its timer as current_timer, stop()
+    waits for a run within the grace, and reports one it could not wait for. Real threads and
+    the real clock: generous bounds."""
+    import threading
+
+    release = threading.Event()
+    current: list[aiotimer.Timer | None] = []
+
+    def fails() -> None:
+        raise ValueError("thread failure")
+
+    def blocks() -> str:
+        current.append(aiotimer.current_timer.get())
+        release.wait(5)
+        return "done"
+
+    s = aiotimer.Scheduler()
+    failing = s.add_every_ms(20, fails, thread=True, name="fails")
+    blocking = s.add_once_ms(10, blocks, thread=True, name="blocks")
+    await s.start()
+    with anyio.fail_after(10):
+        while failing.runs < 3 or blocking.running != 1:  # noqa: ASYNC110 (no event to wait on)
+            await anyio.sleep(0.01)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.stop, 5.0)
+            await anyio.sleep(0.1)
+            assert s.running or blocking.running == 1  # stop waits for the thread run
+            release.set()
+    assert failing.errors == failing.runs >= 3
+    assert current == [blocking]
+    assert (blocking.state, blocking.runs, blocking.running) == (
+        aiotimer.TimerState.FINISHED,
+        1,
+        0,
+    )
+    assert "stopping with thread runs still going" not in caplog.text
+
+    release.clear()
+    s2 = aiotimer.Scheduler()
+    stuck = s2.add_once_ms(10, blocks, thread=True, name="stuck")
+    await s2.start()
+    with anyio.fail_after(10):
+        while stuck.running != 1:  # noqa: ASYNC110 (no event to wait on)
+            await anyio.sleep(0.01)
+        await s2.stop(grace_s=0.05)  # returns: the thread cannot be killed, it is reported
+    assert "'stuck' x1" in caplog.text
+    release.set()
+    await anyio.sleep(0.05)  # it ends on its own; its result is dropped
