@@ -115,7 +115,10 @@ async def test_each_grid_point_runs_on_exactly_one_node_mostly_its_preferred_one
     assert on_preferred >= len(window) * 0.8, (on_preferred, len(window))
     stats = cluster_stats(sa, a)
     assert stats.live_nodes == ("a", "b")
-    assert sum(t.won for t in stats.timers.values()) == len(runs["a"])
+    # every run here was won; a batch of claims in flight at the stop is won and not run (the
+    # documented stop: answered first, recorded as skipped), at most one point per timer
+    won = sum(t.won for t in stats.timers.values())
+    assert len(runs["a"]) <= won <= len(runs["a"]) + len(timers), (won, len(runs["a"]))
     assert sum(t.run_elsewhere for t in stats.timers.values()) > 0
     assert stats.claim_latency_p50_s is not None
     json.dumps(stats.as_dict())
