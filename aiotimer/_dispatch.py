@@ -630,13 +630,7 @@ class Dispatcher:
             self._failed(timer, exc)
             done, value = True, _FAILED
         if done:
-            if timed:
-                self._async_ended(timer, scheduled_ns, t0)
-            else:  # (counted, not timed)
-                timer._running -= 1
-                self.inflight -= 1
-                if self.stopping:  # (only a stop waits for the runs in flight)
-                    self._run_finished()
+            self._async_ended(timer, scheduled_ns, t0, timed)
             if timer.spec.kind is not PERIODIC:  # (periodic: re-queued before the run)
                 self._settle(grid, timer, grid_tick, value)
             if timer._trouble is not None:  # (else no run waits)
@@ -646,7 +640,7 @@ class Dispatcher:
             coro,
             value,
             context,
-            partial(self._rest_ended, grid, timer, grid_tick, scheduled_ns, t0),
+            partial(self._rest_ended, grid, timer, grid_tick, scheduled_ns, t0, timed),
         )
 
     def _rest_ended(
@@ -656,12 +650,14 @@ class Dispatcher:
         grid_tick: int,
         scheduled_ns: int,
         t0: int,
+        timed: bool,
         result: object,
         exc: BaseException | None,
     ) -> None:
         """The rest of an eager run that suspended ended, in its task's last step (see
-        ``_eager``): as the end of :meth:`_run_async`."""
-        self._async_ended(timer, scheduled_ns, t0)
+        ``_eager``): as the end of :meth:`_run_async` (timed if its start was: the batch's
+        sample, see the module's notes)."""
+        self._async_ended(timer, scheduled_ns, t0, timed)
         if exc is not None:
             if not isinstance(exc, Exception):  # cancelled (a hard stop), or leaving the loop
                 if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
@@ -674,10 +670,11 @@ class Dispatcher:
         if timer._trouble is not None:  # (else no run waits)
             self._next_waiting(grid, timer)
 
-    def _async_ended(self, timer: Timer, scheduled_ns: int, t0: int) -> None:
-        """An asynchronous run that started at ``t0`` ended: its stats and the counts (and the
-        drain hears of it: only a stop waits for the runs in flight)."""
-        self._record(timer, t0 - scheduled_ns, self._now_ns() - t0, t0)
+    def _async_ended(self, timer: Timer, scheduled_ns: int, t0: int, timed: bool = True) -> None:
+        """An asynchronous run that started at ``t0`` ended: its stats (if ``timed``) and the
+        counts (and the drain hears of it: only a stop waits for the runs in flight)."""
+        if timed:
+            self._record(timer, t0 - scheduled_ns, self._now_ns() - t0, t0)
         timer._running -= 1
         self.inflight -= 1
         if self.stopping:

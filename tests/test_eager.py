@@ -207,6 +207,9 @@ async def test_a_big_uniform_batch_of_eager_runs_keeps_every_policy(
     assert var.get() == 0
     assert {t.runs for t in suspenders} == {7}
     assert seen_current == [True] * 7 * 200
+    # past 256 a batch, runs are timed by rotating sample: suspended ones as the others
+    timed = sum(t.stats.lateness.count for t in suspenders)
+    assert 7 * 200 // 5 <= timed < 7 * 200
     assert {(t.runs, t.errors) for t in failers} == {(7, 7)}
     assert {(t.runs, t.overlaps) for t in slows} == {(3, 4)}  # runs at 10, 40, 70
     assert len(syncs) == 7
