@@ -33,7 +33,9 @@ failed runs). It has two loops:
   next tick stored, one counter and the call itself (plus a ``Tick`` for callbacks that take
   one), and the whole list goes back to the grid at once: about 0.2 µs per fire on a 2-vCPU VM.
   That is the steady state of timers that share an interval, and **the one place outside the
-  grid that writes a timer's position** (documented in ``_grid.py``).
+  grid that writes a timer's position** (documented in ``_grid.py``). Periodic eager coroutine
+  timers may share such a bucket (``LEAN`` in ``_modes``): the loop moves them with the others
+  and starts each run itself (:meth:`_lean_eager`: the overlap policy, then the eager step).
 * any other bucket (mixed intervals or modes, late runs) runs through :meth:`_fire_mixed`,
   where the grid re-queues each timer and the run goes through the one shared run step.
 
