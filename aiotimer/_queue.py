@@ -118,10 +118,9 @@ class TickQueue:
 
     def discard(self) -> None:
         """One queued entry went stale (its timer was cancelled, paused or moved)."""
-        stale = self._stale = self._stale + 1
-        # _maybe_compact's test, inlined: per-call timers are cancelled by the thousand a second
-        if stale >= _COMPACT_MIN_STALE and stale * 2 > self._entries and not self._firing:
-            self._compact()
+        self._stale += 1
+        if not self._firing:
+            self._maybe_compact()
 
     def next_tick(self) -> int | None:
         keys = self._keys

@@ -88,7 +88,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import sys
 import time
 from array import array
@@ -136,7 +135,6 @@ _LE: Final = (*(repr(upper / 1e9) for upper in BUCKET_UPPER_NS[:-1]), "+Inf")
 _LATENESS: Final = (7, 7 + 2 * N_BUCKETS)
 """Where the lateness histogram is in :func:`sum_exported`'s numbers: counts, sum."""
 _DURATION: Final = (7 + N_BUCKETS, 8 + 2 * N_BUCKETS)
-_ANONYMOUS_SUFFIX: Final = re.compile(r"#\d+$")
 _DONE: Final = (TimerState.CANCELLED, TimerState.FINISHED)
 
 
