@@ -14,7 +14,8 @@ Ground rules:
 * ``timer._grid_tick`` is the grid point of the timer's next run; ``timer._due_tick`` is the
   tick it is queued for: the grid point plus the run's jitter (without jitter, the same), or
   ``NOT_QUEUED`` while it is in no bucket (paused, stopped, a one-shot running). Both are exact
-  at all times.
+  at all times (a timer moved to a later tick may still sit in an earlier bucket, deferred:
+  the queue moves it on when that bucket comes due, before anyone sees it; see ``_queue``).
 * **First run.** Without a fixed origin (the default), a timer's first run is the first tick at
   or after "now", plus one interval: one interval after it was added (or after the scheduler
   started), at most one tick (1 ms, or 1 s) later. With ``aligned`` (the scheduler was given a
@@ -212,10 +213,12 @@ class Grid:
         timer._due_tick = NOT_QUEUED
 
     def unqueue(self, timer: Timer) -> None:
-        """Take ``timer`` out of the queue (lazily); its grid point is kept (see :meth:`resume`)."""
-        if timer._due_tick != NOT_QUEUED:
+        """Take ``timer`` out of the queue (lazily: parked, see ``_queue``); its grid point is
+        kept (see :meth:`resume`)."""
+        due_tick = timer._due_tick
+        if due_tick != NOT_QUEUED:
             timer._due_tick = NOT_QUEUED
-            self.queue.discard()
+            self.queue.park(timer, due_tick)
 
     def forget(self, timer: Timer) -> None:
         """Take ``timer`` off the grid for good (cancelled, finished, rescheduled)."""
@@ -228,10 +231,11 @@ class Grid:
         """Take ``timer`` off its position and, given ``now_ns``, arm it afresh from then (its
         interval changed: a reschedule); with ``None`` (a paused timer) leave it unarmed. One
         call for a forget and an arm: transactions re-arm their timers by the thousand a
-        second."""
-        if timer._due_tick != NOT_QUEUED:
+        second: a move to later keeps the timer's entry, see ``_queue``)."""
+        due_tick = timer._due_tick
+        if due_tick != NOT_QUEUED:
             timer._due_tick = NOT_QUEUED
-            self.queue.discard()
+            self.queue.park(timer, due_tick)
         if now_ns is None:
             timer._grid_tick = NOT_QUEUED
         else:

@@ -14,6 +14,15 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   such stale entries and compacts itself when they outnumber the live ones, so churn (add/cancel
   in a loop) cannot grow memory without bound; compaction is O(entries) and runs at most once
   per ``entries / 2`` discards, so its cost is amortised O(1) per discard.
+* **A move to later keeps the entry** (as Go's runtime timers do): a paused or re-armed timer is
+  *parked* (:meth:`park`): its entry stays in its bucket, counted stale, and the timer remembers
+  where (``timer._entry_at``, the one field of a timer the queue writes). Pushed again for a
+  later tick before that bucket comes due, it is *deferred*: the old entry holds it, counted
+  live again, and no new entry is made. When that bucket comes due, :meth:`pop_due` moves each
+  deferred timer on to its real tick (the entry left behind is stale), so the dispatcher never
+  sees one. A transaction's timer re-armed ten times before it fires costs one move, not ten
+  entries, and leaves no garbage behind. ``_held`` counts the parked and deferred entries per
+  bucket (an upper bound), so only those buckets are searched.
 * A bucket may be known to be *uniform*: every live entry is a fast-mode timer or an eager
   coroutine timer (``LEAN`` in ``_modes``) of one interval, so all of them re-queue to one
   tick. The dispatcher runs such a bucket with a leaner loop and puts the whole list back in
@@ -24,7 +33,10 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
 Ground rules:
 
 * Ticks are integers; the queue never looks at a clock, and it reads a timer's ``_due_tick``,
-  ``_mode`` and ``_interval`` but never writes them (the grid does).
+  ``_mode`` and ``_interval`` but never writes them (the grid does). It owns ``_entry_at``.
+* An entry is live when its timer is due at the bucket's tick (``_due_tick == tick``) or is
+  deferred there (``_entry_at == tick`` and a later ``_due_tick``); every other entry is stale.
+  ``_entry_at`` only ever names a bucket still to come (one after every popped tick).
 * **No compaction under a batch.** Between :meth:`pop_due` and :meth:`batch_done` (a dispatch
   batch, whose callbacks may cancel timers by the thousand), discards are only counted; the
   compaction they call for runs at :meth:`batch_done`. So no list or count the dispatcher relies
@@ -47,20 +59,34 @@ NOT_QUEUED: Final = -1
 """``Timer._due_tick`` of a timer that is in no bucket (stopped, paused, running, not armed)."""
 
 _COMPACT_MIN_STALE: Final = 1024
+_NONE_POPPED: Final = -(2**62)
 
 
 @final
 class TickQueue:
     """Buckets of timers keyed by due tick."""
 
-    __slots__ = ("_buckets", "_entries", "_firing", "_keys", "_stale", "_uniform")
+    __slots__ = (
+        "_buckets",
+        "_compact_at",
+        "_entries",
+        "_firing",
+        "_held",
+        "_keys",
+        "_popped",
+        "_stale",
+        "_uniform",
+    )
 
     def __init__(self) -> None:
         self._buckets: dict[int, list[Timer]] = {}
         self._keys: list[int] = []  # min-heap of the keys of _buckets
         self._entries = 0  # entries in all buckets, stale ones included
         self._stale = 0
+        self._compact_at = _COMPACT_MIN_STALE  # _stale below this: no compaction to check
         self._uniform: dict[int, int] = {}  # tick -> the interval of its uniform bucket
+        self._held: dict[int, int] = {}  # tick -> parked or deferred entries there (at most)
+        self._popped = _NONE_POPPED  # the latest tick popped: buckets after it are to come
         self._firing = False  # a popped bucket is being dispatched: no compaction
 
     def __len__(self) -> int:
@@ -68,11 +94,18 @@ class TickQueue:
         return self._entries - self._stale
 
     def push(self, timer: Timer, tick: int) -> bool:
-        """Queue ``timer`` for ``tick`` (the grid has set ``timer._due_tick = tick``).
+        """Queue ``timer`` for ``tick`` (the grid has set ``timer._due_tick = tick``): a timer
+        that is in no bucket, or parked (then its old entry holds it, if that comes first).
 
         :returns: whether ``tick`` is new to the queue (only then can it be an earlier deadline
             than the tick source knows of)
         """
+        at = timer._entry_at
+        if at != NOT_QUEUED:  # parked (see park)
+            if tick > at:  # its entry there comes first: it holds the timer, live again
+                self._stale -= 1
+                return False
+            timer._entry_at = NOT_QUEUED  # (the entry stays behind, stale)
         self._entries += 1
         bucket = self._buckets.get(tick)
         if bucket is not None:
@@ -99,7 +132,7 @@ class TickQueue:
         :returns: whether ``tick`` is new to the queue (see :meth:`push`)
         """
         if stale * 16 > len(entries):
-            live = [t for t in entries if t._due_tick == tick]
+            live = [t for t in entries if t._due_tick == tick or t._entry_at == tick]
             self.settle(len(entries) - len(live))
             entries = live
             if not entries:
@@ -117,9 +150,21 @@ class TickQueue:
         return False
 
     def discard(self) -> None:
-        """One queued entry went stale (its timer was cancelled, paused or moved)."""
+        """One queued entry went stale (its timer was cancelled, or ended)."""
         self._stale += 1
-        if not self._firing:
+        if self._stale >= self._compact_at and not self._firing:
+            self._maybe_compact()
+
+    def park(self, timer: Timer, tick: int) -> None:
+        """``timer``, queued for ``tick``, is taken out (the grid has set its ``_due_tick`` to
+        ``NOT_QUEUED``): paused, or about to be pushed again (a re-arm). Its entry goes stale
+        but stays where it is, and :meth:`push` takes it back for a later tick."""
+        if timer._entry_at == NOT_QUEUED and tick > self._popped:  # (else: parked already, or
+            timer._entry_at = tick  # in the batch being dispatched: only stale)
+            held = self._held
+            held[tick] = held.get(tick, 0) + 1
+        self._stale += 1
+        if self._stale >= self._compact_at and not self._firing:
             self._maybe_compact()
 
     def next_tick(self) -> int | None:
@@ -141,7 +186,22 @@ class TickQueue:
         bucket = self._buckets.pop(tick)
         self._entries -= len(bucket)
         self._firing = True
+        if tick > self._popped:
+            self._popped = tick
+        if self._held and self._held.pop(tick, 0):
+            self._move_on(tick, bucket)
         return tick, bucket, self._uniform.pop(tick, 0) if self._uniform else 0
+
+    def _move_on(self, tick: int, bucket: list[Timer]) -> None:
+        """The popped bucket ``tick`` held parked or deferred entries: each deferred timer goes
+        on to its own tick (the entry here is stale then), the parked ones stay out."""
+        for timer in bucket:
+            if timer._entry_at == tick:
+                timer._entry_at = NOT_QUEUED
+                due = timer._due_tick
+                if due > tick:  # deferred (not parked: NOT_QUEUED)
+                    self._stale += 1
+                    self.push(timer, due)  # (later than now: the tick source reads it next)
 
     def batch_done(self) -> None:
         """The popped bucket was dispatched: compaction may run again (and runs now if the
@@ -161,30 +221,59 @@ class TickQueue:
                 t: None
                 for tick, bucket in self._buckets.items()
                 for t in bucket
-                if t._due_tick == tick
+                if t._due_tick == tick or (t._entry_at == tick and t._due_tick > tick)
             }
         )
+        for bucket in self._buckets.values():
+            for t in bucket:
+                t._entry_at = NOT_QUEUED
         self._buckets.clear()
         self._keys.clear()
         self._uniform.clear()
+        self._held.clear()
         self._entries = self._stale = 0
+        self._compact_at = _COMPACT_MIN_STALE
+        self._popped = _NONE_POPPED  # (a restarted grid counts ticks from a new origin)
         self._firing = False
         return live
 
     def _maybe_compact(self) -> None:
         if self._stale >= _COMPACT_MIN_STALE and self._stale * 2 > self._entries:
             self._compact()
+        # Till the next check (a batch's end, or this bound reached), entries only grow: no
+        # compaction is due below it, so a discard compares one number.
+        self._compact_at = max(_COMPACT_MIN_STALE, self._entries // 2 + 1)
 
     def _compact(self) -> None:
         """Drop stale entries; O(entries), run only when more than half are stale."""
         buckets: dict[int, list[Timer]] = {}
+        held = self._held
         for tick, bucket in self._buckets.items():
-            live = [t for t in bucket if t._due_tick == tick]
+            if tick in held:
+                live = self._live_held(tick, bucket)
+            else:  # (each timer once: one moved away and back has two entries here)
+                live = [*dict.fromkeys([t for t in bucket if t._due_tick == tick])]
             if live:
                 buckets[tick] = live
         self._buckets = buckets
         self._keys = list(buckets)
         heapq.heapify(self._keys)
+        self._held = {tick: n for tick, n in held.items() if tick in buckets}
         self._entries = sum(map(len, buckets.values()))
         self._stale = 0
         self._uniform.clear()
+
+    @staticmethod
+    def _live_held(tick: int, bucket: list[Timer]) -> list[Timer]:
+        """The live entries of a bucket with parked or deferred ones, each timer once; a parked
+        timer's entry is dropped, and the timer forgets it."""
+        live: dict[Timer, None] = {}
+        for t in bucket:
+            if t._entry_at == tick:
+                if t._due_tick == NOT_QUEUED:  # parked: the entry goes
+                    t._entry_at = NOT_QUEUED
+                else:
+                    live[t] = None
+            elif t._due_tick == tick:
+                live[t] = None
+        return [*live]

@@ -62,6 +62,7 @@ from ._kamailio_calls import (
 from ._registrar import PolicyOptions
 from ._scheduler import Scheduler
 from ._spec import Unit, callback_name, is_coroutine_callable
+from ._stats import NO_HISTOGRAM
 from ._timer import Tick, Timer, TimerState
 
 if TYPE_CHECKING:
@@ -456,24 +457,27 @@ def timer_add(tl: TimerLn, delta: int, *, name: str | None = None) -> int:
     if call is None:
         raise RuntimeError(f"timer_add: {tl!r} has no handler: call timer_init(tl, f, data) first")
     current = tl._timer
-    if current is not None and current.state in _LIVE:  # tl.active
+    if current is not None and current._state in _LIVE:  # tl.active
         return -1
     # The core's smallest delay is one tick: delta 0 runs at the next tick, as in Kamailio.
     ticks = delta or 1
-    scheduler = current_scheduler()
+    scheduler = running_scheduler.get()  # current_scheduler(), inlined
+    if scheduler is None:
+        scheduler = _current if _current is not None else default_scheduler()
     core = tl._core
     if (
         core is not None
-        and core.state not in _DEAD
+        and core._state not in _DEAD
         and core._call is call
         and core.spec.name == name
-        and core.scheduler is scheduler
+        and core._grid.owner is scheduler  # core.scheduler
     ):
-        core.restart_histograms()  # per arming: 100,000 timer_ln hold no slot while idle
+        if core._hist != NO_HISTOGRAM:  # per arming: 100,000 timer_ln hold no slot while idle
+            core.restart_histograms()
         # paused by timer_del or its expiry (resumed, in the same call), or in its own handler
         core.reschedule(ticks, resume=True)
     else:
-        if core is not None and core.state not in _DEAD:
+        if core is not None and core._state not in _DEAD:
             core.cancel()  # another handler, name or scheduler: a timer of its own
         core = tl._core = scheduler.add_every_ms(ticks, call, name=name, returns_interval=True)
     tl._timer = core
@@ -495,7 +499,7 @@ def timer_del(tl: TimerLn) -> int:
     if tl.__class__ is not TimerLn:
         _check_tl("timer_del", tl)  # type: ignore[unreachable]
     timer = tl._timer
-    if timer is None or timer.state not in _LIVE:
+    if timer is None or timer._state not in _LIVE:  # not tl.active
         return -1
     tl._timer = None
     timer.pause()  # kept for the next timer_add (see timer_add)

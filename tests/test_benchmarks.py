@@ -115,14 +115,14 @@ def test_quick_churn_workload_prints_every_variant_next_to_its_baseline(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, rows = _table_rows(proc.stdout, "churn: 10,000 pending one-shots")
     assert header.split()[:2] == ["loop", "impl"]
-    impls = ["call_later", "cancel+add_once_ms", "reschedule", "kamailio"]
-    assert [row.split()[1] for row in rows[:4]] == impls
+    impls = ["call_later", "cancel+add_once_ms", "reschedule", "kamailio", "pause+reschedule"]
+    assert [row.split()[1] for row in rows[:5]] == impls
     for row in rows:
         cells = row.split()
         assert len(cells) == 7, row
         assert float(cells[2]) > 0, row  # CPU s per wall s
     assert [row.split()[3] for row in rows if row.split()[1] == "call_later"] == ["1.00"] * (
-        len(rows) // 4
+        len(rows) // 5
     )
 
     churn = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["workloads"][
@@ -145,7 +145,14 @@ def test_churn_memory_check_samples_rss_of_every_variant(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, rows = _table_rows(proc.stdout, "churn memory: 10,000 pending one-shots")
     assert [row.split()[0] for row in rows] == [
-        f"{impl}/asyncio" for impl in ("call_later", "cancel+add_once_ms", "reschedule", "kamailio")
+        f"{impl}/asyncio"
+        for impl in (
+            "call_later",
+            "cancel+add_once_ms",
+            "reschedule",
+            "kamailio",
+            "pause+reschedule",
+        )
     ]
     results = json.loads((tmp_path / "churn_memory.json").read_text(encoding="utf-8"))
     for variant in results["variants"].values():

@@ -106,3 +106,83 @@ def test_no_timer_is_lost_or_run_twice_whatever_callbacks_do(
             assert seen == sorted(set(seen)), "a grid point ran twice, or out of order"
 
     anyio.run(main)
+
+
+REARMS = ("later", "earlier", "pause", "resume", "cancel")
+
+
+@st.composite
+def rearm_scripts(draw: st.DrawFn) -> list[list[tuple[int, str, int]]]:
+    """Steps of (timer, action, delay ms) done by the application between batches."""
+    step = st.lists(
+        st.tuples(st.integers(0, 29), st.sampled_from(REARMS), st.integers(1, 60)),
+        max_size=25,
+    )
+    return draw(st.lists(step, min_size=5, max_size=40))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(script=rearm_scripts())
+def test_one_shots_re_armed_to_and_fro_run_once_at_their_last_deadline(
+    script: list[list[tuple[int, str, int]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The churn of a SIP stack on a model: one-shots re-armed later (their entries deferred in
+    place), earlier (moved), paused then re-armed (parked, then taken back) or cancelled, between
+    batches, with the queue compacting at every chance: each one runs exactly once, at the
+    deadline of its last re-arm, and the queue holds no more entries than it must."""
+    monkeypatch.setattr(aiotimer._queue, "_COMPACT_MIN_STALE", 1)
+
+    async def main() -> None:
+        clock = VirtualClock()
+        s = aiotimer.Scheduler(clock=clock)
+        ran: dict[int, list[int]] = {}
+        due: dict[int, int | None] = {}  # the model: each timer's deadline (ms), None if paused
+
+        def make(index: int) -> object:
+            return lambda: ran.setdefault(index, []).append(clock.now_ns() // MS)
+
+        async with s:
+            timers = [s.add_once_ms(30 + i, make(i)) for i in range(30)]
+            for i in range(30):
+                due[i] = 30 + i
+            for step in script:
+                now = clock.now_ns() // MS
+                for index, action, delay in step:
+                    t = timers[index]
+                    if t.state in (TimerState.CANCELLED, TimerState.FINISHED):
+                        continue
+                    if action == "later" or action == "earlier":
+                        current = due[index]
+                        if current is not None and action == "earlier":
+                            delay = max(1, min(delay, current - now - 1))
+                        t.reschedule(delay)
+                        if current is not None:
+                            due[index] = now + delay
+                    elif action == "pause":
+                        t.pause()
+                        due[index] = None
+                    elif action == "resume":
+                        t.reschedule(delay, resume=True)
+                        due[index] = now + delay
+                    else:
+                        t.cancel()
+                        due.pop(index)
+                await clock.advance_ms(7)
+                now = clock.now_ns() // MS
+                for index, deadline in due.items():
+                    if deadline is not None and deadline <= now:
+                        assert ran.get(index) == [deadline], f"timer {index}: due {deadline}"
+                    else:
+                        assert index not in ran, f"timer {index} ran early: {ran[index]}"
+                live = [i for i, d in due.items() if d is not None and d > now]
+                assert len(s._ms.queue) == len(live)  # the live count is exact
+                for i in live:
+                    assert timers[i].next_deadline_ns == due[i] * MS  # type: ignore[operator]
+            await clock.advance_ms(200)
+        assert {i: r for i, r in ran.items()} == {
+            i: [d] for i, d in due.items() if d is not None
+        }, "a timer ran twice, or not at its last deadline"
+
+    anyio.run(main)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+import aiotimer
 from aiotimer._modes import COROUTINE, TAKES_TICK
 from aiotimer._queue import NOT_QUEUED, TickQueue
+from aiotimer.testing import VirtualClock
 
 
 class Entry:
@@ -17,6 +21,7 @@ class Entry:
         self._mode = mode
         self._due_tick = NOT_QUEUED
         self._grid_tick = NOT_QUEUED
+        self._entry_at = NOT_QUEUED
 
 
 def push(queue: TickQueue, entry: Entry, tick: int) -> None:
@@ -144,3 +149,86 @@ def test_clear_returns_each_live_timer_once() -> None:
     push(q, b, 12)
     assert sorted(map(id, q.clear())) == sorted(map(id, (a, b)))
     assert len(q) == 0
+
+
+def park(queue: TickQueue, entry: Entry) -> None:
+    """What the grid does to pause a timer, or before it pushes it again (a re-arm)."""
+    tick, entry._due_tick = entry._due_tick, NOT_QUEUED
+    queue.park(entry, tick)  # type: ignore[arg-type]
+
+
+def test_a_re_arm_to_later_keeps_the_entry_and_pop_due_moves_it_on() -> None:
+    q = TickQueue()
+    a = Entry(5)
+    push(q, a, 10)
+    for later in (20, 30, 25):  # re-armed three times: no new entry
+        park(q, a)
+        push(q, a, later)
+    assert (q._entries, len(q)) == (1, 1)
+    _, bucket, _ = q.pop_due(10)  # type: ignore[misc]
+    assert bucket == [a]
+    assert a._due_tick == 25  # stale here (the dispatcher skips it) ...
+    q.settle(1)
+    q.batch_done()
+    assert (q._entries, len(q)) == (1, 1)  # ... moved on to its tick
+    assert q.pop_due(24) is None
+    assert q.pop_due(25)[1] == [a]  # type: ignore[index]
+
+
+def test_a_re_arm_to_earlier_makes_an_entry_and_a_paused_timer_stays_out() -> None:
+    q = TickQueue()
+    a, b = Entry(5), Entry(5)
+    push(q, a, 10)
+    push(q, b, 10)
+    park(q, a)
+    push(q, a, 5)  # earlier: a new entry, the old one stale
+    park(q, b)  # paused, never pushed again
+    assert (q._entries, len(q)) == (3, 1)
+    assert q.pop_due(5)[1] == [a]  # type: ignore[index]
+    q.batch_done()
+    _, bucket, _ = q.pop_due(10)  # type: ignore[misc]
+    assert all(t._due_tick != 10 for t in bucket)  # both stale: nothing runs, nothing moves
+    q.settle(2)
+    q.batch_done()
+    assert (q._entries, len(q), q.next_tick()) == (0, 0, None)
+
+
+def test_compaction_keeps_deferred_timers_once_and_drops_parked_ones() -> None:
+    q = TickQueue()
+    a, b = Entry(5), Entry(5)
+    push(q, a, 10)
+    push(q, b, 10)
+    park(q, a)
+    push(q, a, 40)  # deferred at 10
+    park(q, b)  # parked at 10
+    q._compact()
+    assert q._buckets == {10: [a]}
+    assert (q._entries, len(q)) == (1, 1)
+    assert b._entry_at == NOT_QUEUED  # its entry is gone: pushed again, it gets a new one
+    push(q, b, 20)
+    assert q._entries == 2
+    q.pop_due(10)
+    q.settle(1)
+    q.batch_done()
+    assert [q.pop_due(t)[1] for t in (20, 40)] == [[b], [a]]  # type: ignore[index]
+
+
+@pytest.mark.anyio
+async def test_one_shots_re_armed_later_over_and_over_leave_no_garbage(
+    virtual_clock: VirtualClock,
+) -> None:
+    """A SIP stack's timers: re-armed ten times each before they fire, they make no new
+    entries, and each still runs once at its last deadline."""
+    clock = virtual_clock
+    s = aiotimer.Scheduler(clock=clock)
+    runs: list[int] = []
+    async with s:
+        timers = [s.add_once_ms(1_000, lambda: runs.append(clock.now_ns())) for _ in range(500)]
+        for _ in range(10):
+            await clock.advance_ms(50)
+            for t in timers:
+                t.reschedule(1_000)
+        queue = s._ms.queue
+        assert (queue._entries, len(queue)) == (500, 500)
+        await clock.advance_ms(1_000)
+    assert runs == [1_500 * 1_000_000] * 500
