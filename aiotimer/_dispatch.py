@@ -190,7 +190,7 @@ class Dispatcher:
         if backend is ASYNCIO:
             import asyncio
 
-            self._eager = EagerRunner(asyncio.get_running_loop(), self._tasks)
+            self._eager = EagerRunner(asyncio.get_running_loop(), self._tasks, self._rest_ended)
         if self._executor is None:
             self.limiter = anyio.CapacityLimiter(self._thread_limit)
 
@@ -642,23 +642,19 @@ class Dispatcher:
             coro,
             value,
             context,
-            partial(self._rest_ended, grid, timer, grid_tick, scheduled_ns, t0, timed),
+            (grid, timer, grid_tick, scheduled_ns, t0, timed),
         )
 
     def _rest_ended(
         self,
-        grid: Grid,
-        timer: Timer,
-        grid_tick: int,
-        scheduled_ns: int,
-        t0: int,
-        timed: bool,
+        run: tuple[Grid, Timer, int, int, int, bool],
         result: object,
         exc: BaseException | None,
     ) -> None:
         """The rest of an eager run that suspended ended, in its task's last step (see
         ``_eager``): as the end of :meth:`_run_async` (timed if its start was: the batch's
-        sample, see the module's notes)."""
+        sample, see the module's notes). ``run`` is what :meth:`_start_eager` gave."""
+        grid, timer, grid_tick, scheduled_ns, t0, timed = run
         self._async_ended(timer, scheduled_ns, t0, timed)
         if exc is not None:
             if not isinstance(exc, Exception):  # cancelled (a hard stop), or leaving the loop

@@ -52,28 +52,35 @@ _current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] =
 )
 
 
-RunEnd = Callable[[object, BaseException | None], None]
-"""``end(result, exc)``: the rest of an eager run ended, returning ``result`` (``exc`` is
-``None``) or raising ``exc``. An ``Exception`` is the run's failure, reported by ``end``: the
-task itself then ends normally (as a task run's wrapper catches it); a ``BaseException``
-(cancellation, ``KeyboardInterrupt``...) goes on out of the task."""
+RunEnd = Callable[[Any, object, BaseException | None], None]
+"""``end(run, result, exc)``: the rest of the eager run ``run`` (what
+:meth:`EagerRunner.resume` was given) ended, returning ``result`` (``exc`` is ``None``) or
+raising ``exc``. An ``Exception`` is the run's failure, reported by ``end``: the task itself
+then ends normally (as a task run's wrapper catches it); a ``BaseException`` (cancellation,
+``KeyboardInterrupt``...) goes on out of the task."""
 
 
 @final
 class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
     """A coroutine stepped once already, handed to a Task: its first ``send`` returns what the
-    coroutine yielded in that step; when the coroutine ends, ``end`` hears how, in the Task's
-    last step (synchronously: what comes next for the timer is decided then, as for a task
-    run)."""
+    coroutine yielded in that step; when the coroutine ends, the runner's ``end`` hears how, in
+    the Task's last step (synchronously: what comes next for the timer is decided then, as for
+    a task run), and the Task leaves the runs' set there (no done callback: one loop callback
+    less per run). Each run in flight holds this object and its ``run``, nothing else of ours
+    (every object alive across a suspension is work for the garbage collector)."""
 
-    __slots__ = ("_coro", "_end", "_first")
+    __slots__ = ("_coro", "_first", "_run", "_runner", "_task")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: object, end: RunEnd) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], first: object, runner: EagerRunner, run: Any
+    ) -> None:
         self._coro = coro
         self._first = first
-        self._end = end
+        self._runner = runner
+        self._run = run
+        self._task: asyncio.Future[Any] | None = None  # set once the Task is made
 
-    def send(self, value: Any) -> Any:
+    def send(self, value: Any = None) -> Any:
         first = self._first
         if first is not _NOTHING:
             self._first = _NOTHING
@@ -81,14 +88,16 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
         try:
             return self._coro.send(value)
         except StopIteration as done:
-            self._end(done.value, None)
+            self._ended(done.value, None)
             raise
         except Exception as exc:
-            self._end(None, exc)  # reported there: the task itself ends normally
+            self._ended(None, exc)  # reported there: the task itself ends normally
             raise StopIteration from None
         except BaseException as exc:
-            self._end(None, exc)
+            self._ended(None, exc)
             raise
+
+    __next__ = send  # (what a C Task calls to step a non-coroutine: one frame, not two)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         self._first = _NOTHING  # (cancelled before the Task's first step: the coroutine takes it)
@@ -97,20 +106,23 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
                 return self._coro.throw(typ)
             return self._coro.throw(typ, val, tb)  # pragma: no cover (the old signature)
         except StopIteration as done:
-            self._end(done.value, None)
+            self._ended(done.value, None)
             raise
         except Exception as exc:
-            self._end(None, exc)
+            self._ended(None, exc)
             raise StopIteration from None
         except BaseException as exc:
-            self._end(None, exc)
+            self._ended(None, exc)
             raise
+
+    def _ended(self, result: object, exc: BaseException | None) -> None:
+        task, self._task = self._task, None  # (the Task holds this object: no cycle left)
+        runner = self._runner
+        runner._tasks.discard(task)
+        runner._end(self._run, result, exc)
 
     def close(self) -> None:
         self._coro.close()
-
-    def __next__(self) -> Any:
-        return self.send(None)
 
     def __await__(self) -> Generator[Any, None, None]:
         return self  # type: ignore[return-value]  # (an iterator with send and throw)
@@ -119,13 +131,16 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
 @final
 class EagerRunner:
     """Starts eager runs on one loop, with its eager host; tracks the runs that became tasks in
-    ``tasks`` (the dispatcher's: cancelled at stop)."""
+    ``tasks`` (the dispatcher's: cancelled at stop); ``end`` hears how each of those ended."""
 
-    __slots__ = ("_host", "_loop", "_tasks")
+    __slots__ = ("_end", "_host", "_loop", "_tasks")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Future[Any]]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Future[Any]], end: RunEnd
+    ) -> None:
         self._loop = loop
         self._tasks = tasks
+        self._end = end
         self._host: asyncio.Task[None] | None = None
 
     def step(self, coro: Coroutine[Any, Any, Any], timer: Timer) -> tuple[bool, Any, Any]:
@@ -157,15 +172,16 @@ class EagerRunner:
         return False, yielded, context
 
     def resume(
-        self, coro: Coroutine[Any, Any, Any], yielded: object, context: Any, end: RunEnd
+        self, coro: Coroutine[Any, Any, Any], yielded: object, context: Any, run: Any
     ) -> None:
         """Run the rest of ``coro`` (stepped once by :meth:`step`, which returned ``yielded``
-        and ``context``) as a task of the loop in that context; ``end`` hears how it ended.
+        and ``context``) as a task of the loop in that context; ``end(run, ...)`` hears how it
+        ended.
         The task runs the coroutine itself, through :class:`_Resumed`: no wrapper coroutine,
-        one frame of ours at each of its steps."""
-        task = self._loop.create_task(_Resumed(coro, yielded, end), context=context)
+        one frame of ours at each of its steps; it leaves ``tasks`` in its last step."""
+        rest = _Resumed(coro, yielded, self, run)
+        task = rest._task = self._loop.create_task(rest, context=context)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
         """The scheduler stopped: end the host."""
