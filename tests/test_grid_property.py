@@ -186,3 +186,83 @@ def test_one_shots_re_armed_to_and_fro_run_once_at_their_last_deadline(
         }, "a timer ran twice, or not at its last deadline"
 
     anyio.run(main)
+
+
+@st.composite
+def periodic_scripts(draw: st.DrawFn) -> list[list[tuple[int, str, int]]]:
+    step = st.lists(
+        st.tuples(
+            st.integers(0, 19),
+            st.sampled_from(("reschedule", "pause", "resume", "cancel")),
+            st.sampled_from([3, 5, 10]),
+        ),
+        max_size=12,
+    )
+    return draw(st.lists(step, min_size=5, max_size=30))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(script=periodic_scripts())
+def test_periodic_timers_re_armed_between_batches_keep_exactly_their_new_grid(
+    script: list[list[tuple[int, str, int]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Periodic timers of a few intervals (uniform buckets, run by the lean loop) rescheduled,
+    paused, resumed with a new interval or cancelled between batches, the queue compacting at
+    every chance: each runs at exactly the points of its last arm (now + k * interval) and at
+    no other."""
+    monkeypatch.setattr(aiotimer._queue, "_COMPACT_MIN_STALE", 1)
+
+    async def main() -> None:
+        clock = VirtualClock()
+        s = aiotimer.Scheduler(clock=clock)
+        ran: dict[int, list[int]] = {i: [] for i in range(20)}
+        # the model: (armed at ms, interval ms, runs before that arm), or None when paused
+        arm: dict[int, tuple[int, int, int] | None] = {}
+
+        def make(index: int) -> object:
+            return lambda: ran[index].append(clock.now_ns() // MS)
+
+        def expected(index: int, now: int) -> list[int]:
+            state = arm[index]
+            assert state is not None
+            at, interval, _ = state
+            return list(range(at + interval, now + 1, interval))
+
+        async with s:
+            timers = [s.add_every_ms(5 if i % 2 else 10, make(i)) for i in range(20)]
+            for i in range(20):
+                arm[i] = (0, 5 if i % 2 else 10, 0)
+            for step in script:
+                now = clock.now_ns() // MS
+                for index, action, interval in step:
+                    t = timers[index]
+                    if t.state is TimerState.CANCELLED:
+                        continue
+                    if action == "reschedule":
+                        t.reschedule(interval)
+                        if arm[index] is not None:
+                            arm[index] = (now, interval, len(ran[index]))
+                    elif action == "pause":
+                        t.pause()
+                        arm[index] = None
+                    elif action == "resume":
+                        t.reschedule(interval, resume=True)
+                        arm[index] = (now, interval, len(ran[index]))
+                    else:
+                        t.cancel()
+                        arm.pop(index)
+                frozen = {i: len(ran[i]) for i, a in arm.items() if a is None}
+                await clock.advance_ms(4)
+                now = clock.now_ns() // MS
+                for index, state in arm.items():
+                    if state is None:
+                        assert len(ran[index]) == frozen[index], f"timer {index} ran paused"
+                    else:
+                        since = ran[index][state[2] :]
+                        assert since == expected(index, now), f"timer {index}: {state}"
+        for index, runs in ran.items():
+            assert runs == sorted(set(runs)), f"timer {index} ran a point twice"
+
+    anyio.run(main)
