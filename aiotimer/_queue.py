@@ -199,7 +199,7 @@ class TickQueue:
             if timer._entry_at == tick:
                 timer._entry_at = NOT_QUEUED
                 due = timer._due_tick
-                if due > tick:  # deferred (not parked: NOT_QUEUED)
+                if due != NOT_QUEUED:  # deferred (a parked one stays out)
                     self._stale += 1
                     self.push(timer, due)  # (later than now: the tick source reads it next)
 
@@ -221,7 +221,7 @@ class TickQueue:
                 t: None
                 for tick, bucket in self._buckets.items()
                 for t in bucket
-                if t._due_tick == tick or (t._entry_at == tick and t._due_tick > tick)
+                if t._due_tick == tick or (t._entry_at == tick and t._due_tick != NOT_QUEUED)
             }
         )
         for bucket in self._buckets.values():
