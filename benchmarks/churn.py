@@ -21,13 +21,6 @@ seeded random slots and delays, in the unit its API takes; for the CPU window th
 generated before the clock starts (none is replayed), the memory check draws each batch when
 it is due.
 
-Before the churn, each variant re-arms 50 batches back to back: CPU µs per re-arm in the
-median batch of the last 40 ("warm") is the code's own cost, with what it touches in the
-CPU's caches. The churn itself finds the 100,000 handles cold at each batch (100 ms apart,
-the host's other work in between), and on a busy host those misses weigh as much as the
-code: every variant, the baseline included, pays them alike, which pulls the churn's ratios
-towards 1.
-
 Measured: CPU seconds (``getrusage``, user + system) per wall second over a window of whole
 re-arm periods (it starts and ends half-way between two batches, after one second of warm-up),
 the ratio to ``call_later`` on the same loop in the same run, fires per second (none are due
@@ -66,9 +59,6 @@ PERIOD_NS = 100_000_000
 DELAY_MS = (30_000, 60_000)
 """The one-shots' delays, uniform (inclusive bounds)."""
 SEED = 18
-WARM_BATCHES = 50
-"""Batches re-armed back to back before the churn starts (the "warm" column: the median of
-the last 40)."""
 SPARE_BATCHES = 10
 """Batches generated beyond the warm-up and the window (the CPU window's batches are generated
 before the clock starts: generating them on the loop would be measured too)."""
@@ -228,17 +218,6 @@ async def _churn(
         rearm, unit = _setup(impl, initial_ms, fires, scheduler)
         setup_s = time.perf_counter() - t0
         rss1 = h.rss_bytes()
-        # The same re-arms back to back, before the churn starts: what each costs when the
-        # data it touches stays in the CPU's caches (between two 100 ms batches, on a host
-        # with other work, it does not: every variant then pays the same cold misses).
-        warm = [[(i, unit(d)) for i, d in _batch(rng, n, per_batch)] for _ in range(WARM_BATCHES)]
-        per_batch_s = []
-        for batch in warm:
-            c0 = time.process_time()
-            rearm(batch)
-            per_batch_s.append(time.process_time() - c0)
-        kept = sorted(per_batch_s[WARM_BATCHES // 5 :])  # (the first ones warm the caches up)
-        warm_us = kept[len(kept) // 2] / per_batch * 1e6  # the median batch
         next_batch: Callable[[int], Batch]
         if premade is not None:
             made = [[(i, unit(d)) for i, d in _batch(rng, n, per_batch)] for _ in range(premade)]
@@ -280,7 +259,6 @@ async def _churn(
             "pending": n,
             "rearms_per_s": per_batch * 1_000_000_000 / PERIOD_NS,
             "setup_us_per_arm": setup_s / n * 1e6,
-            "warm_us_per_rearm": warm_us,
             "setup_rss_bytes_per_arm": (rss1 - rss0) / n,
         }
     )
@@ -331,17 +309,14 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
         if "error" in r:
             notes.append(f"{variant}: {r['error']}")
             continue
-        base = results.get(f"{BASELINE}/{loop}", {})
-        ratio = r["cpu_per_wall_s"] / base["cpu_per_wall_s"] if base else None
-        warm_ratio = r["warm_us_per_rearm"] / base["warm_us_per_rearm"] if base else None
+        base = results.get(f"{BASELINE}/{loop}", {}).get("cpu_per_wall_s")
+        ratio = r["cpu_per_wall_s"] / base if base else None
         rows.append(
             [
                 loop,
                 impl,
                 r["cpu_per_wall_s"],
                 ratio,
-                r["warm_us_per_rearm"],
-                warm_ratio,
                 r["fires_per_s"],
                 r["rss_delta_bytes"] / MIB,
                 r["setup_us_per_arm"],
@@ -363,24 +338,11 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
         f"churn: {n:,} pending one-shots of 30-60 s, {per_batch:,} re-armed every 100 ms "
         f"({per_batch * 10:,}/s); CPU over {measured / 10:g} s"
     )
-    headers = [
-        "loop",
-        "impl",
-        "CPU s/wall s",
-        "x raw",
-        "warm us/op",
-        "warm x raw",
-        "fires/s",
-        "RSS delta MiB",
-        "arm us",
-    ]
+    headers = ["loop", "impl", "CPU s/wall s", "x raw", "fires/s", "RSS delta MiB", "arm us"]
     notes.append(
         "x raw: CPU relative to call_later + handle.cancel() on the same loop, same run; "
         "arm us: the initial arms (setup), per one-shot; fires are rare by design (30-60 s "
-        "delays, re-armed first); warm us/op: CPU per re-arm of the same loop run back to "
-        f"back (the median of {WARM_BATCHES} batches, before the churn), where what it "
-        "touches stays in the caches: the code's own cost, next to the churn's (a batch every "
-        "100 ms finds the 100,000 handles cold)"
+        "delays, re-armed first)"
     )
     data = {"pending": n, "rearms_per_batch": per_batch, "batches_measured": measured}
     return h.Report(
