@@ -21,8 +21,10 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   live again, and no new entry is made. When that bucket comes due, :meth:`pop_due` moves each
   deferred timer on to its real tick (the entry left behind is stale), so the dispatcher never
   sees one. A transaction's timer re-armed ten times before it fires costs one move, not ten
-  entries, and leaves no garbage behind. ``_held`` counts the parked and deferred entries per
-  bucket (an upper bound), so only those buckets are searched.
+  entries, and leaves no garbage behind. A bucket that holds parked or deferred entries starts
+  with a mark (:data:`_HELD`, counted as a stale entry), which :meth:`pop_due` takes off: only
+  those buckets are searched, and nothing beside the buckets keeps track (a dict of such ticks
+  would churn as the buckets do, and its table's reallocations grew RSS in steps of MiBs).
 * A bucket may be known to be *uniform*: every live entry is a fast-mode timer or an eager
   coroutine timer (``LEAN`` in ``_modes``) of one interval, so all of them re-queue to one
   tick. The dispatcher runs such a bucket with a leaner loop and puts the whole list back in
@@ -46,7 +48,7 @@ Ground rules:
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from ._modes import LEAN
 
@@ -63,6 +65,20 @@ _NONE_POPPED: Final = -(2**62)
 
 
 @final
+class _Held:
+    """The type of :data:`_HELD`: reads as a stale entry (no timer is due at it)."""
+
+    __slots__ = ("_due_tick", "_entry_at")
+
+    def __init__(self) -> None:
+        self._due_tick = self._entry_at = NOT_QUEUED
+
+
+_HELD: Final[Any] = _Held()
+"""The mark at the head of a bucket with parked or deferred entries (see the module)."""
+
+
+@final
 class TickQueue:
     """Buckets of timers keyed by due tick."""
 
@@ -71,7 +87,6 @@ class TickQueue:
         "_compact_at",
         "_entries",
         "_firing",
-        "_held",
         "_keys",
         "_popped",
         "_stale",
@@ -85,7 +100,6 @@ class TickQueue:
         self._stale = 0
         self._compact_at = _COMPACT_MIN_STALE  # _stale below this: no compaction to check
         self._uniform: dict[int, int] = {}  # tick -> the interval of its uniform bucket
-        self._held: dict[int, int] = {}  # tick -> parked or deferred entries there (at most)
         self._popped = _NONE_POPPED  # the latest tick popped: buckets after it are to come
         self._firing = False  # a popped bucket is being dispatched: no compaction
 
@@ -161,8 +175,16 @@ class TickQueue:
         but stays where it is, and :meth:`push` takes it back for a later tick."""
         if timer._entry_at == NOT_QUEUED and tick > self._popped:  # (else: parked already, or
             timer._entry_at = tick  # in the batch being dispatched: only stale)
-            held = self._held
-            held[tick] = held.get(tick, 0) + 1
+            bucket = self._buckets.get(tick)
+            if bucket is None:  # (the lean loop's list for tick, not back yet: it joins this)
+                self._buckets[tick] = [_HELD]
+                heapq.heappush(self._keys, tick)
+                self._entries += 1
+                self._stale += 1
+            elif bucket[0] is not _HELD:
+                bucket.insert(0, _HELD)
+                self._entries += 1
+                self._stale += 1
         self._stale += 1
         if self._stale >= self._compact_at and not self._firing:
             self._maybe_compact()
@@ -188,7 +210,9 @@ class TickQueue:
         self._firing = True
         if tick > self._popped:
             self._popped = tick
-        if self._held and self._held.pop(tick, 0):
+        if bucket[0] is _HELD:
+            del bucket[0]
+            self._stale -= 1
             self._move_on(tick, bucket)
         return tick, bucket, self._uniform.pop(tick, 0) if self._uniform else 0
 
@@ -230,7 +254,6 @@ class TickQueue:
         self._buckets.clear()
         self._keys.clear()
         self._uniform.clear()
-        self._held.clear()
         self._entries = self._stale = 0
         self._compact_at = _COMPACT_MIN_STALE
         self._popped = _NONE_POPPED  # (a restarted grid counts ticks from a new origin)
@@ -247,10 +270,12 @@ class TickQueue:
     def _compact(self) -> None:
         """Drop stale entries; O(entries), run only when more than half are stale."""
         buckets: dict[int, list[Timer]] = {}
-        held = self._held
+        marks = 0
         for tick, bucket in self._buckets.items():
-            if tick in held:
+            if bucket[0] is _HELD:
                 live = self._live_held(tick, bucket)
+                if live and live[0] is _HELD:
+                    marks += 1
             else:  # (each timer once: one moved away and back has two entries here)
                 live = [*dict.fromkeys([t for t in bucket if t._due_tick == tick])]
             if live:
@@ -258,22 +283,23 @@ class TickQueue:
         self._buckets = buckets
         self._keys = list(buckets)
         heapq.heapify(self._keys)
-        self._held = {tick: n for tick, n in held.items() if tick in buckets}
         self._entries = sum(map(len, buckets.values()))
-        self._stale = 0
+        self._stale = marks
         self._uniform.clear()
 
     @staticmethod
     def _live_held(tick: int, bucket: list[Timer]) -> list[Timer]:
-        """The live entries of a bucket with parked or deferred ones, each timer once; a parked
-        timer's entry is dropped, and the timer forgets it."""
+        """The live entries of a marked bucket, each timer once, behind the mark again if any
+        is deferred; a parked timer's entry is dropped, and the timer forgets it."""
         live: dict[Timer, None] = {}
+        deferred = False
         for t in bucket:
             if t._entry_at == tick:
                 if t._due_tick == NOT_QUEUED:  # parked: the entry goes
                     t._entry_at = NOT_QUEUED
                 else:
                     live[t] = None
+                    deferred = True
             elif t._due_tick == tick:
                 live[t] = None
-        return [*live]
+        return [_HELD, *live] if deferred else [*live]
