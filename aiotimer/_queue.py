@@ -36,8 +36,12 @@ Ground rules:
 
 * Ticks are integers; the queue never looks at a clock, and it reads a timer's ``_due_tick``,
   ``_mode`` and ``_interval`` but never writes them (the grid does). It owns ``_entry_at``.
-* An entry is live when its timer is due at the bucket's tick (``_due_tick == tick``) or is
-  deferred there (``_entry_at == tick`` and a later ``_due_tick``); every other entry is stale.
+* An entry is live when its timer is deferred there (``_entry_at == tick``, and a
+  ``_due_tick``), or is due at the bucket's tick (``_due_tick == tick``) and deferred nowhere
+  (``_entry_at`` is ``NOT_QUEUED``); every other entry is stale. (A timer deferred from an
+  earlier bucket to this tick may have an old, stale entry here that looks due: the
+  dispatcher never meets it before the earlier bucket moved the timer on, and compaction
+  tells them apart.)
   ``_entry_at`` only ever names a bucket still to come (one after every popped tick).
 * **No compaction under a batch.** Between :meth:`pop_due` and :meth:`batch_done` (a dispatch
   batch, whose callbacks may cancel timers by the thousand), discards are only counted; the
@@ -276,8 +280,13 @@ class TickQueue:
                 live = self._live_held(tick, bucket)
                 if live and live[0] is _HELD:
                     marks += 1
-            else:  # (each timer once: one moved away and back has two entries here)
-                live = [*dict.fromkeys([t for t in bucket if t._due_tick == tick])]
+            else:  # each timer once (one moved away and back has two entries here), and not
+                # one deferred in an earlier bucket (its due tick is this one, its entry there)
+                live = [
+                    *dict.fromkeys(
+                        [t for t in bucket if t._due_tick == tick and t._entry_at == NOT_QUEUED]
+                    )
+                ]
             if live:
                 buckets[tick] = live
         self._buckets = buckets
@@ -300,6 +309,6 @@ class TickQueue:
                 else:
                     live[t] = None
                     deferred = True
-            elif t._due_tick == tick:
+            elif t._due_tick == tick and t._entry_at == NOT_QUEUED:
                 live[t] = None
         return [_HELD, *live] if deferred else [*live]

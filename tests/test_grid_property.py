@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import aiotimer
@@ -122,9 +122,19 @@ def rearm_scripts(draw: st.DrawFn) -> list[list[tuple[int, str, int]]]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(script=rearm_scripts())
+@example(  # a timer moved earlier, then deferred back to its old tick (a stale entry there)
+    script=[
+        [(19, "later", 42)],
+        [(13, "later", 1), (14, "later", 1), (16, "later", 1)],
+        [(10, "later", 1), (19, "later", 35)],
+        [],
+        [],
+        [(11, "later", 1), (15, "later", 1)],
+    ]
+)
 def test_one_shots_re_armed_to_and_fro_run_once_at_their_last_deadline(
     script: list[list[tuple[int, str, int]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
