@@ -24,7 +24,7 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   entries, and leaves no garbage behind. A bucket that holds parked or deferred entries starts
   with a mark (:data:`_HELD`, counted as a stale entry), which :meth:`pop_due` takes off: only
   those buckets are searched, and nothing beside the buckets keeps track (a dict of such ticks
-  would churn as the buckets do, and its table's reallocations grew RSS in steps of MiBs).
+  would churn as the buckets do).
 * A bucket may be known to be *uniform*: every live entry is a fast-mode timer or an eager
   coroutine timer (``LEAN`` in ``_modes``) of one interval, so all of them re-queue to one
   tick. The dispatcher runs such a bucket with a leaner loop and puts the whole list back in
