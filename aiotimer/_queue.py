@@ -16,7 +16,7 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   per ``entries / 2`` discards, so its cost is amortised O(1) per discard.
 * **A move to later keeps the entry** (as Go's runtime timers do): a paused or re-armed timer is
   *parked* (:meth:`park`): its entry stays in its bucket, counted stale, and the timer remembers
-  where (``timer._entry_at``, the one field of a timer the queue writes). Pushed again for a
+  where (``timer._entry_tick``, the one field of a timer the queue writes). Pushed again for a
   later tick before that bucket comes due, it is *deferred*: the old entry holds it, counted
   live again, and no new entry is made. When that bucket comes due, :meth:`pop_due` moves each
   deferred timer on to its real tick (the entry left behind is stale), so the dispatcher never
@@ -35,14 +35,14 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
 Ground rules:
 
 * Ticks are integers; the queue never looks at a clock, and it reads a timer's ``_due_tick``,
-  ``_mode`` and ``_interval`` but never writes them (the grid does). It owns ``_entry_at``.
-* An entry is live when its timer is deferred there (``_entry_at == tick``, and a
+  ``_mode`` and ``_interval`` but never writes them (the grid does). It owns ``_entry_tick``.
+* An entry is live when its timer is deferred there (``_entry_tick == tick``, and a
   ``_due_tick``), or is due at the bucket's tick (``_due_tick == tick``) and deferred nowhere
-  (``_entry_at`` is ``NOT_QUEUED``); every other entry is stale. (A timer deferred from an
+  (``_entry_tick`` is ``NOT_QUEUED``); every other entry is stale. (A timer deferred from an
   earlier bucket to this tick may have an old, stale entry here that looks due: the
   dispatcher never meets it before the earlier bucket moved the timer on, and compaction
   tells them apart.)
-  ``_entry_at`` only ever names a bucket still to come (one after every popped tick).
+  ``_entry_tick`` only ever names a bucket still to come (one after every popped tick).
 * **No compaction under a batch.** Between :meth:`pop_due` and :meth:`batch_done` (a dispatch
   batch, whose callbacks may cancel timers by the thousand), discards are only counted; the
   compaction they call for runs at :meth:`batch_done`. So no list or count the dispatcher relies
@@ -72,10 +72,10 @@ _NONE_POPPED: Final = -(2**62)
 class _Held:
     """The type of :data:`_HELD`: reads as a stale entry (no timer is due at it)."""
 
-    __slots__ = ("_due_tick", "_entry_at")
+    __slots__ = ("_due_tick", "_entry_tick")
 
     def __init__(self) -> None:
-        self._due_tick = self._entry_at = NOT_QUEUED
+        self._due_tick = self._entry_tick = NOT_QUEUED
 
 
 _HELD: Final[Any] = _Held()
@@ -92,7 +92,7 @@ class TickQueue:
         "_entries",
         "_firing",
         "_keys",
-        "_popped",
+        "_popped_tick",
         "_stale",
         "_uniform",
     )
@@ -104,7 +104,7 @@ class TickQueue:
         self._stale = 0
         self._compact_at = _COMPACT_MIN_STALE  # _stale below this: no compaction to check
         self._uniform: dict[int, int] = {}  # tick -> the interval of its uniform bucket
-        self._popped = _NONE_POPPED  # the latest tick popped: buckets after it are to come
+        self._popped_tick = _NONE_POPPED  # the latest tick popped: buckets after it are to come
         self._firing = False  # a popped bucket is being dispatched: no compaction
 
     def __len__(self) -> int:
@@ -118,12 +118,12 @@ class TickQueue:
         :returns: whether ``tick`` is new to the queue (only then can it be an earlier deadline
             than the tick source knows of)
         """
-        at = timer._entry_at
+        at = timer._entry_tick
         if at != NOT_QUEUED:  # parked (see park)
             if tick > at:  # its entry there comes first: it holds the timer, live again
                 self._stale -= 1
                 return False
-            timer._entry_at = NOT_QUEUED  # (the entry stays behind, stale)
+            timer._entry_tick = NOT_QUEUED  # (the entry stays behind, stale)
         self._entries += 1
         bucket = self._buckets.get(tick)
         if bucket is not None:
@@ -150,7 +150,7 @@ class TickQueue:
         :returns: whether ``tick`` is new to the queue (see :meth:`push`)
         """
         if stale * 16 > len(entries):
-            live = [t for t in entries if t._due_tick == tick or t._entry_at == tick]
+            live = [t for t in entries if t._due_tick == tick or t._entry_tick == tick]
             self.settle(len(entries) - len(live))
             entries = live
             if not entries:
@@ -177,8 +177,9 @@ class TickQueue:
         """``timer``, queued for ``tick``, is taken out (the grid has set its ``_due_tick`` to
         ``NOT_QUEUED``): paused, or about to be pushed again (a re-arm). Its entry goes stale
         but stays where it is, and :meth:`push` takes it back for a later tick."""
-        if timer._entry_at == NOT_QUEUED and tick > self._popped:  # (else: parked already, or
-            timer._entry_at = tick  # in the batch being dispatched: only stale)
+        # (Already parked, or in the batch being dispatched: only stale.)
+        if timer._entry_tick == NOT_QUEUED and tick > self._popped_tick:
+            timer._entry_tick = tick
             bucket = self._buckets.get(tick)
             if bucket is None:  # (the lean loop's list for tick, not back yet: it joins this)
                 self._buckets[tick] = [_HELD]
@@ -212,8 +213,8 @@ class TickQueue:
         bucket = self._buckets.pop(tick)
         self._entries -= len(bucket)
         self._firing = True
-        if tick > self._popped:
-            self._popped = tick
+        if tick > self._popped_tick:
+            self._popped_tick = tick
         if bucket[0] is _HELD:
             del bucket[0]
             self._stale -= 1
@@ -224,8 +225,8 @@ class TickQueue:
         """The popped bucket ``tick`` held parked or deferred entries: each deferred timer goes
         on to its own tick (the entry here is stale then), the parked ones stay out."""
         for timer in bucket:
-            if timer._entry_at == tick:
-                timer._entry_at = NOT_QUEUED
+            if timer._entry_tick == tick:
+                timer._entry_tick = NOT_QUEUED
                 due = timer._due_tick
                 if due != NOT_QUEUED:  # deferred (a parked one stays out)
                     self._stale += 1
@@ -249,18 +250,18 @@ class TickQueue:
                 t: None
                 for tick, bucket in self._buckets.items()
                 for t in bucket
-                if t._due_tick == tick or (t._entry_at == tick and t._due_tick != NOT_QUEUED)
+                if t._due_tick == tick or (t._entry_tick == tick and t._due_tick != NOT_QUEUED)
             }
         )
         for bucket in self._buckets.values():
             for t in bucket:
-                t._entry_at = NOT_QUEUED
+                t._entry_tick = NOT_QUEUED
         self._buckets.clear()
         self._keys.clear()
         self._uniform.clear()
         self._entries = self._stale = 0
         self._compact_at = _COMPACT_MIN_STALE
-        self._popped = _NONE_POPPED  # (a restarted grid counts ticks from a new origin)
+        self._popped_tick = _NONE_POPPED  # (a restarted grid counts ticks from a new origin)
         self._firing = False
         return live
 
@@ -284,7 +285,7 @@ class TickQueue:
                 # one deferred in an earlier bucket (its due tick is this one, its entry there)
                 live = [
                     *dict.fromkeys(
-                        [t for t in bucket if t._due_tick == tick and t._entry_at == NOT_QUEUED]
+                        [t for t in bucket if t._due_tick == tick and t._entry_tick == NOT_QUEUED]
                     )
                 ]
             if live:
@@ -303,12 +304,12 @@ class TickQueue:
         live: dict[Timer, None] = {}
         deferred = False
         for t in bucket:
-            if t._entry_at == tick:
+            if t._entry_tick == tick:
                 if t._due_tick == NOT_QUEUED:  # parked: the entry goes
-                    t._entry_at = NOT_QUEUED
+                    t._entry_tick = NOT_QUEUED
                 else:
                     live[t] = None
                     deferred = True
-            elif t._due_tick == tick and t._entry_at == NOT_QUEUED:
+            elif t._due_tick == tick and t._entry_tick == NOT_QUEUED:
                 live[t] = None
         return [_HELD, *live] if deferred else [*live]

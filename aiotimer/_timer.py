@@ -158,7 +158,7 @@ class Timer:
     __slots__ = (
         "_call",
         "_due_tick",
-        "_entry_at",
+        "_entry_tick",
         "_grid",
         "_grid_tick",
         "_hist",
@@ -188,7 +188,7 @@ class Timer:
         self._interval = interval  # in ticks of _grid; returns-interval runs change it
         self._grid_tick = NOT_QUEUED
         self._due_tick = NOT_QUEUED
-        self._entry_at = NOT_QUEUED  # the queue's: where its parked or deferred entry is
+        self._entry_tick = NOT_QUEUED  # the queue's: where its parked or deferred entry is
         self._state = PENDING
         self._hist = NO_HISTOGRAM  # its slot in the scheduler's HistogramSlab, once timed
         self._running = 0  # async runs (coroutines, threads) in flight

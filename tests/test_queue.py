@@ -21,7 +21,7 @@ class Entry:
         self._mode = mode
         self._due_tick = NOT_QUEUED
         self._grid_tick = NOT_QUEUED
-        self._entry_at = NOT_QUEUED
+        self._entry_tick = NOT_QUEUED
 
 
 def push(queue: TickQueue, entry: Entry, tick: int) -> None:
@@ -210,7 +210,7 @@ def test_compaction_keeps_deferred_timers_once_and_drops_parked_ones() -> None:
     q._compact()
     assert q._buckets == {10: [_HELD, a]}  # (still marked: a is deferred)
     assert (entries(q), len(q)) == (1, 1)
-    assert b._entry_at == NOT_QUEUED  # its entry is gone: pushed again, it gets a new one
+    assert b._entry_tick == NOT_QUEUED  # its entry is gone: pushed again, it gets a new one
     push(q, b, 20)
     assert entries(q) == 2
     q.pop_due(10)
