@@ -18,7 +18,7 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
-from ._spec import is_coroutine_callable
+from ._spec import declare_shape, is_coroutine_callable_cached
 from ._timer import Tick
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class _TicksCall:
 
 
 @final
+@declare_shape(takes_tick=True, is_coroutine=False)
 class _SyncTicksCall(_TicksCall):
     __slots__ = ()
 
@@ -79,6 +80,7 @@ class _SyncTicksCall(_TicksCall):
 
 
 @final
+@declare_shape(takes_tick=True, is_coroutine=True)
 class _AsyncTicksCall(_TicksCall):
     __slots__ = ()
 
@@ -93,7 +95,7 @@ def ticks_call(
     """The callback that runs ``func(ticks, param)`` (awaited if ``func`` is a coroutine
     function); ``where`` names the registering function in the error for a bad ``func``."""
     check_callable(where, func)
-    cls = _AsyncTicksCall if is_coroutine_callable(func) else _SyncTicksCall
+    cls = _AsyncTicksCall if is_coroutine_callable_cached(func) else _SyncTicksCall
     return cls(func, param, raw)
 
 
@@ -116,6 +118,7 @@ class _WorkerCall:
 
 
 @final
+@declare_shape(takes_tick=True, is_coroutine=False)
 class _SyncWorkerCall(_WorkerCall):
     __slots__ = ()
 
@@ -128,6 +131,7 @@ class _SyncWorkerCall(_WorkerCall):
 
 
 @final
+@declare_shape(takes_tick=True, is_coroutine=True)
 class _AsyncWorkerCall(_WorkerCall):
     __slots__ = ()
 
@@ -141,7 +145,7 @@ def worker_call(
 ) -> Callable[[Tick], Any]:
     """The callback that runs ``func(ticks, worker, param)``."""
     check_callable(where, func)
-    cls = _AsyncWorkerCall if is_coroutine_callable(func) else _SyncWorkerCall
+    cls = _AsyncWorkerCall if is_coroutine_callable_cached(func) else _SyncWorkerCall
     return cls(func, worker, param, raw)
 
 
@@ -190,6 +194,7 @@ class TimerLnCall:
 
 
 @final
+@declare_shape(takes_tick=True, is_coroutine=False)
 class SyncTimerLnCall(TimerLnCall):
     __slots__ = ()
 
@@ -208,6 +213,7 @@ class SyncTimerLnCall(TimerLnCall):
 
 
 @final
+@declare_shape(takes_tick=True, is_coroutine=True)
 class AsyncTimerLnCall(TimerLnCall):
     __slots__ = ()
 

@@ -17,6 +17,7 @@ from typing import Any, Final, Generic, TypedDict, TypeVar, Unpack
 
 from ._policy import DEFAULT_POLICY, ErrorHook, Missed, Overlap, Policy
 from ._spec import (
+    ADAPTER_SHAPES,
     CALENDAR,
     MAX_INTERVAL,
     ONESHOT,
@@ -399,6 +400,8 @@ def _shared_spec(callback: Callable[..., Any], interval: int, unit: Unit, kind: 
     say) then pays for one spec, not 100,000 (~110 bytes and ~2 µs each). ``Registrar._spec``
     first compares with the last spec handed out (bulk adds repeat it)."""
     global _last, _last_key
+    if type(callback) in ADAPTER_SHAPES:  # one timer's own (see declare_shape): not kept
+        return TimerSpec(callback, interval, unit, kind)
     try:
         key = (callback, interval, unit, kind)
         spec = _shared.get(key)

@@ -57,6 +57,7 @@ from ._queue import NOT_QUEUED
 from ._registrar import Registrar
 from ._service import Service
 from ._spec import (
+    ADAPTER_SHAPES,
     CALENDAR,
     MAX_INTERVAL,
     ONESHOT,
@@ -312,7 +313,9 @@ class Scheduler(Registrar[Timer]):
         # inline.
         layout = self._layout
         if layout[0] is not spec:  # bulk registrations share a spec: lay it out once
-            layout = self._layout = self._lay_out(spec, layout)
+            layout = self._lay_out(spec, layout)
+            if type(spec[0]) not in ADAPTER_SHAPES:  # (one timer's own: not kept, as in _spec)
+                self._layout = layout
         _, mode, grid, interval, base, own_name, unnamed = layout
         if ticks:
             interval = ticks

@@ -13,7 +13,7 @@ import inspect
 import math
 from collections.abc import Callable
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from ._policy import DEFAULT_POLICY, MAX_DELAY_S, Policy
 
@@ -67,7 +67,10 @@ CALENDAR: Final = Kind.CALENDAR
 
 
 def callback_name(callback: object) -> str:
-    """A readable default name: ``module.qualname`` of the callback."""
+    """A readable default name: ``module.qualname`` of the callback (of the function an
+    adapter of :func:`declare_shape` wraps)."""
+    if type(callback) in ADAPTER_SHAPES:  # (one per timer: the cache holds its function)
+        callback = callback.func  # type: ignore[attr-defined]
     try:
         return _callback_name_cached(callback)
     except TypeError:  # unhashable
@@ -129,13 +132,38 @@ def _label(name: str | None, callback: object) -> str:
     return name if name is not None else callback_name(callback)
 
 
+ADAPTER_SHAPES: Final[dict[type, tuple[bool, bool]]] = {}
+"""The classes of :func:`declare_shape`, with their instances' ``(takes_tick, is_coroutine)``."""
+
+_C = TypeVar("_C", bound=type)
+
+
+def declare_shape(*, takes_tick: bool, is_coroutine: bool) -> Callable[[_C], _C]:
+    """Class decorator: the ``(takes_tick, is_coroutine)`` of every instance of an adapter
+    class of aiotimer's own (one instance per timer, as the Kamailio façade makes one per
+    ``timer_ln``; its ``func`` is the function it wraps, checked by its factory). Such
+    callbacks skip the signature reading (~30 µs) and stay out of the per-callback caches
+    (shape, name, shared specs): one entry each would crowd out the users' functions and keep
+    each adapter, and what it holds, alive after its timer ended."""
+
+    def declare(cls: _C) -> _C:
+        ADAPTER_SHAPES[cls] = (takes_tick, is_coroutine)
+        return cls
+
+    return declare
+
+
 def callback_shape(callback: Callable[..., Any], name: str | None) -> tuple[bool, bool]:
     """``(takes_tick, is_coroutine)`` of a callback, cached: reading a signature costs ~30 µs
-    and a service registering 100,000 timers usually does so with a handful of functions.
+    and a service registering 100,000 timers usually does so with a handful of functions
+    (an instance of a class of :func:`declare_shape` is not read at all).
 
     ``name`` (or the callback's) names the timer in the error for a callback that cannot be
     called.
     """
+    declared = ADAPTER_SHAPES.get(type(callback))
+    if declared is not None:
+        return declared
     try:
         return _shape_cached(callback)
     except TypeError:
@@ -200,6 +228,20 @@ def is_coroutine_callable(callback: object) -> bool:
     if inspect.isfunction(callback) or inspect.ismethod(callback):
         return False
     return inspect.iscoroutinefunction(type(callback).__call__)
+
+
+def is_coroutine_callable_cached(callback: object) -> bool:
+    """:func:`is_coroutine_callable`, cached for hashable callbacks: the façade checks each
+    ``timer_ln``'s handler, and a SIP service inits one per transaction with one function."""
+    try:
+        return _coroutine_cached(callback)
+    except TypeError:  # unhashable (or an async generator function: raised again, below)
+        return is_coroutine_callable(callback)
+
+
+@functools.lru_cache(maxsize=1024)
+def _coroutine_cached(callback: object) -> bool:
+    return is_coroutine_callable(callback)
 
 
 @final

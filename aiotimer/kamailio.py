@@ -42,6 +42,7 @@ Ground rules:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -61,7 +62,7 @@ from ._kamailio_calls import (
 )
 from ._registrar import PolicyOptions
 from ._scheduler import Scheduler
-from ._spec import Unit, callback_name, is_coroutine_callable
+from ._spec import Unit, callback_name, is_coroutine_callable_cached
 from ._stats import NO_HISTOGRAM
 from ._timer import Tick, Timer, TimerState
 
@@ -423,7 +424,7 @@ def timer_init(
     tl.f = f
     tl.data = data
     tl.flags = flags
-    tl._call = AsyncTimerLnCall(tl) if is_coroutine_callable(f) else SyncTimerLnCall(tl)
+    tl._call = AsyncTimerLnCall(tl) if is_coroutine_callable_cached(f) else SyncTimerLnCall(tl)
     tl._timer = None
 
 
@@ -469,13 +470,14 @@ def timer_add(tl: TimerLn, delta: int, *, name: str | None = None) -> int:
         core is not None
         and core._state not in _DEAD
         and core._call is call
-        and core.spec.name == name
+        and core.spec[4] == name  # core.name, as registered (None: anonymous)
         and core._grid.owner is scheduler  # core.scheduler
     ):
         if core._hist != NO_HISTOGRAM:  # per arming: 100,000 timer_ln hold no slot while idle
             core.restart_histograms()
-        # paused by timer_del or its expiry (resumed, in the same call), or in its own handler
-        core.reschedule(ticks, resume=True)
+        # paused by timer_del or its expiry (resumed, in the same call), or in its own handler:
+        # core.reschedule(ticks, resume=True), one frame less
+        scheduler._reschedule(core, ticks, True)
     else:
         if core is not None and core._state not in _DEAD:
             core.cancel()  # another handler, name or scheduler: a timer of its own
@@ -502,7 +504,7 @@ def timer_del(tl: TimerLn) -> int:
     if timer is None or timer._state not in _LIVE:  # not tl.active
         return -1
     tl._timer = None
-    timer.pause()  # kept for the next timer_add (see timer_add)
+    timer._grid.owner._pause(timer)  # timer.pause(), one frame less: kept for the next timer_add
     return 0
 
 
@@ -845,17 +847,30 @@ def _check_arity(where: str, f: object, params: tuple[str, ...], name: str | Non
     builtins) is taken as it is."""
     check_callable(where, f)
     try:
-        signature = inspect.signature(f)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*params)
-    except TypeError as exc:
+        problem = _arity_problem(f, params)  # (cached: timer_init runs once per transaction)
+    except TypeError:  # unhashable
+        problem = _arity_problem.__wrapped__(f, params)
+    if problem is not None:
         label = name if name is not None else callback_name(f)
         raise TypeError(
             f"{where}: timer {label!r}: f must take {len(params)} positional arguments "
-            f"({', '.join(params)}), got f{signature} ({exc})"
-        ) from None
+            f"({', '.join(params)}), got {problem}"
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _arity_problem(f: object, params: tuple[str, ...]) -> str | None:
+    """Why ``f`` cannot be called with ``params`` (its signature and the binding error), or
+    ``None`` if it can (or has no signature Python can read)."""
+    try:
+        signature = inspect.signature(f)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*params)
+    except TypeError as exc:
+        return f"f{signature} ({exc})"
+    return None
 
 
 def __getattr__(name: str) -> Any:

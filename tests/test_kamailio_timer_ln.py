@@ -437,3 +437,50 @@ async def test_timer_del_then_timer_add_re_arms_the_same_core_timer(
         assert tl.timer is core
         await virtual_clock.advance_ms(5)
     assert ran == [600, 605]
+
+
+async def test_a_timer_ln_per_transaction_reads_the_handler_once_and_keeps_nothing_after_it(
+    virtual_clock: VirtualClock,
+    scheduler: aiotimer.Scheduler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ported ``tm`` inits a new timer_ln per transaction with one handler: the handler's
+    signature is read once (not per transaction: it costs tens of µs), and a transaction's
+    timer_ln and data are freed once its timer is over and the module drops them (no cache of
+    aiotimer's keeps them)."""
+    import gc
+    import inspect
+    import weakref
+
+    reads: list[object] = []
+    real_signature = inspect.signature
+
+    def counting_signature(obj: Any, *args: Any, **kwargs: Any) -> inspect.Signature:
+        reads.append(obj)
+        return real_signature(obj, *args, **kwargs)
+
+    monkeypatch.setattr(inspect, "signature", counting_signature)
+
+    class Transaction:
+        pass
+
+    def retransmit(ticks: int, tl: TimerLn, data: Transaction) -> int:
+        return 0
+
+    freed: list[weakref.ref[Transaction]] = []
+    async with scheduler:
+        for i in range(300):
+            transaction = Transaction()
+            freed.append(weakref.ref(transaction))
+            tl = timer_alloc()
+            timer_init(tl, retransmit, transaction)
+            assert timer_add(tl, 10 + i % 7) == 0
+            if i % 2:  # half are deleted before they fire, the other half expire
+                assert timer_del(tl) == 0
+        del tl, transaction
+        await virtual_clock.advance_ms(20)
+        assert scheduler.stats(timers=False).queued == 0
+    assert [r for r in reads if r is retransmit] in ([], [retransmit])
+    assert all(not isinstance(r, kamailio.TimerLn) for r in reads)
+    gc.collect()
+    assert [ref for ref in freed if ref() is not None] == []

@@ -10,7 +10,6 @@ reader, the pump or the other handlers.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +17,7 @@ from typing import Any, final
 
 import anyio
 
-from .._spec import callback_name, is_coroutine_callable
+from .._spec import callback_name, is_coroutine_callable_cached
 
 __all__ = ["Handler", "HandlerPump"]
 
@@ -28,10 +27,8 @@ Handler = Callable[..., Any]
 _Item = tuple[Handler, tuple[Any, ...]]
 
 
-@functools.lru_cache(maxsize=256)
-def _is_async(handler: Handler) -> bool:
-    """:func:`is_coroutine_callable`, cached: it costs microseconds, paid on every message."""
-    return is_coroutine_callable(handler)
+_is_async: Callable[[Handler], bool] = is_coroutine_callable_cached
+"""Paid on every message: cached (reading a function's flags costs microseconds)."""
 
 
 @final
