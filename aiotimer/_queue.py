@@ -21,10 +21,19 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   live again, and no new entry is made. When that bucket comes due, :meth:`pop_due` moves each
   deferred timer on to its real tick (the entry left behind is stale), so the dispatcher never
   sees one. A transaction's timer re-armed ten times before it fires costs one move, not ten
-  entries, and leaves no garbage behind. A bucket that holds parked or deferred entries starts
-  with a mark (:data:`_HELD`, counted as a stale entry), which :meth:`pop_due` takes off: only
-  those buckets are searched, and nothing beside the buckets keeps track (a dict of such ticks
-  would churn as the buckets do).
+  entries, and leaves no garbage behind. A bucket that holds parked or deferred entries is
+  *flagged*, so that :meth:`pop_due` searches only those: near ones (less than 65,536 ticks
+  after ``_past_tick``: 65.5 s of the ms grid) in ``_near``, a ring of byte flags indexed by
+  the tick's low bits, so a re-arm touches no bucket (with 100,000 timers pending, the buckets
+  are cold memory); farther ones by a mark at the bucket's head (:data:`_HELD`, counted as a
+  stale entry). ``_past_tick`` is a tick up to which every bucket has been popped (the latest
+  popped, or the ``now_tick`` of a :meth:`pop_due` that found nothing due; 0, the grid's
+  origin, at first), so it only grows. Flags cannot collide: a tick is flagged only within
+  the ring's span after ``_past_tick``, so a flag still set when its slot's next tick is
+  flagged is a leftover (its bucket was compacted away, or never came back) and costs a
+  needless search at most; and only a tick after ``_past_tick`` reads its slot when popped
+  (a bucket pushed at or before it, late, is never flagged). Compaction turns flags into marks
+  and clears the ring.
 * A bucket may be known to be *uniform*: every live entry is a fast-mode timer or an eager
   coroutine timer (``LEAN`` in ``_modes``) of one interval, so all of them re-queue to one
   tick. The dispatcher runs such a bucket with a leaner loop and puts the whole list back in
@@ -42,7 +51,7 @@ Ground rules:
   earlier bucket to this tick may have an old, stale entry here that looks due: the
   dispatcher never meets it before the earlier bucket moved the timer on, and compaction
   tells them apart.)
-  ``_entry_tick`` only ever names a bucket still to come (one after every popped tick).
+  ``_entry_tick`` only ever names a bucket still to come (one after ``_past_tick``).
 * **No compaction under a batch.** Between :meth:`pop_due` and :meth:`batch_done` (a dispatch
   batch, whose callbacks may cancel timers by the thousand), discards are only counted; the
   compaction they call for runs at :meth:`batch_done`. So no list or count the dispatcher relies
@@ -65,7 +74,10 @@ NOT_QUEUED: Final = -1
 """``Timer._due_tick`` of a timer that is in no bucket (stopped, paused, running, not armed)."""
 
 _COMPACT_MIN_STALE: Final = 1024
-_NONE_POPPED: Final = -(2**62)
+_NEAR: Final = 1 << 16
+"""The span of ticks after ``_past_tick`` whose holding buckets are flagged in ``_near``
+(65.5 s of the ms grid), not marked in the bucket."""
+_NEAR_MASK: Final = _NEAR - 1
 
 
 @final
@@ -92,7 +104,8 @@ class TickQueue:
         "_entries",
         "_firing",
         "_keys",
-        "_popped_tick",
+        "_near",
+        "_past_tick",
         "_stale",
         "_uniform",
     )
@@ -104,7 +117,10 @@ class TickQueue:
         self._stale = 0
         self._compact_at = _COMPACT_MIN_STALE  # _stale below this: no compaction to check
         self._uniform: dict[int, int] = {}  # tick -> the interval of its uniform bucket
-        self._popped_tick = _NONE_POPPED  # the latest tick popped: buckets after it are to come
+        # Every bucket up to this tick has been popped: one after it is still to come. (0: a
+        # grid counts ticks from its origin; an entry at or before it is never deferred.)
+        self._past_tick = 0
+        self._near: bytearray | None = None  # flags of near holding buckets, by tick % _NEAR
         self._firing = False  # a popped bucket is being dispatched: no compaction
 
     def __len__(self) -> int:
@@ -178,21 +194,35 @@ class TickQueue:
         ``NOT_QUEUED``): paused, or about to be pushed again (a re-arm). Its entry goes stale
         but stays where it is, and :meth:`push` takes it back for a later tick."""
         # (Already parked, or in the batch being dispatched: only stale.)
-        if timer._entry_tick == NOT_QUEUED and tick > self._popped_tick:
+        if timer._entry_tick == NOT_QUEUED and tick > self._past_tick:
             timer._entry_tick = tick
-            bucket = self._buckets.get(tick)
-            if bucket is None:  # (the lean loop's list for tick, not back yet: it joins this)
-                self._buckets[tick] = [_HELD]
-                heapq.heappush(self._keys, tick)
-                self._entries += 1
-                self._stale += 1
-            elif bucket[0] is not _HELD:
-                bucket.insert(0, _HELD)
-                self._entries += 1
-                self._stale += 1
+            near = self._near
+            if near is not None and tick - self._past_tick < _NEAR:
+                near[tick & _NEAR_MASK] = 1  # (no bucket touched: 100,000 of them are cold)
+            else:
+                self._hold(tick)
         self._stale += 1
         if self._stale >= self._compact_at and not self._firing:
             self._maybe_compact()
+
+    def _hold(self, tick: int) -> None:
+        """Make the bucket ``tick`` (after ``_past_tick``) known to hold a parked entry:
+        flagged in ``_near`` if near (made here, on first use), else marked."""
+        if self._near is None:
+            self._near = bytearray(_NEAR)
+            if tick - self._past_tick < _NEAR:
+                self._near[tick & _NEAR_MASK] = 1
+                return
+        bucket = self._buckets.get(tick)
+        if bucket is None:  # (the lean loop's list for tick, not back yet: it joins this)
+            self._buckets[tick] = [_HELD]
+            heapq.heappush(self._keys, tick)
+            self._entries += 1
+            self._stale += 1
+        elif bucket[0] is not _HELD:
+            bucket.insert(0, _HELD)
+            self._entries += 1
+            self._stale += 1
 
     def next_tick(self) -> int | None:
         keys = self._keys
@@ -208,16 +238,27 @@ class TickQueue:
         """
         keys = self._keys
         if not keys or keys[0] > now_tick:
+            if now_tick > self._past_tick:  # (grids push only ticks after now)
+                self._past_tick = now_tick
             return None
         tick = heapq.heappop(keys)
         bucket = self._buckets.pop(tick)
         self._entries -= len(bucket)
         self._firing = True
-        if tick > self._popped_tick:
-            self._popped_tick = tick
-        if bucket[0] is _HELD:
+        past = self._past_tick
+        if tick > past:
+            self._past_tick = tick
+        held = bucket[0] is _HELD
+        if held:
             del bucket[0]
             self._stale -= 1
+        near = self._near
+        # (a bucket at or before _past_tick, pushed there late, is never flagged: its slot's
+        # flag, if set, is a later tick's)
+        if near is not None and tick > past and near[tick & _NEAR_MASK]:
+            near[tick & _NEAR_MASK] = 0
+            held = True
+        if held:
             self._move_on(tick, bucket)
         return tick, bucket, self._uniform.pop(tick, 0) if self._uniform else 0
 
@@ -261,7 +302,8 @@ class TickQueue:
         self._uniform.clear()
         self._entries = self._stale = 0
         self._compact_at = _COMPACT_MIN_STALE
-        self._popped_tick = _NONE_POPPED  # (a restarted grid counts ticks from a new origin)
+        self._past_tick = 0  # (a restarted grid counts ticks from a new origin)
+        self._near = None
         self._firing = False
         return live
 
@@ -276,9 +318,10 @@ class TickQueue:
         """Drop stale entries; O(entries), run only when more than half are stale."""
         buckets: dict[int, list[Timer]] = {}
         marks = 0
+        near = self._near
         for tick, bucket in self._buckets.items():
-            if bucket[0] is _HELD:
-                live = self._live_held(tick, bucket)
+            if bucket[0] is _HELD or (near is not None and near[tick & _NEAR_MASK]):
+                live = self._live_held(tick, bucket)  # (marked if it still holds one)
                 if live and live[0] is _HELD:
                     marks += 1
             else:  # each timer once (one moved away and back has two entries here), and not
@@ -290,6 +333,8 @@ class TickQueue:
                 ]
             if live:
                 buckets[tick] = live
+        if near is not None:  # (its flags are marks now: flagging starts over)
+            near[:] = bytes(_NEAR)
         self._buckets = buckets
         self._keys = list(buckets)
         heapq.heapify(self._keys)
@@ -299,8 +344,8 @@ class TickQueue:
 
     @staticmethod
     def _live_held(tick: int, bucket: list[Timer]) -> list[Timer]:
-        """The live entries of a marked bucket, each timer once, behind the mark again if any
-        is deferred; a parked timer's entry is dropped, and the timer forgets it."""
+        """The live entries of a marked (or flagged) bucket, each timer once, behind a mark if
+        any is deferred; a parked timer's entry is dropped, and the timer forgets it."""
         live: dict[Timer, None] = {}
         deferred = False
         for t in bucket:

@@ -170,7 +170,7 @@ def test_a_re_arm_to_later_keeps_the_entry_and_pop_due_moves_it_on() -> None:
         park(q, a)
         push(q, a, later)
     assert (entries(q), len(q)) == (1, 1)
-    assert q._buckets[10][0] is _HELD  # the bucket is marked: pop_due searches it
+    assert q._near[10] == 1  # type: ignore[index]  # the bucket is flagged: pop_due searches it
     _, bucket, _ = q.pop_due(10)  # type: ignore[misc]
     assert bucket == [a]  # (the mark is off)
     assert a._due_tick == 25  # stale here (the dispatcher skips it) ...
@@ -217,6 +217,85 @@ def test_compaction_keeps_deferred_timers_once_and_drops_parked_ones() -> None:
     q.settle(1)
     q.batch_done()
     assert [q.pop_due(t)[1] for t in (20, 40)] == [[b], [a]]  # type: ignore[index]
+
+
+def popped_at(queue: TickQueue, tick: int) -> None:
+    """Pop a bucket of one timer at ``tick`` and end its batch: the queue has run till then."""
+    push(queue, Entry(1), tick)
+    queue.pop_due(tick)
+    queue.batch_done()
+
+
+def test_a_near_re_arm_to_later_leaves_its_bucket_as_it_is_and_is_moved_on() -> None:
+    """Once a tick was popped, a re-arm within 65,536 ticks of it flags the old tick outside
+    the buckets (100,000 pending timers' buckets are cold memory): the bucket is not touched,
+    and popping it still moves the timer on."""
+    q = TickQueue()
+    popped_at(q, 1)
+    a, b = Entry(5), Entry(5)
+    push(q, a, 30_000)
+    push(q, b, 30_000)
+    before = list(q._buckets[30_000])
+    park(q, a)
+    push(q, a, 45_000)  # deferred
+    park(q, b)  # paused
+    assert q._buckets[30_000] == before  # no mark
+    assert (entries(q), len(q)) == (2, 1)
+    _, bucket, _ = q.pop_due(30_000)  # type: ignore[misc]
+    assert (a._due_tick, a._entry_tick) == (45_000, NOT_QUEUED)  # moved on
+    q.settle(sum(t._due_tick != 30_000 for t in bucket))
+    q.batch_done()
+    assert (q._entries, len(q)) == (1, 1)
+    assert q.pop_due(45_000)[1] == [a]  # type: ignore[index]
+
+
+def test_a_far_re_arm_to_later_marks_its_bucket() -> None:
+    q = TickQueue()
+    popped_at(q, 1)
+    a = Entry(5)
+    push(q, a, 100_000)  # more than 65,536 ticks after the latest popped
+    park(q, a)
+    push(q, a, 200_000)
+    assert q._buckets[100_000][0] is _HELD
+    q.pop_due(100_000)
+    q.settle(1)
+    q.batch_done()
+    assert q.pop_due(200_000)[1] == [a]  # type: ignore[index]
+
+
+def test_a_late_bucket_does_not_take_the_flag_of_a_later_tick_of_its_slot() -> None:
+    """A bucket pushed at or before the ticks the queue has run through (a clock that stepped,
+    say) shares its flag slot with a tick 65,536 later: popping it leaves that tick's flag."""
+    q = TickQueue()
+    assert q.pop_due(70_000) is None  # nothing due till 70,000: the queue is past it
+    a, late = Entry(5), Entry(5)
+    push(q, a, 100_000)
+    park(q, a)
+    push(q, a, 110_000)  # deferred at 100,000: flagged, in the slot of 100,000 - 65,536
+    push(q, late, 100_000 - 65_536)
+    assert q.pop_due(70_000)[1] == [late]  # type: ignore[index]
+    q.batch_done()
+    q.pop_due(100_000)  # moves a on
+    q.settle(1)
+    q.batch_done()
+    assert q.pop_due(110_000)[1] == [a]  # type: ignore[index]
+
+
+def test_compaction_keeps_a_timer_deferred_in_a_near_bucket() -> None:
+    q = TickQueue()
+    popped_at(q, 1)
+    a, b = Entry(5), Entry(5)
+    push(q, a, 10)
+    push(q, b, 10)
+    park(q, a)
+    push(q, a, 40)  # deferred at 10, flagged (not marked)
+    park(q, b)  # parked at 10
+    q._compact()
+    assert q._buckets == {10: [_HELD, a]}  # the flag became a mark
+    q.pop_due(10)
+    q.settle(1)
+    q.batch_done()
+    assert q.pop_due(40)[1] == [a]  # type: ignore[index]
 
 
 @pytest.mark.anyio
