@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import aiotimer
 from aiotimer._modes import COROUTINE, TAKES_TICK
@@ -317,3 +319,86 @@ async def test_one_shots_re_armed_later_over_and_over_leave_no_garbage(
         assert (entries(queue), len(queue)) == (500, 500)
         await clock.advance_ms(1_000)
     assert runs == [1_500 * 1_000_000] * 500
+
+
+# -- the queue against a model, ticks that share flag slots included ---------------------------
+
+Op = tuple[str, int, int]
+_OFFSETS = (1, 2, 3, 50, 65_535, 65_536, 65_537, 131_072, 131_073, 200_000)
+
+
+@st.composite
+def queue_scripts(draw: st.DrawFn) -> list[Op]:
+    """Arms (to now + an offset: offsets 65,536 apart share a flag slot), pauses, steps of time
+    (some far: the ring's span moves on) and compactions, on 8 one-shots."""
+    return draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("arm"), st.integers(0, 7), st.sampled_from(_OFFSETS)),
+                st.tuples(st.just("pause"), st.integers(0, 7), st.just(0)),
+                st.tuples(st.just("late"), st.integers(0, 7), st.sampled_from(_OFFSETS)),
+                st.tuples(st.just("advance"), st.just(0), st.sampled_from((1, 3, 60, 65_536))),
+                st.tuples(st.just("compact"), st.just(0), st.just(0)),
+            ),
+            max_size=120,
+        )
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(script=queue_scripts())
+@example(
+    script=[
+        *(("arm", 0, 50), ("arm", 0, 65_535)),  # deferred at now + 50: flagged
+        *(("late", 1, 50), ("advance", 0, 60), ("advance", 0, 65_536)),  # its slot's late tick
+    ]
+)
+@example(script=[("arm", 0, 3), ("arm", 1, 3), ("pause", 1, 0), ("arm", 0, 50), ("compact", 0, 0)])
+def test_the_queue_runs_each_armed_one_shot_once_at_its_tick_whatever_shares_its_flag(
+    script: list[Op],
+) -> None:
+    """Each one-shot, however often it was re-armed, paused or pushed late (before ticks the
+    queue has run through, as after a clock step), comes out exactly once, at its last tick or
+    at the first pop after it, and the live count is exact after every step."""
+    q = TickQueue()
+    timers = [Entry(1) for _ in range(8)]
+    due: dict[int, int] = {}  # the model: timer -> its tick
+    now = 100_000
+    assert q.pop_due(now) is None  # the queue has run through the first 100,000 ticks
+
+    def take_out(i: int) -> None:  # what the grid does before a re-arm, or to pause
+        timer = timers[i]
+        if timer._due_tick != NOT_QUEUED:
+            park(q, timer)
+
+    for op, i, value in script:
+        if op in ("arm", "late"):
+            take_out(i)
+            # "late": 65,536 earlier, at or before now if it can be (the slot of an arm's tick)
+            tick = now + value if op == "arm" else max(1, now + value - 65_536)
+            push(q, timers[i], tick)
+            due[i] = tick
+        elif op == "pause":
+            take_out(i)
+            due.pop(i, None)
+        elif op == "compact":
+            q._compact()
+        else:
+            now += value
+            fired: list[tuple[int, int]] = []
+            while (popped := q.pop_due(now)) is not None:
+                tick, bucket, _ = popped
+                stale = 0
+                for timer in bucket:
+                    if timer._due_tick != tick:
+                        stale += 1
+                        continue
+                    timer._due_tick = NOT_QUEUED  # a one-shot ran
+                    fired.append((timers.index(timer), tick))  # type: ignore[arg-type]
+                q.settle(stale)
+                q.batch_done()
+            expected = sorted((j, t) for j, t in due.items() if t <= now)
+            assert sorted(fired) == expected
+            for j, _ in expected:
+                del due[j]
+        assert len(q) == len(due)
