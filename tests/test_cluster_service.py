@@ -555,24 +555,31 @@ async def test_with_a_lease_a_run_left_unfinished_is_run_again_by_another_node(u
     sa = aiotimer.Scheduler(name="a")
     sa.add_every_ms(300, hang, name=timer, cluster=True)
     sa.add_service(a)
+    # The point a started and left hanging is run again by b; so are the later points a won
+    # but could not run (its run still going: overlap), left unfinished for the lease. (Waited
+    # for, not slept for: on a loaded host a lease and a backup delay take longer.)
+    retaken_both = anyio.Event()
+
+    def retaken() -> set[int]:
+        return {i for _, i, _ in runs["b"]}
+
+    def run_on_b(tick: aiotimer.Tick) -> None:
+        assert tick.wall is not None
+        runs["b"].append((timer, round(tick.wall.timestamp() * 1000), 0))
+        if started_on_a and started_on_a[0] in retaken() and len(retaken()) >= 2:
+            retaken_both.set()
+
     sb = node(b, [], runs)
-    sb.add_every_ms(
-        300,
-        lambda tick: runs["b"].append((timer, round(tick.wall.timestamp() * 1000), 0)),
-        name=timer,
-        cluster=True,
-    )
+    sb.add_every_ms(300, run_on_b, name=timer, cluster=True)
+    await sb.start()  # first: b tries every point a wins (a node retakes only points it lost)
     await sa.start()
-    await sb.start()
-    await anyio.sleep(1.2)
+    with anyio.move_on_after(10):
+        await retaken_both.wait()
     await sb.stop()
     await sa.stop(grace_s=0)
     assert started_on_a, "a never won a point"
-    retaken = {i for _, i, _ in runs["b"]}
-    # The point a started and left hanging was run again by b; so were the later points a
-    # won but could not run (its run still going: overlap), left unfinished for the lease.
-    assert started_on_a[0] in retaken, (started_on_a, sorted(retaken))
-    assert len(retaken) >= 2, sorted(retaken)
+    assert started_on_a[0] in retaken(), (started_on_a, sorted(retaken()))
+    assert len(retaken()) >= 2, sorted(retaken())
 
 
 async def test_a_backup_delay_near_an_interval_is_warned_about(
