@@ -210,7 +210,7 @@ def test_compaction_keeps_deferred_timers_once_and_drops_parked_ones() -> None:
     push(q, a, 40)  # deferred at 10
     park(q, b)  # parked at 10
     q._compact()
-    assert q._buckets == {10: [_HELD, a]}  # (still marked: a is deferred)
+    assert q._buckets == {10: [_HELD, a]}  # a is deferred: its bucket's flag became a mark
     assert (entries(q), len(q)) == (1, 1)
     assert b._entry_tick == NOT_QUEUED  # its entry is gone: pushed again, it gets a new one
     push(q, b, 20)
@@ -221,19 +221,12 @@ def test_compaction_keeps_deferred_timers_once_and_drops_parked_ones() -> None:
     assert [q.pop_due(t)[1] for t in (20, 40)] == [[b], [a]]  # type: ignore[index]
 
 
-def popped_at(queue: TickQueue, tick: int) -> None:
-    """Pop a bucket of one timer at ``tick`` and end its batch: the queue has run till then."""
-    push(queue, Entry(1), tick)
-    queue.pop_due(tick)
-    queue.batch_done()
-
-
 def test_a_near_re_arm_to_later_leaves_its_bucket_as_it_is_and_is_moved_on() -> None:
-    """Once a tick was popped, a re-arm within 65,536 ticks of it flags the old tick outside
-    the buckets (100,000 pending timers' buckets are cold memory): the bucket is not touched,
-    and popping it still moves the timer on."""
+    """A re-arm within 65,536 ticks of the ticks the queue has run through flags the old tick
+    outside the buckets (100,000 pending timers' buckets are cold memory): the bucket is not
+    touched, and popping it still moves the timer on."""
     q = TickQueue()
-    popped_at(q, 1)
+    assert q.pop_due(20_000) is None  # nothing was due: the queue has run through 20,000 ticks
     a, b = Entry(5), Entry(5)
     push(q, a, 30_000)
     push(q, b, 30_000)
@@ -253,9 +246,9 @@ def test_a_near_re_arm_to_later_leaves_its_bucket_as_it_is_and_is_moved_on() -> 
 
 def test_a_far_re_arm_to_later_marks_its_bucket() -> None:
     q = TickQueue()
-    popped_at(q, 1)
+    assert q.pop_due(20_000) is None
     a = Entry(5)
-    push(q, a, 100_000)  # more than 65,536 ticks after the latest popped
+    push(q, a, 100_000)  # more than 65,536 ticks after those the queue has run through
     park(q, a)
     push(q, a, 200_000)
     assert q._buckets[100_000][0] is _HELD
@@ -281,23 +274,6 @@ def test_a_late_bucket_does_not_take_the_flag_of_a_later_tick_of_its_slot() -> N
     q.settle(1)
     q.batch_done()
     assert q.pop_due(110_000)[1] == [a]  # type: ignore[index]
-
-
-def test_compaction_keeps_a_timer_deferred_in_a_near_bucket() -> None:
-    q = TickQueue()
-    popped_at(q, 1)
-    a, b = Entry(5), Entry(5)
-    push(q, a, 10)
-    push(q, b, 10)
-    park(q, a)
-    push(q, a, 40)  # deferred at 10, flagged (not marked)
-    park(q, b)  # parked at 10
-    q._compact()
-    assert q._buckets == {10: [_HELD, a]}  # the flag became a mark
-    q.pop_due(10)
-    q.settle(1)
-    q.batch_done()
-    assert q.pop_due(40)[1] == [a]  # type: ignore[index]
 
 
 @pytest.mark.anyio
