@@ -74,10 +74,10 @@ NOT_QUEUED: Final = -1
 """``Timer._due_tick`` of a timer that is in no bucket (stopped, paused, running, not armed)."""
 
 _COMPACT_MIN_STALE: Final = 1024
-_NEAR: Final = 1 << 16
+_NEAR_TICKS: Final = 1 << 16
 """The span of ticks after ``_past_tick`` whose holding buckets are flagged in ``_near``
 (65.5 s of the ms grid), not marked in the bucket."""
-_NEAR_MASK: Final = _NEAR - 1
+_NEAR_MASK: Final = _NEAR_TICKS - 1
 
 
 @final
@@ -120,7 +120,7 @@ class TickQueue:
         # Every bucket up to this tick has been popped: one after it is still to come. (0: a
         # grid counts ticks from its origin; an entry at or before it is never deferred.)
         self._past_tick = 0
-        self._near: bytearray | None = None  # flags of near holding buckets, by tick % _NEAR
+        self._near: bytearray | None = None  # near holding buckets, flagged by tick % _NEAR_TICKS
         self._firing = False  # a popped bucket is being dispatched: no compaction
 
     def __len__(self) -> int:
@@ -197,7 +197,7 @@ class TickQueue:
         if timer._entry_tick == NOT_QUEUED and tick > self._past_tick:
             timer._entry_tick = tick
             near = self._near
-            if near is not None and tick - self._past_tick < _NEAR:
+            if near is not None and tick - self._past_tick < _NEAR_TICKS:
                 near[tick & _NEAR_MASK] = 1  # (no bucket touched: 100,000 of them are cold)
             else:
                 self._hold(tick)
@@ -209,8 +209,8 @@ class TickQueue:
         """Make the bucket ``tick`` (after ``_past_tick``) known to hold a parked entry:
         flagged in ``_near`` if near (made here, on first use), else marked."""
         if self._near is None:
-            self._near = bytearray(_NEAR)
-            if tick - self._past_tick < _NEAR:
+            self._near = bytearray(_NEAR_TICKS)
+            if tick - self._past_tick < _NEAR_TICKS:
                 self._near[tick & _NEAR_MASK] = 1
                 return
         bucket = self._buckets.get(tick)
@@ -334,7 +334,7 @@ class TickQueue:
             if live:
                 buckets[tick] = live
         if near is not None:  # (its flags are marks now: flagging starts over)
-            near[:] = bytes(_NEAR)
+            near[:] = bytes(_NEAR_TICKS)
         self._buckets = buckets
         self._keys = list(buckets)
         heapq.heapify(self._keys)

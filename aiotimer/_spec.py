@@ -231,8 +231,9 @@ def is_coroutine_callable(callback: object) -> bool:
 
 
 def is_coroutine_callable_cached(callback: object) -> bool:
-    """:func:`is_coroutine_callable`, cached for hashable callbacks: the façade checks each
-    ``timer_ln``'s handler, and a SIP service inits one per transaction with one function."""
+    """:func:`is_coroutine_callable`, cached for hashable callbacks, for callers that ask of
+    the same few functions over and over (the façade's ``timer_init``, once per transaction;
+    the process handler pump, once per message)."""
     try:
         return _coroutine_cached(callback)
     except TypeError:  # unhashable (or an async generator function: raised again, below)
