@@ -177,7 +177,7 @@ class Dispatcher:
         self.gate: RunGate | None = None  # decides the runs of cluster timers
         self._gated: list[GatedRun] = []  # this batch's runs for the gate
         self._phase = 0  # rotates which runs of a big batch are timed
-        self.wakeup = 0  # the tick source's wake-ups with work, counted by the scheduler
+        self.wakeup = 0  # the tick source's wake-ups with work (see begin_wakeup)
         self.stopping = False  # the scheduler stops: only its own one-shots run (timeouts)
 
     def open(self, task_group: TaskGroup, backend: Backend, start_ns: int) -> None:
@@ -226,6 +226,18 @@ class Dispatcher:
         self.limiter = None
 
     # -- the hot path ------------------------------------------------------------------------
+
+    def begin_wakeup(self) -> object:
+        """A wake-up's dispatch begins (its :meth:`fire` calls follow): counted, and on asyncio
+        the eager host becomes the current task (see ``_eager``) until :meth:`end_wakeup`, given
+        what this returned, which must follow whatever happens in between."""
+        self.wakeup += 1
+        return self._eager.enter() if self._eager is not None else None
+
+    def end_wakeup(self, set_aside: object) -> None:
+        """The wake-up's dispatch is over (see :meth:`begin_wakeup`)."""
+        if self._eager is not None:
+            self._eager.leave(set_aside)  # type: ignore[arg-type]
 
     def fire(self, grid: Grid, tick: int, bucket: list[Timer], uniform: int, now_tick: int) -> None:
         """Run every live timer of ``bucket``, due at ``tick`` of ``grid``; ``uniform`` is the

@@ -479,18 +479,21 @@ class Scheduler(Registrar[Timer]):
         grid first re-checks the wall clock); then the gate gets the batch's cluster runs."""
         self._wall.reanchor()
         dispatcher = self._dispatcher
-        dispatcher.wakeup += 1
         fire = dispatcher.fire
-        for grid in self._grids:
-            queue = grid.queue
-            now_tick = grid.tick_of(now_ns)
-            while (due := queue.pop_due(now_tick)) is not None:
-                try:
-                    fire(grid, due[0], due[1], due[2], now_tick)
-                finally:
-                    queue.batch_done()
-        if dispatcher._gated:
-            dispatcher.flush_gated()
+        set_aside = dispatcher.begin_wakeup()
+        try:
+            for grid in self._grids:
+                queue = grid.queue
+                now_tick = grid.tick_of(now_ns)
+                while (due := queue.pop_due(now_tick)) is not None:
+                    try:
+                        fire(grid, due[0], due[1], due[2], now_tick)
+                    finally:
+                        queue.batch_done()
+            if dispatcher._gated:
+                dispatcher.flush_gated()
+        finally:
+            dispatcher.end_wakeup(set_aside)
 
     def guard(self, timer: Timer) -> None:
         """Make ``timer`` a cluster timer (as if registered with ``cluster=True``): its grid

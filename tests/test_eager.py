@@ -91,6 +91,49 @@ async def test_anyio_works_before_the_first_suspension(virtual_clock: VirtualClo
     assert done == [True]
 
 
+async def test_the_eager_host_is_the_current_task_of_a_wake_ups_callbacks_and_of_a_waiting_run(
+    virtual_clock: VirtualClock,
+) -> None:
+    """The dispatcher makes the eager host current once per wake-up (not per run): sync
+    callbacks and eager steps of the wake-up all see it, never the scheduler's own task; a
+    queued run that starts at the end of the previous one (in that run's task, outside any
+    wake-up) sees it too."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    seen: dict[str, list[asyncio.Task[object] | None]] = {"sync": [], "eager": [], "queued": []}
+    after: list[bool] = []
+
+    def sync() -> None:
+        seen["sync"].append(asyncio.current_task())
+
+    async def eager() -> None:
+        seen["eager"].append(asyncio.current_task())
+
+    async def slow() -> None:
+        seen["queued"].append(asyncio.current_task())
+        await virtual_clock.sleep(0.015)
+        after.append(asyncio.current_task() in s._dispatcher._tasks)  # the run's own task
+
+    s.add_every_ms(10, sync, name="sync-1")
+    s.add_every_ms(10, eager, name="eager")
+    s.add_every_ms(10, sync, name="sync-2")
+    s.add_every_ms(10, slow, name="slow", overlap=Overlap.QUEUE)
+    async with s:
+        await virtual_clock.advance_ms(40)
+        eager_runner = s._dispatcher._eager
+        assert eager_runner is not None
+        host = eager_runner._host
+        await s.stop(grace_s=0)
+    assert host is not None
+    assert len(seen["sync"]) == 8
+    assert len(seen["eager"]) == 4
+    assert set(seen["sync"]) | set(seen["eager"]) == {host}  # sync ones before the eager too
+    # slow's runs: 10 in the wake-up, 25 and 40 (queued) at the end of the one before
+    assert len(seen["queued"]) == 3
+    assert set(seen["queued"]) == {host}
+    assert after
+    assert all(after)  # after its first step, each run goes on in a task of its own
+
+
 async def test_an_error_before_the_first_suspension_is_isolated_and_counted(
     virtual_clock: VirtualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
