@@ -18,8 +18,9 @@ The floors do the same work per second without aiotimer: a ``loop.call_at`` chai
   eager run cannot go below: a coroutine object and one step);
 * ``loop.create_task`` of the coroutine that suspends once (same suspension), and the floor of
   an *eager* run that suspends (what issue 15 asks a run to be): the eager step (a context of
-  its own with a context variable set, the current task swapped for a host task, one
-  ``send``), then a task for the rest (a minimal resumable wrapper, as ``aiotimer._eager``);
+  its own with a context variable set, one ``send``; the current task swapped for a host
+  task once per second, as aiotimer does once per wake-up), then a task for the rest (a
+  minimal resumable wrapper, as ``aiotimer._eager``);
 * ``loop.run_in_executor`` on a ``ThreadPoolExecutor(THREADS)``, and
   ``anyio.to_thread.run_sync`` with a ``CapacityLimiter(THREADS)`` (in a task each).
 
@@ -201,23 +202,24 @@ async def _floor_eager_suspending(loop: asyncio.AbstractEventLoop, stack: AsyncE
     create = loop.create_task
 
     def body(n: int) -> None:
-        for _ in range(n):
-            coro = _asleep0()
-            context = copy()
-            context.run(var.set, 1)
-            task = current(loop)
+        task = current(loop)  # the host is current for the whole wake-up, as aiotimer does
+        if task is not None:
+            leave(loop, task)
+        enter(loop, host)
+        try:
+            for _ in range(n):
+                coro = _asleep0()
+                context = copy()
+                context.run(var.set, 1)
+                try:
+                    yielded = context.run(coro.send, None)
+                except StopIteration:
+                    continue
+                create(_Rest(coro, yielded), context=context)
+        finally:
+            leave(loop, host)
             if task is not None:
-                leave(loop, task)
-            enter(loop, host)
-            try:
-                yielded = context.run(coro.send, None)
-            except StopIteration:
-                continue
-            finally:
-                leave(loop, host)
-                if task is not None:
-                    enter(loop, task)
-            create(_Rest(coro, yielded), context=context)
+                enter(loop, task)
 
     return body
 
