@@ -1,8 +1,9 @@
 """Timers ordered by due tick: the data structure under each :class:`~aiotimer._grid.Grid`.
 
 A :class:`TickQueue` is a calendar queue: a ``dict`` from a due tick to the list of timers due
-then (a *bucket*), plus a min-heap of the ticks that have a bucket. It was chosen for the scale
-aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
+then (a *bucket*; near ones in a ring once there are many, see below), plus a min-heap of the
+ticks that have a bucket. It was chosen for the scale aiotimer is benchmarked at (100,000
+periodic 1 s timers, 1,000,000 registered):
 
 * Periodic timers share few distinct due ticks (100,000 timers of 1 s all fall in one or two
   buckets), so the heap stays tiny and a wake-up pops a whole bucket in O(1): every timer due in
@@ -33,7 +34,21 @@ aiotimer is benchmarked at (100,000 periodic 1 s timers, 1,000,000 registered):
   flagged is a leftover (its bucket was compacted away, or never came back) and costs a
   needless search at most; and only a tick after ``_past_tick`` reads its slot when popped
   (a bucket pushed at or before it, late, is never flagged). Compaction turns flags into marks
-  and clears the ring.
+  and clears ``_near``.
+* **Near buckets in a ring, once there are many.** A queue whose dict reaches ``_RING_AT``
+  (1,024) buckets makes ``_ring``, a ring of ``_NEAR_TICKS`` bucket slots (a 512 KiB list,
+  once; the span of ``_near``, whose flags it does not replace), and puts each new
+  bucket less than ``_NEAR_TICKS`` ticks after ``_past_tick`` in slot ``tick % _NEAR_TICKS``,
+  the others (far, or late: at or before ``_past_tick``) in the dict, where a bucket stays
+  until popped even once its tick is near (so a tick has one bucket: the dict is looked in too
+  while it is not empty). Why: SIP one-shots keep ~45,000 distinct ms ticks pending, each new
+  one a dict insert and each popped one a delete, and a dict that churns resizes to 3x its
+  live keys at each refill: around 43,690 live keys its table went from 2.5 to 5 MiB (indices
+  and entries), at random, in the 10-minute churn check; a ring's memory does not move. A
+  slot's tick needs no storing: every ring bucket's tick is after ``_past_tick`` (every bucket
+  up to it was popped; late ones go to the dict) and less than the span after it (made so,
+  and ``_past_tick`` only grows), so a slot holds the bucket of the one tick of that span that
+  falls in it.
 * A bucket may be known to be *uniform*: every live entry is a fast-mode timer or an eager
   coroutine timer (``LEAN`` in ``_modes``) of one interval, so all of them re-queue to one
   tick. The dispatcher runs such a bucket with a leaner loop and puts the whole list back in
@@ -78,6 +93,8 @@ _NEAR_TICKS: Final = 1 << 16
 """The span of ticks after ``_past_tick`` whose holding buckets are flagged in ``_near``
 (65.5 s of the ms grid), not marked in the bucket."""
 _NEAR_MASK: Final = _NEAR_TICKS - 1
+_RING_AT: Final = 1024
+"""Buckets in ``_buckets`` at which a queue makes its ring (see the module)."""
 
 
 @final
@@ -106,13 +123,16 @@ class TickQueue:
         "_keys",
         "_near",
         "_past_tick",
+        "_ring",
         "_stale",
         "_uniform",
     )
 
     def __init__(self) -> None:
-        self._buckets: dict[int, list[Timer]] = {}
-        self._keys: list[int] = []  # min-heap of the keys of _buckets
+        self._buckets: dict[int, list[Timer]] = {}  # the buckets not in _ring
+        # near buckets by tick % _NEAR_TICKS, once _buckets was big (see the module)
+        self._ring: list[list[Timer] | None] | None = None
+        self._keys: list[int] = []  # min-heap of the ticks of all buckets
         self._entries = 0  # entries in all buckets, stale ones included
         self._stale = 0
         self._compact_at = _COMPACT_MIN_STALE  # _stale below this: no compaction to check
@@ -141,7 +161,7 @@ class TickQueue:
                 return False
             timer._entry_tick = NOT_QUEUED  # (the entry stays behind, stale)
         self._entries += 1
-        bucket = self._buckets.get(tick)
+        bucket = self._bucket(tick)
         if bucket is not None:
             bucket.append(timer)
             uniform = self._uniform
@@ -152,8 +172,7 @@ class TickQueue:
                 ):
                     del uniform[tick]
             return False
-        self._buckets[tick] = [timer]
-        heapq.heappush(self._keys, tick)
+        self._add_bucket(tick, [timer])
         if timer._mode in LEAN:
             self._uniform[tick] = timer._interval
         return True
@@ -172,10 +191,9 @@ class TickQueue:
             if not entries:
                 return False
         self._entries += len(entries)
-        bucket = self._buckets.get(tick)
+        bucket = self._bucket(tick)
         if bucket is None:
-            self._buckets[tick] = entries
-            heapq.heappush(self._keys, tick)
+            self._add_bucket(tick, entries)
             self._uniform[tick] = interval
             return True
         bucket.extend(entries)
@@ -213,16 +231,52 @@ class TickQueue:
             if tick - self._past_tick < _NEAR_TICKS:
                 self._near[tick & _NEAR_MASK] = 1
                 return
-        bucket = self._buckets.get(tick)
+        bucket = self._bucket(tick)
         if bucket is None:  # (the lean loop's list for tick, not back yet: it joins this)
-            self._buckets[tick] = [_HELD]
-            heapq.heappush(self._keys, tick)
+            self._add_bucket(tick, [_HELD])
             self._entries += 1
             self._stale += 1
         elif bucket[0] is not _HELD:
             bucket.insert(0, _HELD)
             self._entries += 1
             self._stale += 1
+
+    def _bucket(self, tick: int) -> list[Timer] | None:
+        """The bucket of ``tick``, if it has one: in the ring if near (see the module), else in
+        ``_buckets`` (where a tick far when its bucket was made stays)."""
+        ring = self._ring
+        if ring is not None and 0 < tick - self._past_tick < _NEAR_TICKS:
+            bucket = ring[tick & _NEAR_MASK]
+            if bucket is not None or not self._buckets:
+                return bucket
+        return self._buckets.get(tick)
+
+    def _add_bucket(self, tick: int, bucket: list[Timer]) -> None:
+        """Make ``bucket`` the bucket of ``tick``, which has none."""
+        ring = self._ring
+        if ring is not None and 0 < tick - self._past_tick < _NEAR_TICKS:
+            ring[tick & _NEAR_MASK] = bucket
+        else:
+            buckets = self._buckets
+            buckets[tick] = bucket
+            if ring is None and len(buckets) >= _RING_AT:
+                self._ring = [None] * _NEAR_TICKS
+        heapq.heappush(self._keys, tick)
+
+    def _take_all(self) -> list[tuple[int, list[Timer]]]:
+        """Take every bucket out, as ``(tick, bucket)`` (the heap of ticks is left to the
+        caller). A ring slot's tick is the one tick of the ring's span after ``_past_tick``
+        that falls in it; the ring is emptied in place (it is big: no new one each time)."""
+        items = list(self._buckets.items())
+        self._buckets = {}
+        ring = self._ring
+        if ring is not None:
+            past = self._past_tick
+            for slot, bucket in enumerate(ring):
+                if bucket is not None:
+                    items.append((past + 1 + ((slot - past - 1) & _NEAR_MASK), bucket))
+                    ring[slot] = None
+        return items
 
     def next_tick(self) -> int | None:
         keys = self._keys
@@ -242,7 +296,13 @@ class TickQueue:
                 self._past_tick = now_tick
             return None
         tick = heapq.heappop(keys)
-        bucket = self._buckets.pop(tick)
+        bucket = self._buckets.pop(tick, None) if self._buckets else None
+        if bucket is None:  # (then it is in the ring)
+            ring = self._ring
+            assert ring is not None
+            bucket = ring[tick & _NEAR_MASK]
+            ring[tick & _NEAR_MASK] = None
+            assert bucket is not None
         self._entries -= len(bucket)
         self._firing = True
         past = self._past_tick
@@ -286,18 +346,19 @@ class TickQueue:
     def clear(self) -> list[Timer]:
         """Empty the queue; returns the timers that were live in it (each once: a timer paused
         and resumed to the same tick has two entries there)."""
+        items = self._take_all()
         live = list(
             {
                 t: None
-                for tick, bucket in self._buckets.items()
+                for tick, bucket in items
                 for t in bucket
                 if t._due_tick == tick or (t._entry_tick == tick and t._due_tick != NOT_QUEUED)
             }
         )
-        for bucket in self._buckets.values():
+        for _, bucket in items:
             for t in bucket:
                 t._entry_tick = NOT_QUEUED
-        self._buckets.clear()
+        self._ring = None
         self._keys.clear()
         self._uniform.clear()
         self._entries = self._stale = 0
@@ -316,10 +377,12 @@ class TickQueue:
 
     def _compact(self) -> None:
         """Drop stale entries; O(entries), run only when more than half are stale."""
-        buckets: dict[int, list[Timer]] = {}
+        items = self._take_all()
+        self._keys = []
         marks = 0
+        entries = 0
         near = self._near
-        for tick, bucket in self._buckets.items():
+        for tick, bucket in items:
             if bucket[0] is _HELD or (near is not None and near[tick & _NEAR_MASK]):
                 live = self._live_held(tick, bucket)  # (marked if it still holds one)
                 if live and live[0] is _HELD:
@@ -332,13 +395,11 @@ class TickQueue:
                     )
                 ]
             if live:
-                buckets[tick] = live
+                self._add_bucket(tick, live)
+                entries += len(live)
         if near is not None:  # (its flags are marks now: flagging starts over)
             near[:] = bytes(_NEAR_TICKS)
-        self._buckets = buckets
-        self._keys = list(buckets)
-        heapq.heapify(self._keys)
-        self._entries = sum(map(len, buckets.values()))
+        self._entries = entries
         self._stale = marks
         self._uniform.clear()
 

@@ -4,14 +4,16 @@ compaction under a batch."""
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import aiotimer
+from aiotimer import _queue
 from aiotimer._modes import COROUTINE, TAKES_TICK
-from aiotimer._queue import _HELD, NOT_QUEUED, TickQueue
+from aiotimer._queue import _HELD, _NEAR_TICKS, NOT_QUEUED, TickQueue
 from aiotimer.testing import VirtualClock
 
 
@@ -321,6 +323,7 @@ def queue_scripts(draw: st.DrawFn) -> list[Op]:
     )
 
 
+@pytest.mark.parametrize("ring_at", [_queue._RING_AT, 1], ids=["dict", "ring"])
 @settings(max_examples=300, deadline=None)
 @given(script=queue_scripts())
 @example(
@@ -330,12 +333,19 @@ def queue_scripts(draw: st.DrawFn) -> list[Op]:
     ]
 )
 @example(script=[("arm", 0, 3), ("arm", 1, 3), ("pause", 1, 0), ("arm", 0, 50), ("compact", 0, 0)])
+@example(script=[("arm", 0, 50), ("arm", 1, 3), ("compact", 0, 0), ("advance", 0, 60)])
 def test_the_queue_runs_each_armed_one_shot_once_at_its_tick_whatever_shares_its_flag(
-    script: list[Op],
+    script: list[Op], ring_at: int
 ) -> None:
     """Each one-shot, however often it was re-armed, paused or pushed late (before ticks the
     queue has run through, as after a clock step), comes out exactly once, at its last tick or
-    at the first pop after it, and the live count is exact after every step."""
+    at the first pop after it, and the live count is exact after every step; with the bucket
+    ring made from the first bucket on too ("ring")."""
+    with mock.patch.object(_queue, "_RING_AT", ring_at):
+        run_queue_script(script)
+
+
+def run_queue_script(script: list[Op]) -> None:
     q = TickQueue()
     timers = [Entry(1) for _ in range(8)]
     due: dict[int, int] = {}  # the model: timer -> its tick
@@ -378,3 +388,78 @@ def test_the_queue_runs_each_armed_one_shot_once_at_its_tick_whatever_shares_its
             for j, _ in expected:
                 del due[j]
         assert len(q) == len(due)
+
+
+# -- the bucket ring -------------------------------------------------------------------------
+
+
+def test_a_big_queue_keeps_its_near_buckets_in_a_ring_so_churn_leaves_its_dict_empty() -> None:
+    """Past _RING_AT buckets, a bucket less than _NEAR_TICKS ticks ahead goes in a ring of
+    slots: a SIP stack's 100,000 one-shots then churn no dict (whose size class jumped by 5 MiB
+    at random in the 10-minute churn check). Every one-shot still comes out once, in order."""
+    q = TickQueue()
+    n = _queue._RING_AT + 500
+    entries = [Entry(1) for _ in range(n)]
+    for k, e in enumerate(entries):
+        push(q, e, 1 + k)  # one bucket each
+    assert len(q._buckets) == _queue._RING_AT  # the rest went in the ring, made at the last
+    assert q._ring is not None
+    now, last = 0, n  # the last pending tick
+    fired: list[int] = []
+    for _ in range(40):  # 40 rounds: pop what is due, arm as many new ones further on
+        now += 250
+        while (popped := q.pop_due(now)) is not None:
+            tick, bucket, _ = popped
+            assert len(bucket) == 1
+            assert bucket[0]._due_tick == tick
+            bucket[0]._due_tick = NOT_QUEUED
+            fired.append(tick)
+            q.batch_done()
+        for _ in range(250):
+            last += 1
+            push(q, Entry(1), last)
+        assert len(q) == n
+    assert fired == list(range(1, now + 1))  # each once, in order
+    assert q._buckets == {}  # the first, dict-held ones were popped; since then all in the ring
+
+
+def test_a_far_bucket_that_comes_near_is_still_the_one_bucket_of_its_tick() -> None:
+    """A bucket made while its tick was far stays in the dict; once the tick is near, a push
+    for it joins that bucket rather than making a second one in the ring."""
+    with mock.patch.object(_queue, "_RING_AT", 1):
+        q = TickQueue()
+        a, b, c = Entry(1), Entry(1), Entry(1)
+        push(q, a, 10)  # the first bucket: in the dict, and the ring is made
+        far = 10 + _NEAR_TICKS + 5
+        push(q, b, far)  # far: in the dict
+        assert q.pop_due(10) is not None  # past is 10 now: far - 10 > the ring's span
+        q.batch_done()
+        assert q.pop_due(20) is None  # past 20: far is near now
+        push(q, c, far)
+        assert q._keys == [far]  # one bucket
+        popped = q.pop_due(far)
+        assert popped is not None
+        assert popped[1] == [b, c]
+
+
+def test_compaction_and_clear_take_the_ring_s_buckets_at_their_own_ticks() -> None:
+    with mock.patch.object(_queue, "_RING_AT", 1):
+        q = TickQueue()
+        assert q.pop_due(100_000) is None  # ring slots are not ticks: tick % _NEAR_TICKS is
+        entries = [Entry(1) for _ in range(4000)]
+        for k, e in enumerate(entries):
+            push(q, e, 100_005 + k)
+        for e in entries[::2]:  # cancel every other one: more than half stale after the mark
+            e._due_tick = NOT_QUEUED
+            q.discard()
+        for e in entries[1::2][:100]:
+            e._due_tick = NOT_QUEUED
+            q.discard()
+        assert len(q) == 1900
+        held = sum(map(len, q._buckets.values())) + sum(
+            len(b) for b in q._ring or () if b is not None
+        )
+        assert held == q._entries == 1999  # compacted at the 2,001st discard, 99 stale since
+        assert sorted(t._due_tick for t in q.clear()) == [100_005 + k for k in range(201, 4000, 2)]
+        assert q._ring is None
+        assert q._keys == []
