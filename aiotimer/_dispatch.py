@@ -227,17 +227,17 @@ class Dispatcher:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def begin_wakeup(self) -> object:
+    def begin_wakeup(self) -> asyncio.Task[Any] | None:
         """A wake-up's dispatch begins (its :meth:`fire` calls follow): counted, and on asyncio
         the eager host becomes the current task (see ``_eager``) until :meth:`end_wakeup`, given
         what this returned, which must follow whatever happens in between."""
         self.wakeup += 1
         return self._eager.enter() if self._eager is not None else None
 
-    def end_wakeup(self, set_aside: object) -> None:
+    def end_wakeup(self, set_aside: asyncio.Task[Any] | None) -> None:
         """The wake-up's dispatch is over (see :meth:`begin_wakeup`)."""
         if self._eager is not None:
-            self._eager.leave(set_aside)  # type: ignore[arg-type]
+            self._eager.leave(set_aside)
 
     def fire(self, grid: Grid, tick: int, bucket: list[Timer], uniform: int, now_tick: int) -> None:
         """Run every live timer of ``bucket``, due at ``tick`` of ``grid``; ``uniform`` is the

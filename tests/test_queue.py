@@ -449,8 +449,8 @@ def test_compaction_and_clear_take_the_ring_s_buckets_at_their_own_ticks() -> No
         entries = [Entry(1) for _ in range(4000)]
         for k, e in enumerate(entries):
             push(q, e, 100_005 + k)
-        for e in entries[::2]:  # cancel every other one: more than half stale after the mark
-            e._due_tick = NOT_QUEUED
+        for e in entries[::2]:  # cancel half of them, then 100 more: compaction runs when the
+            e._due_tick = NOT_QUEUED  # stale ones outnumber the live ones
             q.discard()
         for e in entries[1::2][:100]:
             e._due_tick = NOT_QUEUED
