@@ -30,7 +30,7 @@ periodic 1 s timers, 1,000,000 registered):
   stale entry). ``_past_tick`` is a tick up to which every bucket has been popped (the latest
   popped, or the ``now_tick`` of a :meth:`pop_due` that found nothing due; 0, the grid's
   origin, at first), so it only grows. Flags cannot collide: a tick is flagged only within
-  the ring's span after ``_past_tick``, so a flag still set when its slot's next tick is
+  ``_near``'s span after ``_past_tick``, so a flag still set when its slot's next tick is
   flagged is a leftover (its bucket was compacted away, or never came back) and costs a
   needless search at most; and only a tick after ``_past_tick`` reads its slot when popped
   (a bucket pushed at or before it, late, is never flagged). Compaction turns flags into marks
@@ -91,7 +91,8 @@ NOT_QUEUED: Final = -1
 _COMPACT_MIN_STALE: Final = 1024
 _NEAR_TICKS: Final = 1 << 16
 """The span of ticks after ``_past_tick`` whose holding buckets are flagged in ``_near``
-(65.5 s of the ms grid), not marked in the bucket."""
+(65.5 s of the ms grid), not marked in the bucket; and whose buckets go in ``_ring``, once
+there is one."""
 _NEAR_MASK: Final = _NEAR_TICKS - 1
 _RING_AT: Final = 1024
 """Buckets in ``_buckets`` at which a queue makes its ring (see the module)."""
