@@ -63,9 +63,20 @@ from anyio.abc import TaskGroup
 
 from ._backend import ASYNCIO, Backend
 from ._clock import NS_PER_MS, NS_PER_S
-from ._eager import EagerRunner
+from ._eager import COMPLETED, EagerRunner
 from ._gate import GatedRun, RunDone, RunGate
-from ._modes import ASYNC, CALENDAR, EAGER, FAST, GATED, INTERNAL, TAKES_TICK, THREAD
+from ._modes import (
+    ASYNC,
+    BURST,
+    CALENDAR,
+    EAGER,
+    FAST,
+    GATED,
+    INTERNAL,
+    SPECIAL,
+    TAKES_TICK,
+    THREAD,
+)
 from ._policy import MISSED_BURST, ErrorHook
 from ._queue import NOT_QUEUED
 from ._spec import CALENDAR as CALENDAR_KIND
@@ -343,8 +354,7 @@ class Dispatcher:
             return
         timer._running = running + 1
         self.inflight += 1
-        policy = timer.spec.policy
-        if policy.missed is MISSED_BURST:
+        if timer._mode & BURST:
             timer.trouble().started_in = self.wakeup  # (a burst's next run waits for it)
         arg: tuple[Tick, ...] = ()
         if timer._mode & TAKES_TICK:
@@ -584,7 +594,7 @@ class Dispatcher:
         if mode & ASYNC:
             timer._running += 1
             self.inflight += 1
-            if timer.spec.policy.missed is MISSED_BURST:
+            if mode & BURST:
                 timer.trouble().started_in = self.wakeup  # (a burst's next run waits for it)
             if mode & EAGER and on_done is None and self._eager is not None:
                 self._start_eager(grid, timer, grid_tick, scheduled_ns, arg, timed)
@@ -638,24 +648,19 @@ class Dispatcher:
         assert eager is not None
         t0 = self._now_ns() if timed else 0  # (an untimed run's start is never read)
         try:
-            coro = timer._call(*arg)
-            done, value, context = eager.step(coro, timer)
+            out = eager.step(timer._call(*arg), timer)
         except Exception as exc:
             self._failed(timer, exc)
-            done, value = True, _FAILED
-        if done:
+            out = _FAILED
+        if out is COMPLETED or out is _FAILED:
             self._async_ended(timer, scheduled_ns, t0, timed)
-            if timer.spec.kind is not PERIODIC:  # (periodic: re-queued before the run)
-                self._settle(grid, timer, grid_tick, value)
+            if timer._mode & SPECIAL:  # (else periodic: re-queued before the run)
+                result = eager.result() if out is COMPLETED else _FAILED
+                self._settle(grid, timer, grid_tick, result)
             if timer._trouble is not None:  # (else no run waits)
                 self._next_waiting(grid, timer)
             return
-        eager.resume(
-            coro,
-            value,
-            context,
-            (grid, timer, grid_tick, scheduled_ns, t0, timed),
-        )
+        eager.resume(out, (grid, timer, grid_tick, scheduled_ns, t0, timed))
 
     def _rest_ended(
         self,

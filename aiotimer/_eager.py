@@ -6,12 +6,14 @@ task for each run costs ~5 µs (the Task, a ``call_soon``, a loop iteration); st
 coroutine once costs a fraction of that, and a run that completes in that step needs nothing
 more.
 
-How: :func:`start_eager` steps the coroutine with ``send(None)`` in a copy of the caller's
-context. If it returns, the run is over. If it yields (it awaits a future that is not done), a
-Task takes over through :class:`_Resumed`, a small object implementing the coroutine protocol
-whose first ``send`` hands the Task what the coroutine yielded (the future it waits for), and
-every later ``send``/``throw``/``close`` goes to the coroutine itself. The Task then runs it as
-any other: cancellation, context variables, exceptions.
+How: :meth:`EagerRunner.step` sends the coroutine to the runner's *driver* (a generator that
+``yield from``-s each coroutine it is sent) in a copy of the caller's context. If the coroutine
+returns, the run is over. If it yields (it awaits a future that is not done), the driver is
+that coroutine's from then on, and a Task takes over through :class:`_Resumed`, a small object
+implementing the coroutine protocol whose first ``send`` hands the Task what the coroutine
+yielded (the future it waits for), and every later ``send``/``throw``/``close`` goes to the
+coroutine, through its driver. The Task then runs it as any other: cancellation, context
+variables, exceptions.
 
 Ground rules (the visible differences from a task run, documented in the README):
 
@@ -36,14 +38,18 @@ import asyncio.tasks
 import collections.abc
 import contextvars
 import sys
+import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final, final
 
 from ._timer import Timer, current_timer
 
-__all__ = ["EagerRunner", "RunEnd"]
+__all__ = ["COMPLETED", "EagerRunner", "RunEnd"]
 
 _NOTHING: Final = object()
+COMPLETED: Final = object()
+"""What :meth:`EagerRunner.step` returns for a run that completed (its result: ``result()``)."""
+_copy_context = contextvars.copy_context
 _leave_task = asyncio.tasks._leave_task
 _enter_task = asyncio.tasks._enter_task
 # current_task(loop) without a Python frame: 3.12 made asyncio's a C function; on 3.11 it is
@@ -72,12 +78,10 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
     less per run). Each run in flight holds this object and its ``run``, nothing else of ours
     (every object alive across a suspension is work for the garbage collector)."""
 
-    __slots__ = ("_coro", "_first", "_run", "_runner", "_task")
+    __slots__ = ("_box", "_driver", "_first", "_run", "_runner", "_task")
 
-    def __init__(
-        self, coro: Coroutine[Any, Any, Any], first: object, runner: EagerRunner, run: Any
-    ) -> None:
-        self._coro = coro
+    def __init__(self, driver: _Driver, first: object, runner: EagerRunner, run: Any) -> None:
+        self._driver, self._box = driver
         self._first = first
         self._runner = runner
         self._run = run
@@ -89,16 +93,18 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
             self._first = _NOTHING
             return first
         try:
-            return self._coro.send(value)
-        except StopIteration as done:
-            self._ended(done.value, None)
-            raise
+            out = self._driver.send(value)
         except Exception as exc:
             self._ended(None, exc)  # reported there: the task itself ends normally
             raise StopIteration from None
         except BaseException as exc:
             self._ended(None, exc)
             raise
+        if out is COMPLETED:  # the coroutine returned (its driver holds the result)
+            result = self._box[0]
+            self._ended(result, None)
+            raise StopIteration(result)
+        return out
 
     __next__ = send  # (what a C Task calls to step a non-coroutine: one frame, not two)
 
@@ -106,17 +112,20 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
         self._first = _NOTHING  # (cancelled before the Task's first step: the coroutine takes it)
         try:
             if val is None and tb is None:
-                return self._coro.throw(typ)
-            return self._coro.throw(typ, val, tb)  # pragma: no cover (the old signature)
-        except StopIteration as done:
-            self._ended(done.value, None)
-            raise
+                out = self._driver.throw(typ)
+            else:  # pragma: no cover (the old signature)
+                out = self._driver.throw(typ, val, tb)
         except Exception as exc:
             self._ended(None, exc)
             raise StopIteration from None
         except BaseException as exc:
             self._ended(None, exc)
             raise
+        if out is COMPLETED:  # it took the exception and returned
+            result = self._box[0]
+            self._ended(result, None)
+            raise StopIteration(result)
+        return out
 
     def _ended(self, result: object, exc: BaseException | None) -> None:
         task, self._task = self._task, None  # (the Task holds this object: no cycle left)
@@ -125,10 +134,44 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
         runner._end(self._run, result, exc)
 
     def close(self) -> None:
-        self._coro.close()
+        self._driver.close()
 
     def __await__(self) -> Generator[Any, None, None]:
         return self  # type: ignore[return-value]  # (an iterator with send and throw)
+
+
+_Driver = tuple[Generator[Any, Any, None], list[Any]]
+"""A driver (see :func:`_drive`) and its box: ``[result, timer]``."""
+
+
+def _drive(box: list[Any]) -> Generator[Any, Any, None]:
+    """A runner's driver: steps each coroutine it is sent, in the caller's context, with
+    ``current_timer`` set to ``box[1]`` (taken), until the coroutine returns (its result goes in
+    ``box[0]``, :data:`COMPLETED` out) or suspends (what it yielded goes out, and the driver is
+    that coroutine's from then on: it goes to the Task with it, see :class:`_Resumed`).
+
+    Why: through ``yield from``, a coroutine's steps are C calls, and one that returns raises
+    no ``StopIteration`` for Python code to catch (an exception object, a traceback entry and
+    an ``except``: a good part of a direct ``send``); setting the variable here, in the context
+    the driver runs in, saves a ``Context.run`` per run. A coroutine that raises ends its
+    driver (the runner makes another)."""
+    set_timer = current_timer.set
+    coro = yield
+    while True:
+        set_timer(box[1])
+        box[1] = None
+        box[0] = yield from coro
+        coro = yield COMPLETED
+
+
+types.coroutine(_drive)  # (in place: a generator that may ``yield from`` a coroutine)
+
+
+def _new_driver() -> _Driver:
+    box: list[Any] = [None, None]
+    driver = _drive(box)
+    next(driver)  # (to its first ``yield``: ready for a coroutine)
+    return driver, box
 
 
 @final
@@ -136,7 +179,17 @@ class EagerRunner:
     """Starts eager runs on one loop, with its eager host; tracks the runs that became tasks in
     ``tasks`` (the dispatcher's: cancelled at stop); ``end`` hears how each of those ended."""
 
-    __slots__ = ("_end", "_host", "_loop", "_tasks")
+    __slots__ = (
+        "_box",
+        "_driver",
+        "_end",
+        "_entered",
+        "_host",
+        "_loop",
+        "_send",
+        "_suspended",
+        "_tasks",
+    )
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Future[Any]], end: RunEnd
@@ -145,6 +198,10 @@ class EagerRunner:
         self._tasks = tasks
         self._end = end
         self._host: asyncio.Task[None] | None = None
+        self._entered = False  # the host is the current task (between enter and leave)
+        self._renew()
+        # the run that suspended in the last step: its driver, box and context, for resume()
+        self._suspended: tuple[Generator[Any, Any, None], list[Any], Any] | None = None
 
     def enter(self) -> asyncio.Task[Any] | None:
         """Make the eager host the current task, until :meth:`leave`: the dispatcher does it for
@@ -161,6 +218,7 @@ class EagerRunner:
         if current is not None:
             _leave_task(loop, current)
         _enter_task(loop, host)
+        self._entered = True
         return current
 
     def leave(self, set_aside: asyncio.Task[Any] | None) -> None:
@@ -169,42 +227,58 @@ class EagerRunner:
         host = _current_task(loop)  # the host entered (it cannot end or change in between)
         assert host is not None
         _leave_task(loop, host)
+        self._entered = False
         if set_aside is not None:
             _enter_task(loop, set_aside)
 
-    def step(self, coro: Coroutine[Any, Any, Any], timer: Timer) -> tuple[bool, Any, Any]:
+    def step(self, coro: Coroutine[Any, Any, Any], timer: Timer) -> object:
         """Step ``coro`` once, in a context of its own where ``current_timer`` is ``timer``,
         with the eager host as the current task (entered here if the caller has not:
         a run started outside a wake-up, e.g. a run that waited for an earlier one's end).
 
-        :returns: ``(True, its result, context)`` if it returned, ``(False, what it yielded,
-            context)`` if it suspended (then :meth:`resume` the rest in that context)
+        :returns: :data:`COMPLETED` if it returned (its result: :meth:`result`), else what it
+            yielded: it suspended, and :meth:`resume` must follow (the rest, in a task)
         :raises: what the coroutine raised
         """
-        host = self._host
-        if host is None or _current_task(self._loop) is not host:
+        if not self._entered:
             set_aside = self.enter()
             try:
                 return self.step(coro, timer)
             finally:
                 self.leave(set_aside)
-        context = contextvars.copy_context()
-        context.run(current_timer.set, timer)
+        context = _copy_context()
+        self._box[1] = timer  # (the driver sets current_timer to it, in the context)
         try:
-            yielded = context.run(coro.send, None)
-        except StopIteration as done:
-            return True, done.value, context
-        return False, yielded, context
+            out = context.run(self._send, coro)
+        except BaseException:
+            self._renew()  # (the driver ended with the coroutine)
+            raise
+        if out is not COMPLETED:  # suspended: the driver is the coroutine's now
+            self._suspended = (self._driver, self._box, context)
+            self._renew()
+        return out
 
-    def resume(
-        self, coro: Coroutine[Any, Any, Any], yielded: object, context: Any, run: Any
-    ) -> None:
-        """Run the rest of ``coro`` (stepped once by :meth:`step`, which returned ``yielded``
-        and ``context``) as a task of the loop in that context; ``end(run, ...)`` hears how it
-        ended.
-        The task runs the coroutine itself, through :class:`_Resumed`: no wrapper coroutine,
+    def _renew(self) -> None:
+        """A new driver: the last one ended, or goes on with a coroutine that suspended."""
+        self._driver, self._box = _new_driver()
+        self._send = self._driver.send
+
+    def result(self) -> Any:
+        """The result of the run that completed in the last :meth:`step`, taken (until then, or
+        until the next run completes, the driver's box holds it)."""
+        box = self._box
+        result, box[0] = box[0], None
+        return result
+
+    def resume(self, yielded: object, run: Any) -> None:
+        """Run the rest of the coroutine that suspended in the last :meth:`step` (which returned
+        ``yielded``) as a task of the loop, in its context; ``end(run, ...)`` hears how it ended.
+        The task runs the coroutine's driver through :class:`_Resumed`: no wrapper coroutine,
         one frame of ours at each of its steps; it leaves ``tasks`` in its last step."""
-        rest = _Resumed(coro, yielded, self, run)
+        suspended, self._suspended = self._suspended, None
+        assert suspended is not None, "resume() without a step that suspended"
+        driver, box, context = suspended
+        rest = _Resumed((driver, box), yielded, self, run)
         task = rest._task = self._loop.create_task(rest, context=context)
         self._tasks.add(task)
 

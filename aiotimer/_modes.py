@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from ._policy import Missed
 from ._spec import CALENDAR as CALENDAR_KIND
 from ._spec import PERIODIC
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASYNC",
+    "BURST",
     "CALENDAR",
     "COROUTINE",
     "EAGER",
@@ -42,10 +44,14 @@ JITTER: Final = 32  # each run is drawn off its grid point (with SPECIAL)
 CALENDAR: Final = 64  # the instants of a trigger, on the wall grid (with SPECIAL)
 GATED: Final = 128  # a cluster timer: each due run is offered to the run gate (with SPECIAL)
 EAGER: Final = 256  # a coroutine run starts synchronously, a task only if it suspends
+BURST: Final = 512  # an asynchronous run under Missed.BURST: it records its wake-up
 ASYNC: Final = COROUTINE | THREAD
 FAST: Final = TAKES_TICK
 """The largest fast mode: ``mode <= FAST`` is the hot loops' test."""
-LEAN: Final = frozenset({0, TAKES_TICK, COROUTINE | EAGER, COROUTINE | EAGER | TAKES_TICK})
+LEAN: Final = frozenset(
+    {0, TAKES_TICK}
+    | {COROUTINE | EAGER | tick | burst for tick in (0, TAKES_TICK) for burst in (0, BURST)}
+)
 """The modes a uniform bucket may hold (see ``_queue``): the fast modes, and a periodic eager
 coroutine with no jitter or timeout (the dispatcher's lean loop starts its run, see
 ``_dispatch``)."""
@@ -61,6 +67,8 @@ def mode_of(spec: TimerSpec) -> int:
     policy = spec.policy
     if policy.thread:
         mode |= THREAD
+    if mode & ASYNC and policy.missed is Missed.BURST:
+        mode |= BURST
     if policy.jitter_ms:
         mode |= JITTER | SPECIAL
     # The fast path handles periodic inline runs with any missed policy, error hooks and

@@ -258,3 +258,65 @@ async def test_a_big_uniform_batch_of_eager_runs_keeps_every_policy(
     assert len(syncs) == 7
     assert s._dispatcher.inflight == 0
     assert sum("eager failure" in r.getMessage() for r in caplog.records) == 7 * 100
+
+
+async def test_a_returned_interval_holds_whether_the_run_completes_or_suspends(
+    virtual_clock: VirtualClock,
+) -> None:
+    """A returns-interval coroutine's result sets its next interval, from a run that completes
+    in the dispatch and from one that finishes in its task; a run that raises keeps the
+    interval, and the runs after it (of any timer) still see their own ``current_timer``."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    starts: dict[str, list[int]] = {"quick": [], "suspends": []}
+    current: list[bool] = []
+
+    async def quick() -> int:
+        starts["quick"].append(virtual_clock.now_ns() // MS)
+        current.append(aiotimer.current_timer.get() is q)
+        return 30
+
+    async def suspends() -> int:
+        starts["suspends"].append(virtual_clock.now_ns() // MS)
+        await asyncio.sleep(0)
+        current.append(aiotimer.current_timer.get() is w)
+        return 20
+
+    async def fails() -> int:
+        raise ValueError("no interval")
+
+    f = s.add_every_ms(10, fails, returns_interval=True)
+    q = s.add_every_ms(10, quick, returns_interval=True)
+    w = s.add_every_ms(10, suspends, returns_interval=True)
+    async with s:
+        await virtual_clock.advance_ms(75)
+        await s.stop(grace_s=0)
+    assert starts == {"quick": [10, 40, 70], "suspends": [10, 30, 50, 70]}
+    assert current == [True] * 7
+    assert (f.runs, f.errors, f.interval) == (7, 7, 10)
+    assert (q.interval, w.interval) == (30, 20)
+
+
+async def test_a_suspended_run_that_returns_when_cancelled_at_stop_ends_as_a_run(
+    virtual_clock: VirtualClock,
+) -> None:
+    """Cancelled at stop, a run that catches the cancellation and returns ends like any run:
+    a one-shot finishes, nothing stays in flight."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    ends: list[str] = []
+
+    async def cleans_up() -> str:
+        try:
+            await virtual_clock.sleep(3600)
+        except asyncio.CancelledError:
+            ends.append("cleaned up")
+        return "done"
+
+    t = s.add_once_ms(10, cleans_up)
+    await s.start()
+    await virtual_clock.advance_ms(10)
+    assert t.running == 1
+    await s.stop(grace_s=0)
+    assert ends == ["cleaned up"]
+    assert t.state is aiotimer.TimerState.FINISHED
+    assert (t.running, s._dispatcher.inflight) == (0, 0)
+    assert s._dispatcher._tasks == set()
