@@ -29,8 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, final
 
-import anyio.from_thread
-
 from .._policy import DEFAULT_POLICY, Policy
 from .._scheduler import Scheduler
 from .._spec import Kind, TimerSpec, Unit, callback_name
@@ -267,6 +265,10 @@ def _basic_runner(
                 callback()
         finally:
             if thread:  # in a worker thread: re-arm on the loop
+                # (imported here: anyio.from_thread and what it needs cost a spawned worker
+                # ~10 ms of imports before its first tick, for this one rare path)
+                import anyio.from_thread
+
                 anyio.from_thread.run_sync(_rearm, tick.timer)
             else:
                 _rearm(tick.timer)
