@@ -249,17 +249,38 @@ def test_a_stopped_node_leaves_its_run_claimed_not_finished_and_nothing_runs_twi
     for node in nodes:
         drill.start(node, work_s=0.15)  # each run works 150 ms: the stop lands mid-run
     drill.go()
-    # n0 is preferred: it runs the timer. Stop it 60 ms into the run at the 5th point.
-    stop_at = drill.ms(4 * 200 + 60)
-    time.sleep(max(0.0, (stop_at - time.time_ns() // 1_000_000) / 1000))
-    drill.signal("n0", signal.SIGSTOP)
+    # n0 is preferred: it runs the timer. Stop it during a run, from the 5th point on: as soon as
+    # the store shows its claim (a fixed 60 ms into the 5th run came before the claim on a
+    # loaded 2-core host); the run works 150 ms, the store is polled every 5 ms.
+    first = drill.ms(4 * 200)
+    time.sleep(max(0.0, (first - time.time_ns() // 1_000_000) / 1000))
+
+    async def unfinished_by_n0(store: Any) -> list[Any]:
+        return [r for r in await store.history(timer) if r.node == "n0" and not r.finished]
+
+    async def stop_n0_in_a_run() -> int:
+        store = open_store(drill.url, drill.cluster)
+        await store.open()
+        try:
+            while time.time_ns() // 1_000_000 < first + 2000:
+                running = [r.instant_ms for r in await unfinished_by_n0(store)]
+                if running and max(running) >= first:
+                    drill.signal("n0", signal.SIGSTOP)
+                    return max(running)
+                await anyio.sleep(0.005)
+            raise AssertionError("n0 claimed no point of the timer in 2 s")
+        finally:
+            await store.close()
+
+    cut = anyio.run(stop_n0_in_a_run)
+    stop_at = time.time_ns() // 1_000_000
     time.sleep(1.2)
 
     async def held_by_n0() -> list[Any]:
         store = open_store(drill.url, drill.cluster)
         await store.open()
         try:
-            return [r for r in await store.history(timer) if r.node == "n0" and not r.finished]
+            return await unfinished_by_n0(store)
         finally:
             await store.close()
 
@@ -268,7 +289,7 @@ def test_a_stopped_node_leaves_its_run_claimed_not_finished_and_nothing_runs_twi
     drill.join()
     # The run cut by the stop; an earlier run may show too if its end was not reported yet.
     held = sorted(r.instant_ms for r in unfinished)
-    assert held[-1] == drill.ms(4 * 200), unfinished
+    assert held[-1] == cut, unfinished
     assert len(held) <= 2, unfinished
     runs = drill.runs()
     twice = {p: r for p, r in runs.items() if len(r) > 1}
