@@ -160,9 +160,10 @@ def _drive(box: list[Any]) -> Generator[Any, Any, None]:
     the driver runs in, saves a ``Context.run`` per run. A coroutine that raises ends its
     driver (the runner makes another).
 
-    ``box`` is the runner's, shared by its drivers: each value is read at once, before
-    anything else runs (the timer by the driver, as it starts a coroutine; the result by
-    whoever sent the coroutine the step in which it returned)."""
+    ``box`` is the runner's, shared by its drivers: a value is read at once, before anything
+    else runs, or not at all (the timer by the driver, as it starts a coroutine; the result by
+    whoever sent the coroutine the step in which it returned, if it needs it: a periodic run's
+    result stays in the box until the next run returns)."""
     set_timer = current_timer.set
     coro = yield
     while True:
