@@ -160,7 +160,9 @@ _FIRST: Any = object()
 
 class _Rest(collections.abc.Coroutine[Any, Any, Any]):
     """The least a Task needs to go on with a coroutine stepped once already: its first
-    ``send`` returns what the coroutine yielded, the others go to the coroutine."""
+    ``send`` returns what the coroutine yielded (a bare yield's ``None`` was a request for the
+    one pass of the loop that step is: the coroutine goes on), the others go to the
+    coroutine."""
 
     __slots__ = ("_coro", "_first")
 
@@ -172,7 +174,9 @@ class _Rest(collections.abc.Coroutine[Any, Any, Any]):
         first = self._first
         if first is not _FIRST:
             self._first = _FIRST
-            return first
+            if first is not None:
+                return first
+            # (a bare yield asked for one pass of the loop: the Task's first step is that pass)
         return self._coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:

@@ -320,3 +320,31 @@ async def test_a_suspended_run_that_returns_when_cancelled_at_stop_ends_as_a_run
     assert t.state is aiotimer.TimerState.FINISHED
     assert (t.running, s._dispatcher.inflight) == (0, 0)
     assert s._dispatcher._tasks == set()
+
+
+async def test_a_run_that_yields_to_the_loop_once_goes_on_in_the_next_pass(
+    virtual_clock: VirtualClock,
+) -> None:
+    """``await asyncio.sleep(0)`` in an eager run asks for one pass of the loop, as in a task:
+    the run goes on in the pass after the dispatch, before what the dispatch scheduled after it
+    (not a pass later)."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    order: list[str] = []
+
+    async def yields_once() -> None:
+        order.append("before")
+        await asyncio.sleep(0)
+        order.append("resumed")
+
+    def schedules_after_it() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: (order.append("soon"), loop.call_soon(order.append, "later")))
+
+    t = s.add_once_ms(10, yields_once, name="a")
+    s.add_once_ms(10, schedules_after_it, name="b")
+    async with s:
+        await virtual_clock.advance_ms(10)
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert order == ["before", "resumed", "soon", "later"]
+    assert t.state is aiotimer.TimerState.FINISHED
