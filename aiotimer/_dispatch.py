@@ -680,7 +680,7 @@ class Dispatcher:
                 return
             self._failed(timer, exc)
             result = _FAILED
-        if timer.spec.kind is not PERIODIC:  # (periodic: re-queued before the run)
+        if timer._mode & SPECIAL:  # (else periodic: re-queued before the run)
             self._settle(grid, timer, grid_tick, result)
         if timer._trouble is not None:  # (else no run waits)
             self._next_waiting(grid, timer)
