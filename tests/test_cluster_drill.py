@@ -252,8 +252,8 @@ def test_a_stopped_node_leaves_its_run_claimed_not_finished_and_nothing_runs_twi
     # n0 is preferred: it runs the timer. Stop it during a run, from the 5th point on: as soon as
     # the store shows its claim (a fixed 60 ms into the 5th run came before the claim on a
     # loaded 2-core host); the run works 150 ms, the store is polled every 5 ms.
-    first = drill.ms(4 * 200)
-    time.sleep(max(0.0, (first - time.time_ns() // 1_000_000) / 1000))
+    first_ms = drill.ms(4 * 200)
+    time.sleep(max(0.0, (first_ms - time.time_ns() // 1_000_000) / 1000))
 
     async def unfinished_by_n0(store: Any) -> list[Any]:
         return [r for r in await store.history(timer) if r.node == "n0" and not r.finished]
@@ -262,9 +262,9 @@ def test_a_stopped_node_leaves_its_run_claimed_not_finished_and_nothing_runs_twi
         store = open_store(drill.url, drill.cluster)
         await store.open()
         try:
-            while time.time_ns() // 1_000_000 < first + 2000:
+            while time.time_ns() // 1_000_000 < first_ms + 2000:
                 running = [r.instant_ms for r in await unfinished_by_n0(store)]
-                if running and max(running) >= first:
+                if running and max(running) >= first_ms:
                     drill.signal("n0", signal.SIGSTOP)
                     return max(running)
                 await anyio.sleep(0.005)
@@ -272,8 +272,8 @@ def test_a_stopped_node_leaves_its_run_claimed_not_finished_and_nothing_runs_twi
         finally:
             await store.close()
 
-    cut = anyio.run(stop_n0_in_a_run)
-    stop_at = time.time_ns() // 1_000_000
+    cut_ms = anyio.run(stop_n0_in_a_run)
+    stop_at_ms = time.time_ns() // 1_000_000
     time.sleep(1.2)
 
     async def held_by_n0() -> list[Any]:
@@ -289,13 +289,13 @@ def test_a_stopped_node_leaves_its_run_claimed_not_finished_and_nothing_runs_twi
     drill.join()
     # The run cut by the stop; an earlier run may show too if its end was not reported yet.
     held = sorted(r.instant_ms for r in unfinished)
-    assert held[-1] == cut, unfinished
+    assert held[-1] == cut_ms, unfinished
     assert len(held) <= 2, unfinished
     runs = drill.runs()
     twice = {p: r for p, r in runs.items() if len(r) > 1}
     assert not twice, twice
     # While n0 was stopped, the others ran the timer's later points.
-    during = [i for (_, i), r in runs.items() if stop_at < i < stop_at + 1000]
+    during = [i for (_, i), r in runs.items() if stop_at_ms < i < stop_at_ms + 1000]
     assert during
     assert all(runs[timer, i][0][0] != "n0" for i in during)
 
