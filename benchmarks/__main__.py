@@ -17,9 +17,11 @@ Workloads (all by default, in this order):
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
 order asked for), progress to stderr. The full mode runs one workload at a time; ``--quick``
 runs two at a time (``--jobs``) to stay well under a minute on 2 cores, so its numbers are
-indicative only. ``results.json`` in ``--out`` gathers every workload's results with the
-machine they ran on; PNG plots go next to it. ``--quick`` is the CI smoke run. The exit status
-is non-zero when a workload failed to run; missed targets are reported, not failures.
+indicative only; ``--variant-jobs N`` runs N variants of a workload at a time, for the test
+suite's smoke tests (most variants wait on the clock; their numbers are then indicative too).
+``results.json`` in ``--out`` gathers every workload's results with the machine they ran on;
+PNG plots go next to it. ``--quick`` is the CI smoke run. The exit status is non-zero when a
+workload failed to run; missed targets are reported, not failures.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"workloads at a time (default: 1, or {QUICK_JOBS} with --quick)",
     )
     parser.add_argument(
+        "--variant-jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="each workload's variants at a time (default: 1); more is for smoke tests: "
+        "they compete for the CPU, so their numbers are indicative only",
+    )
+    parser.add_argument(
         "--out", type=Path, default=h.DEFAULT_OUT, help="results directory (default: %(default)s)"
     )
     args = parser.parse_args(argv)
@@ -96,12 +106,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.variant_jobs < 1:
+        parser.error(f"--variant-jobs must be >= 1, got {args.variant_jobs}")
     args.workloads = list(dict.fromkeys(args.workloads)) or list(WORKLOADS)
     return args
 
 
 def _run_workload(
-    name: str, label: str, quick: bool, out: Path, timeout_s: float
+    name: str, label: str, quick: bool, out: Path, timeout_s: float, variant_jobs: int = 1
 ) -> tuple[dict[str, Any], str]:
     """Run one workload in a child; its results and the tables it printed."""
     h.progress("benchmarks", label)
@@ -114,6 +126,8 @@ def _run_workload(
         return {"workload": name, "error": error, "ok": error is None}, stdout
     result_file = out / f"{name}.json"
     result_file.unlink(missing_ok=True)
+    if variant_jobs > 1:  # (the process workload above has a command line of its own)
+        args += ["--variant-jobs", str(variant_jobs)]
     error, stdout = h.run_child_captured(
         ["-m", WORKLOADS[name], "--out", str(out), *args], timeout_s
     )
@@ -146,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i, name in enumerate(args.workloads, 1):
             timeout_s = QUICK_TIMEOUT_S if args.quick else TIMEOUT_S[name]
             label = f"workload {i}/{len(args.workloads)}: {name} ({mode})"
-            futures[name] = pool.submit(_run_workload, name, label, args.quick, args.out, timeout_s)
+            futures[name] = pool.submit(
+                _run_workload, name, label, args.quick, args.out, timeout_s, args.variant_jobs
+            )
         for name, future in futures.items():  # tables in the order asked for
             data, stdout = future.result()
             workloads[name] = data

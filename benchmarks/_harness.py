@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -426,9 +427,19 @@ def workload_main(argv: Sequence[str] | None, workload: ModuleType) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--quick", action="store_true", help="short run, for CI smoke tests")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    parser.add_argument(
+        "--variant-jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="variants at a time (default: 1); more is for smoke tests: they compete for the "
+        "CPU, so their numbers are indicative only",
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.variant_jobs < 1:
+        parser.error(f"--variant-jobs must be >= 1, got {args.variant_jobs}")
 
     if args.variant is not None:  # child mode
         data = run_variant(args.variant, args.quick)
@@ -445,14 +456,20 @@ def workload_main(argv: Sequence[str] | None, workload: ModuleType) -> int:
     results: dict[str, dict[str, Any]] = {}
     failed = False
     with tempfile.TemporaryDirectory(prefix=f"aiotimer-bench-{name}-") as tmp:
-        for i, variant in enumerate(names, 1):
+
+        def run(i: int, variant: str) -> str | None:
             progress(name, f"variant {i}/{len(names)}: {variant}")
-            result_file = Path(tmp) / f"{i}.json"
             quick = ["--quick"] if args.quick else []
-            error = run_child(
-                ["-m", module, "--variant", variant, "--result", str(result_file), *quick],
+            result_file = str(Path(tmp) / f"{i}.json")
+            return run_child(
+                ["-m", module, "--variant", variant, "--result", result_file, *quick],
                 variant_timeout_s(variant, args.quick),
             )
+
+        with ThreadPoolExecutor(max_workers=args.variant_jobs) as pool:
+            errors = list(pool.map(run, range(1, len(names) + 1), names))
+        for i, (variant, error) in enumerate(zip(names, errors, strict=True), 1):
+            result_file = Path(tmp) / f"{i}.json"
             if error is None and result_file.exists():
                 results[variant] = json.loads(result_file.read_text(encoding="utf-8"))
             else:
