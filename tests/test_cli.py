@@ -289,7 +289,10 @@ def run_on_pty(cwd: Path, *args: str, timeout_s: float = 10) -> tuple[int, str]:
     if pid == 0:  # the child: the command, on a 120-column pseudo-terminal
         os.chdir(cwd)
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        os.execve(sys.executable, [sys.executable, "-m", "aiotimer", *args], env())
+        # COLUMNS and LINES would win over the terminal's size (pytest-xdist's workers set
+        # them to 80x24): the command must see the 120 columns set here.
+        child_env = {k: v for k, v in env().items() if k not in ("COLUMNS", "LINES")}
+        os.execve(sys.executable, [sys.executable, "-m", "aiotimer", *args], child_env)
     chunks = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -32,6 +32,9 @@ from cluster_stores import CuttableProxy, store_url, unique_cluster
 
 from aiotimer.cluster import open_store, preferred_node
 
+# The drills' hosts use fixed subnets (10.201.200-202.0/24): one drill at a time. The suite's
+# workers (pytest-xdist, --dist loadfile) each take whole files, so this file's tests run on one,
+# one after the other.
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
