@@ -468,11 +468,18 @@ class Scheduler(Registrar[Timer]):
         else:
             what = "delay" if spec[3] is ONESHOT else "interval"
             whole = check_interval(timer.name, what, interval, unit)
-        grid = timer._grid
-        timer._interval = whole * UNIT_NS[unit] // grid.tick_ns
+        self._rearm_ticks(timer, whole * UNIT_NS[unit] // timer._grid.tick_ns, resume)
+
+    def _rearm_ticks(self, timer: Timer, ticks: int, resume: bool) -> None:
+        """:meth:`_reschedule` for an interval checked and given in grid ticks (> 0, in range)
+        and a timer not ended. Kamailio's ``timer_add`` comes here directly: its ms are the ms
+        grid's ticks, so it reads nothing of the timer's spec (cold memory with 100,000
+        ``timer_ln``, each with a spec of its own)."""
+        timer._interval = ticks
+        state = timer._state
         if resume and state is PAUSED and self._unpause(timer):
             state = ACTIVE
-        grid.rearm(timer, self._now_ns() if state is ACTIVE else None)
+        timer._grid.rearm(timer, self._now_ns() if state is ACTIVE else None)
 
     def _on_due(self, now_ns: int) -> None:
         """The tick source's call: run everything due by ``now_ns`` on every grid (the wall

@@ -439,6 +439,58 @@ async def test_timer_del_then_timer_add_re_arms_the_same_core_timer(
     assert ran == [600, 605]
 
 
+def test_a_timer_add_with_another_name_makes_a_core_timer_of_that_name(
+    scheduler: aiotimer.Scheduler,
+) -> None:
+    _, f = handler(lambda t: 0)
+    tl = timer_alloc()
+    timer_init(tl, f, None)
+    timer_add(tl, 10)
+    anonymous = tl.timer
+    assert anonymous is not None
+    timer_del(tl)
+    timer_add(tl, 10, name="t1-retransmit")
+    named = tl.timer
+    assert named is not anonymous
+    assert named is not None
+    assert named.name == "t1-retransmit"
+    assert scheduler.get_timer("t1-retransmit") is named
+    assert anonymous.state is aiotimer.TimerState.CANCELLED
+    timer_del(tl)
+    timer_add(tl, 20, name="t1-retransmit")  # the same name again: the same core, re-armed
+    assert tl.timer is named
+    timer_del(tl)
+    timer_add(tl, 20)  # anonymous again: a timer of its own
+    assert tl.timer is not named
+    assert named.state is aiotimer.TimerState.CANCELLED
+    assert list(scheduler.timers) == []
+
+
+@pytest.mark.parametrize("delta", [10**30, 2**63])
+async def test_a_delta_over_100_years_is_refused_on_a_re_add_and_the_timer_ln_kept(
+    virtual_clock: VirtualClock, scheduler: aiotimer.Scheduler, delta: int
+) -> None:
+    ran, f = handler(lambda t: 0)
+    tl = timer_alloc()
+    timer_init(tl, f, None)
+    async with scheduler:
+        timer_add(tl, 10)
+        core = tl.timer
+        assert core is not None
+        timer_del(tl)
+        with pytest.raises(
+            ValueError,
+            match=rf"timer '.*handler.*': interval_ms must be at most .*100 years.*{delta}",
+        ):
+            timer_add(tl, delta)
+        assert not tl.active
+        assert core.state is aiotimer.TimerState.PAUSED  # kept, as timer_del left it
+        assert timer_add(tl, 10) == 0  # and re-armed by the next good delta
+        assert tl.timer is core
+        await virtual_clock.advance_ms(10)
+    assert ran == [10]
+
+
 async def test_a_timer_ln_per_transaction_reads_the_handler_once_and_keeps_nothing_after_it(
     virtual_clock: VirtualClock,
     scheduler: aiotimer.Scheduler,
