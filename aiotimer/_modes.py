@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from ._policy import Missed
+from ._policy import MISSED_BURST
 from ._spec import CALENDAR as CALENDAR_KIND
 from ._spec import PERIODIC
 
@@ -67,7 +67,7 @@ def mode_of(spec: TimerSpec) -> int:
     policy = spec.policy
     if policy.thread:
         mode |= THREAD
-    if mode & ASYNC and policy.missed is Missed.BURST:
+    if mode & ASYNC and policy.missed is MISSED_BURST:
         mode |= BURST
     if policy.jitter_ms:
         mode |= JITTER | SPECIAL
