@@ -483,7 +483,8 @@ class Scheduler(Registrar[Timer]):
 
     def _on_due(self, now_ns: int) -> None:
         """The tick source's call: run everything due by ``now_ns`` on every grid (the wall
-        grid first re-checks the wall clock); then the gate gets the batch's cluster runs."""
+        grid first re-checks the wall clock), and take out the dead buckets ahead (see
+        ``TickQueue.prune``); then the gate gets the batch's cluster runs."""
         self._wall.reanchor()
         dispatcher = self._dispatcher
         fire = dispatcher.fire
@@ -497,6 +498,7 @@ class Scheduler(Registrar[Timer]):
                         fire(grid, due[0], due[1], due[2], now_tick)
                     finally:
                         queue.batch_done()
+                queue.prune()  # buckets ahead with no run in them: no wake-up for those
             if dispatcher._gated:
                 dispatcher.flush_gated()
         finally:

@@ -3,6 +3,7 @@ compaction under a batch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -185,6 +186,59 @@ def test_a_re_arm_to_later_keeps_the_entry_and_pop_due_moves_it_on() -> None:
     assert q.pop_due(25)[1] == [a]  # type: ignore[index]
 
 
+class Counted(Entry):
+    """An entry that counts how often its due tick is read."""
+
+    reads = 0
+
+    @property  # type: ignore[override]
+    def _due_tick(self) -> int:
+        Counted.reads += 1
+        return self._due
+
+    @_due_tick.setter
+    def _due_tick(self, tick: int) -> None:
+        self._due = tick
+
+
+def test_prune_looks_at_a_live_head_once_and_leaves_a_bucket_over_its_budget_to_its_pop() -> None:
+    """A head bucket found live is not scanned again while it stays the head (a grid woken
+    every millisecond by another one must not rescan 2,000 stale entries each time); a dead
+    bucket bigger than PRUNE_ENTRIES waits for its own pop, which drops it as before."""
+    q = TickQueue()
+    for entry in [Entry(1) for _ in range(10_000)]:  # live ones: no compaction in this test
+        push(q, entry, 1_000)
+    head = [Counted(1) for _ in range(2_000)]
+    for entry in head:
+        push(q, entry, 10)
+    for entry in head[:-1]:  # all moved earlier but the last: stale, and no entry held
+        q.discard()
+        entry._due_tick = NOT_QUEUED
+    Counted.reads = 0
+    q.prune()
+    assert (q.next_tick(), Counted.reads) == (10, 2_000)  # scanned to its run, kept
+    q.prune()
+    assert Counted.reads == 2_000  # not again
+    assert q.pop_due(10)[1][-1] is head[-1]  # type: ignore[index]
+    q.settle(1_999)
+    q.batch_done()
+
+    big = [Entry(1) for _ in range(_queue.PRUNE_ENTRIES + 1)]
+    for entry in big:
+        push(q, entry, 20)
+        q.discard()
+        entry._due_tick = NOT_QUEUED  # cancelled: the bucket is dead, but too big to look at
+    a = Entry(1)
+    push(q, a, 30)
+    q.prune()
+    assert q.next_tick() == 20
+    assert q.pop_due(20) is not None
+    q.settle(len(big))
+    q.batch_done()
+    q.prune()
+    assert (q.next_tick(), len(q)) == (30, 10_001)
+
+
 def test_a_re_arm_to_earlier_makes_an_entry_and_a_paused_timer_stays_out() -> None:
     q = TickQueue()
     a, b = Entry(5), Entry(5)
@@ -299,6 +353,46 @@ async def test_one_shots_re_armed_later_over_and_over_leave_no_garbage(
     assert runs == [1_500 * 1_000_000] * 500
 
 
+@pytest.mark.anyio
+async def test_no_wake_up_for_a_bucket_whose_one_shots_were_all_moved_paused_or_cancelled(
+    virtual_clock: VirtualClock,
+) -> None:
+    """A SIP stack deletes or re-arms most one-shots before they fire, which leaves an entry at
+    nearly every millisecond ahead: the tick source does not wake for each. 1,000 one-shots 1 ms
+    apart, each then moved to 10 s, cancelled, or paused (and resumed at 4.999 s): the only
+    wake-ups before then are those that take dead buckets out, PRUNE_BUCKETS at a time (1,000
+    without); every one-shot still runs once, the moved ones at 10 s, the resumed ones (which
+    came due while paused) at the next tick."""
+    clock = virtual_clock
+    s = aiotimer.Scheduler(clock=clock)
+    runs: dict[int, list[int]] = {}
+
+    def run(i: int) -> Callable[[], None]:
+        return lambda: runs.setdefault(i, []).append(clock.now_ns() // 1_000_000)
+
+    async with s:
+        timers = [s.add_once_ms(i + 1, run(i)) for i in range(1_000)]
+        for i, timer in enumerate(timers):
+            if i % 3 == 0:
+                timer.reschedule(10_000)
+            elif i % 3 == 1:
+                timer.cancel()
+            else:
+                timer.pause()
+        wakeups = s.stats(timers=False).wakeups
+        await clock.advance_ms(4_999)
+        # (one more: the first add cut the tick source's sleep without a deadline short)
+        assert s.stats(timers=False).wakeups - wakeups <= 1 + -(-1_000 // _queue.PRUNE_BUCKETS)
+        assert runs == {}
+        for timer in timers[2::3]:
+            timer.resume()
+        await clock.advance_ms(5_001)
+    assert runs == {
+        **{i: [10_000] for i in range(0, 1_000, 3)},
+        **{i: [5_000] for i in range(2, 1_000, 3)},
+    }
+
+
 # -- the queue against a model, ticks that share flag slots included ---------------------------
 
 Op = tuple[str, int, int]
@@ -308,7 +402,8 @@ _OFFSETS = (1, 2, 3, 50, 65_535, 65_536, 65_537, 131_072, 131_073, 200_000)
 @st.composite
 def queue_scripts(draw: st.DrawFn) -> list[Op]:
     """Arms (to now + an offset: offsets 65,536 apart share a flag slot), pauses, steps of time
-    (some far: the ring's span moves on) and compactions, on 8 one-shots."""
+    (some far: the ring's span moves on), compactions and prunes of dead buckets ahead (one,
+    or all of them), on 8 one-shots."""
     return draw(
         st.lists(
             st.one_of(
@@ -317,6 +412,7 @@ def queue_scripts(draw: st.DrawFn) -> list[Op]:
                 st.tuples(st.just("late"), st.integers(0, 7), st.sampled_from(_OFFSETS)),
                 st.tuples(st.just("advance"), st.just(0), st.sampled_from((1, 3, 60, 65_536))),
                 st.tuples(st.just("compact"), st.just(0), st.just(0)),
+                st.tuples(st.just("prune"), st.just(0), st.sampled_from((1, 100))),
             ),
             max_size=120,
         )
@@ -340,7 +436,8 @@ def test_the_queue_runs_each_armed_one_shot_once_at_its_tick_whatever_shares_its
     """Each one-shot, however often it was re-armed, paused or pushed late (before ticks the
     queue has run through, as after a clock step), comes out exactly once, at its last tick or
     at the first pop after it, and the live count is exact after every step; with the bucket
-    ring made from the first bucket on too ("ring")."""
+    ring made from the first bucket on too ("ring"). Once the dead buckets ahead are pruned,
+    the queue's next tick is the first one-shot's."""
     with mock.patch.object(_queue, "_RING_AT", ring_at):
         run_queue_script(script)
 
@@ -369,6 +466,13 @@ def run_queue_script(script: list[Op]) -> None:
             due.pop(i, None)
         elif op == "compact":
             q._compact()
+        elif op == "prune":
+            with mock.patch.object(_queue, "PRUNE_BUCKETS", value):
+                q.prune()
+            # (100: more than there can be): the head is the first run's tick, unless a run
+            # was found there by an earlier prune (it is not looked at again while the head)
+            if value == 100 and q.next_tick() != q._live_head:
+                assert q.next_tick() == min(due.values(), default=None)
         else:
             now += value
             fired: list[tuple[int, int]] = []
