@@ -30,6 +30,7 @@ from ._stats import (
     N_BUCKETS,
     NO_HISTOGRAM,
     Histogram,
+    HistogramSlab,
     TimerStats,
 )
 
@@ -139,8 +140,8 @@ class _Trouble:
         self.queued_run: tuple[int, int] | None = None  # Overlap.QUEUE: (grid tick, missed)
         self.pending: list[tuple[int, int]] = []  # BURST catch-up runs waiting: (grid, missed)
         self.started_in = -1  # BURST: the wake-up that started its last async run
-        # an ended timer's last numbers, taken when its histograms were released
-        self.final: tuple[TimerStats, Histogram, Histogram] | None = None
+        # an ended timer's histograms: its slot, copied out when it was freed (at base 0)
+        self.final: HistogramSlab | None = None
 
 
 _NO_TROUBLE: Final = _Trouble()
@@ -268,17 +269,13 @@ class Timer:
     def stats(self) -> TimerStats:
         """A snapshot of the timer's numbers (an ended timer keeps its final ones)."""
         trouble = self._trouble or _NO_TROUBLE
-        if trouble.final is not None:
-            return trouble.final[0]
+        slab, base = self._slot()
         lateness, duration = EMPTY_DISTRIBUTION, EMPTY_DISTRIBUTION
         last_run_ns = last_lateness_ns = None
-        if self._hist != NO_HISTOGRAM:  # it had timed runs
-            slab = self._grid.slab
-            last_run_ns, last_lateness_ns, max_lateness_ns, max_duration_ns = slab.marks_of(
-                self._hist
-            )
-            lateness = slab.distribution(self._hist, max_lateness_ns)
-            duration = slab.distribution(self._hist + DURATION, max_duration_ns)
+        if base != NO_HISTOGRAM:  # it had timed runs
+            last_run_ns, last_lateness_ns, max_lateness_ns, max_duration_ns = slab.marks_of(base)
+            lateness = slab.distribution(base, max_lateness_ns)
+            duration = slab.distribution(base + DURATION, max_duration_ns)
         return TimerStats(
             name=self.name,
             state=self._state.value,
@@ -299,13 +296,18 @@ class Timer:
     def histograms(self) -> tuple[Histogram, Histogram]:
         """The raw lateness and duration histograms (counts of timed runs per bucket of
         ``aiotimer.BUCKET_UPPER_NS``, and sums), for exporters such as Prometheus."""
+        slab, base = self._slot()
+        if base == NO_HISTOGRAM:  # none of its runs was timed yet
+            return EMPTY_HISTOGRAM, EMPTY_HISTOGRAM
+        return slab.histogram(base), slab.histogram(base + DURATION)
+
+    def _slot(self) -> tuple[HistogramSlab, int]:
+        """Where the timer's histograms are: its slot in the scheduler's slab (``NO_HISTOGRAM``
+        if none of its runs was timed), or, once it ended, the copy it keeps (at base 0)."""
         final = (self._trouble or _NO_TROUBLE).final
         if final is not None:
-            return final[1], final[2]
-        if self._hist == NO_HISTOGRAM:  # none of its runs was timed yet
-            return EMPTY_HISTOGRAM, EMPTY_HISTOGRAM
-        slab = self._grid.slab
-        return slab.histogram(self._hist), slab.histogram(self._hist + DURATION)
+            return final, 0
+        return self._grid.slab, self._hist
 
     def restart_histograms(self) -> None:
         """Free the timer's histogram slot, its lateness and duration starting afresh at its
@@ -317,13 +319,11 @@ class Timer:
             self._hist = NO_HISTOGRAM
 
     def release_histograms(self) -> None:
-        """The timer ended: keep its final numbers on the handle, free its histogram slot."""
+        """The timer ended: free its histogram slot, keeping a copy of it on the handle (its
+        :attr:`stats` are worked out from that when read)."""
         if self._hist == NO_HISTOGRAM:
             return  # its numbers are all counters, on the handle already
-        hists = self.histograms()
-        stats = self.stats
-        self.trouble().final = (stats, *hists)
-        self._grid.slab.release(self._hist)
+        self.trouble().final = self._grid.slab.take(self._hist)
         self._hist = NO_HISTOGRAM
 
     # -- control ---------------------------------------------------------------------------
@@ -404,13 +404,11 @@ def sum_exported(timers: Sequence[Timer]) -> array[int]:
         out[4] += trouble.timeouts
         out[5] += trouble.loop_blocks
         final = trouble.final
-        if final is not None:  # an ended timer: its histograms are on the handle
-            for i, count in enumerate(final[1].counts):
+        if final is not None:  # an ended timer: its slot's copy (lateness, then duration)
+            for i, count in enumerate(final.counts):
                 out[7 + i] += count
-            for i, count in enumerate(final[2].counts):
-                out[7 + N_BUCKETS + i] += count
-            out[hist_at] += final[1].sum_ns
-            out[hist_at + 1] += final[2].sum_ns
+            out[hist_at] += final.sums[0]
+            out[hist_at + 1] += final.sums[1]
     bases = [base for base in map(_HIST, timers) if base != NO_HISTOGRAM]
     if bases:
         buckets, lateness_ns, duration_ns = timers[0]._grid.slab.sum_slots(bases)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import tracemalloc
@@ -170,3 +171,26 @@ async def test_the_schedulers_totals_keep_the_runs_of_ended_timers(
         assert s.histograms()[0].count == 6
     assert all(t.state is aiotimer.TimerState.FINISHED for t in once)
     assert len(s._hist.counts) == 2 * N_BUCKETS  # one slot, freed and re-used by each in turn
+
+
+async def test_an_ended_timer_keeps_its_numbers_when_its_slot_goes_to_another(
+    virtual_clock: VirtualClock,
+) -> None:
+    """An ended timer's histograms leave the scheduler's slab (its slot is freed, and the
+    next timer timed takes it); the handle keeps a copy, so its stats and histograms read
+    what they were at its end (its state aside), whatever the slot holds next."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    ended = s.add_every_ms(10, lambda: virtual_clock.spend(0.001), name="ended")
+    async with s:
+        await virtual_clock.advance_ms(50)
+        stats, histograms = ended.stats, ended.histograms()
+        slot = ended._hist
+        ended.cancel()
+        other = s.add_every_ms(10, lambda: virtual_clock.spend(0.004), name="other")
+        await virtual_clock.advance_ms(100)
+    assert other._hist == slot  # (the same slot, other numbers)
+    assert other.stats.duration.p50_s != stats.duration.p50_s
+    assert ended.histograms() == histograms
+    assert ended.stats.state == "cancelled"
+    assert ended.stats == dataclasses.replace(stats, state="cancelled")
+    assert (stats.runs, stats.duration.count, stats.last_run_ns) == (5, 5, 50_000_000)
