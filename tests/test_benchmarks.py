@@ -138,7 +138,10 @@ def test_quick_churn_workload_prints_every_variant_next_to_its_baseline(tmp_path
     variant = churn["variants"]["reschedule/asyncio"]
     assert variant["pending"] == 10_000
     assert variant["batches_in_window"] == 3  # the window holds whole batches
-    assert variant["pending_at_end"] == 10_000  # re-arming keeps every slot armed, once
+    # Each slot armed once at most: the re-arms keep one one-shot per slot (the few that
+    # fired, not re-armed in time, wait for their slot's next pick).
+    assert 9_000 < variant["pending_at_end"] <= 10_000
+    assert variant["fires_per_s"] > 0  # (it starts in its steady state: some are due at once)
     assert math.isfinite(variant["cpu_per_wall_s"])
 
 
