@@ -14,7 +14,8 @@ Ground rules:
 * One fd per running scheduler, opened by ``start()`` and closed by ``stop()``.
 * ``os.timerfd_create`` is used where Python has it (3.13+), else a small ``ctypes`` binding to
   libc's ``timerfd_create`` / ``timerfd_settime``.
-* It works on asyncio and uvloop (one reader callback for the fd's life) and trio.
+* It works on asyncio and uvloop (the tick source's callback watches it: :meth:`watch`) and
+  trio (:meth:`wait`).
 * It is also the tick source's wake-up channel: a timer added with an earlier deadline re-arms
   the fd earlier, so the tick source needs no cancel scope per sleep.
 """
@@ -26,6 +27,7 @@ import contextlib
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from typing import Final, Literal, final
 
 import anyio
@@ -136,7 +138,7 @@ class TimerFd:
     a ``wait_readable``.
     """
 
-    __slots__ = ("_fd", "_loop", "_spec", "_trio", "_waiter")
+    __slots__ = ("_fd", "_loop", "_spec", "trio")
 
     def __init__(self) -> None:
         flags = _TFD_NONBLOCK | _TFD_CLOEXEC
@@ -149,9 +151,8 @@ class TimerFd:
                 raise OSError(err, f"timerfd_create: {os.strerror(err)}")
             self._fd = fd
         self._spec = _Itimerspec()  # reused: no allocation per arm
-        self._trio = current_backend() is TRIO
+        self.trio = current_backend() is TRIO
         self._loop: asyncio.AbstractEventLoop | None = None  # whose reader watches the fd
-        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def fileno(self) -> int:
@@ -172,34 +173,30 @@ class TimerFd:
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
     async def wait(self) -> None:
-        """Wait until the armed deadline passes (never before: the kernel's guarantee)."""
-        if self._trio:
-            await anyio.wait_readable(self._fd)
-            self._clear()
-            return
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(self._fd, self._on_readable)
-        waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        """On trio: wait until the armed deadline passes (never before: the kernel's
+        guarantee)."""
+        await anyio.wait_readable(self._fd)
+        self.clear()
 
-    def _on_readable(self) -> None:
-        self._clear()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def watch(self, callback: Callable[[], object]) -> None:
+        """On asyncio: call ``callback`` from the running loop whenever the fd is readable
+        (the armed deadline passed), until :meth:`unwatch`; it must :meth:`clear` it."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, callback)
 
-    def _clear(self) -> None:
-        # Read the expiration count to clear readability; re-armed since: nothing to clear.
+    def unwatch(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self._fd)
+
+    def clear(self) -> None:
+        """Read the expiration count, so the fd is no longer readable (re-armed since:
+        nothing to clear)."""
         with contextlib.suppress(BlockingIOError):
             os.read(self._fd, 8)
 
     def close(self) -> None:
         if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(fd)
-            os.close(fd)
+            self.unwatch()
+            os.close(self._fd)
+            self._fd = -1

@@ -116,3 +116,30 @@ async def test_an_idle_scheduler_sleeps_on_a_disarmed_timerfd() -> None:
         s.add_once_ms(5, fired.set)
         with anyio.fail_after(5):
             await fired.wait()
+
+
+@linux_only
+@pytest.mark.anyio
+@pytest.mark.parametrize("precision", ["timerfd", "loop"])
+async def test_an_error_out_of_a_wake_up_ends_the_scheduler_with_it(precision: str) -> None:
+    """Not a callback's error (a callback's is its own): the scheduler's, out of a wake-up.
+    Whether the wake-up is the timerfd's callback (asyncio, uvloop) or a task's step (trio,
+    the loop source), it comes out of ``serve()`` and the scheduler stops: it does not go on
+    half-broken, nor hang."""
+    s = aiotimer.Scheduler(precision=precision)  # type: ignore[arg-type]
+    runs: list[int] = []
+    s.add_every_ms(5, lambda: runs.append(1))
+
+    def broken(now_ns: int) -> None:
+        raise RuntimeError("a broken wake-up")
+
+    async def serve_broken() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(s.serve)
+            s._tick_source._on_due = broken  # type: ignore[method-assign]
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(5), pytest.raises(BaseExceptionGroup) as caught:
+        await serve_broken()
+    assert caught.group_contains(RuntimeError, match="a broken wake-up", depth=None)
+    assert (runs, s.running) == ([], False)
