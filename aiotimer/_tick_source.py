@@ -140,15 +140,18 @@ class TickSource:
         assert timerfd is not None
         self.wakeups += 1
         try:
-            timerfd.clear()
             now_ns = self._clock.now_ns()
             deadline_ns = self.next_deadline_ns()
             if deadline_ns is not None and now_ns >= deadline_ns:
                 self._on_due(now_ns)
                 deadline_ns = self.next_deadline_ns()
             self._armed_ns = deadline_ns
-            timerfd.arm(deadline_ns)  # (passed already: the next pass of the loop sees it)
+            # Re-arming resets the fd's count of expiries: it is not readable until the new
+            # deadline passes (at once if it has), so no read() is needed to clear it (a
+            # syscall saved per wake-up, ~20 us in a VM).
+            timerfd.arm(deadline_ns)
         except BaseException as exc:
+            timerfd.clear()  # (not re-armed: readable still)
             failed = self._failed
             if failed is not None and not failed.done():
                 failed.set_exception(exc)  # the task raises it: the scheduler stops, logging it

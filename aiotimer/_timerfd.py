@@ -28,7 +28,7 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, final
 
 import anyio
 
@@ -44,6 +44,7 @@ _CLOCK_MONOTONIC: Final = 1
 _TFD_TIMER_ABSTIME: Final = 1
 _TFD_NONBLOCK: Final = 0o4000
 _TFD_CLOEXEC: Final = 0o2000000
+_OS_SETTIME: Final[Any] = getattr(os, "timerfd_settime_ns", None)  # 3.13+; else libc (ctypes)
 MAX_DEADLINE_NS: Final = 1 << 62
 """The latest deadline ever handed to the kernel (146 years of CLOCK_MONOTONIC): a later one is
 armed for this instead (the tick source re-checks its clock on waking), so no value can wrap a
@@ -131,11 +132,11 @@ def resolve_precision(precision: object, clock: Clock, scheduler: str) -> bool:
 
 @final
 class TimerFd:
-    """One timerfd, armed at absolute deadlines; :meth:`wait` returns when it expires.
+    """One timerfd, armed at absolute deadlines; readable once the deadline passes.
 
-    On asyncio (and uvloop) the fd has one reader callback for its whole life, which clears the
-    expiration and wakes the waiter: no reader added and removed per wait. On trio each wait is
-    a ``wait_readable``.
+    On asyncio (and uvloop) the tick source's callback :meth:`watch`-es it for the scheduler's
+    run (no reader added and removed per wake-up); on trio each :meth:`wait` is a
+    ``wait_readable``.
     """
 
     __slots__ = ("_fd", "_loop", "_spec", "trio")
@@ -160,11 +161,12 @@ class TimerFd:
 
     def arm(self, deadline_ns: int | None) -> None:
         """Expire at ``deadline_ns`` on CLOCK_MONOTONIC (at once if it has passed); ``None``
-        disarms it."""
+        disarms it. Either way the count of expiries starts over: the fd is not readable until
+        the new deadline passes (as :meth:`clear` would leave it)."""
         # an all-zero it_value disarms; 1 ns is long past: expire at once
         deadline_ns = 0 if deadline_ns is None else min(max(deadline_ns, 1), MAX_DEADLINE_NS)
-        if hasattr(os, "timerfd_settime_ns"):
-            os.timerfd_settime_ns(self._fd, flags=_TFD_TIMER_ABSTIME, initial=deadline_ns)
+        if _OS_SETTIME is not None:
+            _OS_SETTIME(self._fd, flags=_TFD_TIMER_ABSTIME, initial=deadline_ns)
             return
         value = self._spec.it_value
         value.tv_sec, value.tv_nsec = divmod(deadline_ns, NS_PER_S)

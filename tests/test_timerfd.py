@@ -143,3 +143,19 @@ async def test_an_error_out_of_a_wake_up_ends_the_scheduler_with_it(precision: s
         await serve_broken()
     assert caught.group_contains(RuntimeError, match="a broken wake-up", depth=None)
     assert (runs, s.running) == ([], False)
+
+
+@linux_only
+@pytest.mark.anyio
+async def test_a_wake_up_on_the_timerfd_rearms_it_without_a_read_and_never_spins() -> None:
+    """On asyncio the fd's callback re-arms it without reading it (re-arming resets its count
+    of expiries, so it is not readable until the next deadline): were it left readable, the
+    loop would call back at once, over and over. A 20 ms timer for 0.2 s: about 10 wake-ups
+    (real time, generous bound)."""
+    s = aiotimer.Scheduler(precision="timerfd")
+    runs: list[int] = []
+    s.add_every_ms(20, lambda: runs.append(1))
+    async with s:
+        await anyio.sleep(0.2)
+        wakeups = s.stats(timers=False).wakeups
+    assert 3 <= len(runs) <= wakeups <= 2 * len(runs) + 5
