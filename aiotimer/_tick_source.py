@@ -141,10 +141,10 @@ class TickSource:
         self.wakeups += 1
         try:
             now_ns = self._clock.now_ns()
+            armed_ns = self._armed_ns  # (the kernel expires it never early: it has passed,
+            if armed_ns is not None and now_ns >= armed_ns:  # unless re-armed since)
+                self._on_due(now_ns)  # (runs nothing early: it pops the buckets due by now)
             deadline_ns = self.next_deadline_ns()
-            if deadline_ns is not None and now_ns >= deadline_ns:
-                self._on_due(now_ns)
-                deadline_ns = self.next_deadline_ns()
             self._armed_ns = deadline_ns
             # Re-arming resets the fd's count of expiries: it is not readable until the new
             # deadline passes (at once if it has), so no read() is needed to clear it (a
