@@ -71,9 +71,10 @@ DELAY_MS = (30_000, 60_000)
 """The one-shots' delays, uniform (inclusive bounds)."""
 SEED = 18
 SPARE_BATCHES = 10
-"""Batches generated beyond the window's (the CPU window's batches are generated before the
-clock starts: generating them on the loop would be measured too; the warm-up replays them, and
-the window uses each once)."""
+"""Batches generated ahead beyond the window's (the CPU window's batches are generated before
+the clock starts: generating them on the loop would be measured too; the warm-up's are drawn
+when due, from the same seeded generator: replaying a few hundred batches would re-arm the same
+slots over and over, and far fewer one-shots would ever fire)."""
 
 # (pending one-shots, re-arms per batch, warm-up batches, measured batches)
 FULL = (100_000, 1_000, 600, 300)
@@ -228,12 +229,13 @@ async def _churn(
     impl: str,
     n: int,
     per_batch: int,
-    premade: int | None,
+    premade: tuple[int, int] | None,
     body: Callable[[_Fires, int, Callable[[], int]], Any],
 ) -> dict[str, Any]:
     """Set up ``n`` one-shots, start re-arming ``per_batch`` of them every 100 ms, and run
     ``body(fires, origin_ns, batches_done)`` meanwhile; its result, with the setup's cost.
-    ``premade`` batches are generated before the churn starts (``None``: each one when due)."""
+    ``premade = (after, count)``: batches ``after + 1`` to ``after + count`` (the CPU window's)
+    are generated before the churn starts, the others when due (all of them: ``None``)."""
     rng = random.Random(SEED)
     initial_ms = _steady_delays(rng, n, per_batch * NS_PER_S / PERIOD_NS)
     fires = _Fires()
@@ -250,17 +252,18 @@ async def _churn(
         rearm, unit = _setup(impl, initial_ms, fires, scheduler)
         setup_s = time.perf_counter() - t0
         rss1 = h.rss_bytes()
-        next_batch: Callable[[int], Batch]
-        if premade is not None:
-            made = [[(i, unit(d)) for i, d in _batch(rng, n, per_batch)] for _ in range(premade)]
 
-            def next_batch(k: int) -> Batch:
-                return made[k % premade]  # (the window's batches are all different)
+        def draw() -> Batch:
+            return [(i, unit(d)) for i, d in _batch(rng, n, per_batch)]
 
-        else:
+        # The window's batches, made now (from the same seeded draws in every variant); those
+        # before it (the warm-up) and after it are drawn when due.
+        after, count = premade if premade is not None else (0, 0)
+        made = [draw() for _ in range(count)]
 
-            def next_batch(k: int) -> Batch:
-                return [(i, unit(d)) for i, d in _batch(rng, n, per_batch)]
+        def next_batch(k: int) -> Batch:
+            j = k - after - 1
+            return made[j] if 0 <= j < count else draw()
 
         done = 0
 
@@ -321,7 +324,7 @@ async def _window(impl: str, quick: bool) -> dict[str, Any]:
             "batches_in_window": done1 - done0,
         }
 
-    return await _churn(impl, n, per_batch, measured + SPARE_BATCHES, body)
+    return await _churn(impl, n, per_batch, (warmup, measured + SPARE_BATCHES), body)
 
 
 def run_variant(variant: str, quick: bool) -> dict[str, Any]:
