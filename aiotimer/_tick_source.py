@@ -14,7 +14,7 @@ Ground rules:
   task only waits (for an error to raise, or to be cancelled). A task sleeping on the fd took
   three passes of the loop per wake-up (the reader callback, the task's step, its checkpoint),
   where a wake-up's own work is often one timer's run (a one-shot: SIP's shape): a 7 ms timer
-  alone cost 50-55 ms of CPU a second that way on a 2-vCPU VM, 42.5 ms as one callback (raw
+  alone cost 50-55 ms of CPU a second that way on a 2-vCPU VM, 39-42 ms as one callback (raw
   ``call_later``: 22 ms). A callback that returns to the loop is the yield: I/O that is ready
   runs before the fd's next expiry is seen. An error in a wake-up fails the task as before
   (the scheduler stops). Trio, and the loop source (a virtual clock), keep the task that
@@ -148,7 +148,7 @@ class TickSource:
             self._armed_ns = deadline_ns
             # Re-arming resets the fd's count of expiries: it is not readable until the new
             # deadline passes (at once if it has), so no read() is needed to clear it (a
-            # syscall saved per wake-up, ~20 us in a VM).
+            # syscall saved per wake-up).
             timerfd.arm(deadline_ns)
         except BaseException as exc:
             timerfd.clear()  # (not re-armed: readable still)

@@ -82,7 +82,7 @@ FULL = (100_000, 1_000, 600, 300)
 handles and their contexts pile up in its heap and in the collector's oldest generation, whose
 full passes, every ~5 s, went from ~0.13 to ~0.6 s of CPU over the first minute here), and a
 30-s window holds ~6 of those passes (a 10-s one read 0.09-0.10 CPU s per wall s for it, 60 s
-read 0.13; aiotimer's ``reschedule`` stays flat at ~0.09 from the first second)."""
+read 0.13; aiotimer's ``reschedule`` stays at ~0.09-0.10 from the first second)."""
 QUICK = (10_000, 100, 2, 3)
 MIB = 1024 * 1024
 RSS_FLAT_MIB = 5.0
@@ -377,7 +377,7 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
     notes.append(
         "x raw: CPU relative to call_later + handle.cancel() on the same loop, same run; "
         "arm us: the initial arms (setup), per one-shot; fires: the one-shots not re-armed in "
-        "time (most are: 30-60 s delays, each slot re-armed every 10 s on average)"
+        "time (few: 30-60 s delays, each slot re-armed every 10 s on average)"
     )
     data = {"pending": n, "rearms_per_batch": per_batch, "batches_measured": measured}
     return h.Report(
