@@ -87,10 +87,10 @@ class TickSource:
 
     async def run(self) -> None:
         """Loop until cancelled (the scheduler cancels it when it stops)."""
-        clock = self._clock
         if self._timerfd is not None and not self._timerfd.trio:
             await self._run_on_fd(self._timerfd)
             return
+        clock = self._clock
         checkpoint = current_backend().checkpoint()
         while True:
             deadline_ns = self.next_deadline_ns()

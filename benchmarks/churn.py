@@ -64,7 +64,6 @@ from . import _harness as h
 NAME = "churn"
 IMPLS = ("call_later", "cancel+add_once_ms", "reschedule", "kamailio", "pause+reschedule")
 BASELINE = "call_later"
-NS_PER_S = 1_000_000_000
 PERIOD_NS = 100_000_000
 """One batch of re-arms every 100 ms."""
 DELAY_MS = (30_000, 60_000)
@@ -237,7 +236,7 @@ async def _churn(
     ``premade = (after, count)``: batches ``after + 1`` to ``after + count`` (the CPU window's)
     are generated before the churn starts, the others when due (all of them: ``None``)."""
     rng = random.Random(SEED)
-    initial_ms = _steady_delays(rng, n, per_batch * NS_PER_S / PERIOD_NS)
+    initial_ms = _steady_delays(rng, n, per_batch * h.NS_PER_S / PERIOD_NS)
     fires = _Fires()
     scheduler = None
     if impl != BASELINE:
