@@ -140,7 +140,10 @@ async def _node(
                 break
             await asyncio.sleep(STOP_POLL_S)
         await asyncio.sleep(max(0.0, (stop_ms - time.time_ns() // 1_000_000) / 1000))
-    _write(out, ["stats", node, cluster.stats().as_dict()])
+    stats = cluster.stats().as_dict()
+    # How many grid points each timer missed here (a stall of an interval or more: Missed.SKIP).
+    stats["missed"] = {name: t.missed for name, t in scheduler.stats().timers.items()}
+    _write(out, ["stats", node, stats])
 
 
 def read_records(paths: list[Path]) -> list[list[Any]]:

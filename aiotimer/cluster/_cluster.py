@@ -23,6 +23,13 @@ Ground rules:
   point; the others claim ``backup_delay_s`` later, so the common case has no contention and
   losing a node costs that delay. One claim round trip per node per group (preferred now,
   backups later) per batch of timers due together, never one per timer.
+* **A backup's window is the interval.** The fence lets a claim win only for an instant newer
+  than every instant claimed before for its timer: a backup's claim of ``T`` that lands after
+  another node claimed ``T + interval`` loses, and ``T`` does not run. That happens only when
+  the preferred node did not claim ``T`` (it is dead, or stalled for an interval or more and
+  merged ``T`` into an earlier run, see ``Missed.SKIP``) and the backup's delay plus its claim
+  round trip exceeds the interval; keep ``backup_delay_s`` well under the interval (a timer
+  whose interval is under twice the delay is warned about at bind).
 * **Store errors** follow ``on_unreachable``: ``"skip"`` (default: the point does not run
   here; never a duplicate) or ``"run"`` (run locally: never a gap, duplicates possible).
 * **Clock skew.** Grid instants come from this node's wall clock. Every heartbeat compares it
