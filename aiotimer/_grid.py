@@ -222,9 +222,10 @@ class Grid:
 
     def forget(self, timer: Timer) -> None:
         """Take ``timer`` off the grid for good (cancelled, finished, rescheduled)."""
-        if timer._due_tick != NOT_QUEUED:  # unqueue, inlined: per-call timers re-arm a lot
+        due_tick = timer._due_tick
+        if due_tick != NOT_QUEUED:
             timer._due_tick = NOT_QUEUED
-            self.queue.discard()
+            self.queue.remove(timer, due_tick)
         timer._grid_tick = NOT_QUEUED
 
     def rearm(self, timer: Timer, now_ns: int | None) -> None:

@@ -354,6 +354,40 @@ async def test_one_shots_re_armed_later_over_and_over_leave_no_garbage(
 
 
 @pytest.mark.anyio
+async def test_a_cancelled_one_shot_leaves_its_bucket_at_once_and_is_freed(
+    virtual_clock: VirtualClock,
+) -> None:
+    """SIP's churn: one-shots cancelled and added anew by the thousand. A cancelled one's
+    entry leaves its (small) bucket at once, so the queue keeps no dead timer alive (it is freed
+    when its holder drops it: no compaction, no garbage collector pass), nothing is counted stale;
+    in a big bucket (periodic timers due together) it goes stale, as before. The others still
+    run, once each, at their ticks."""
+    clock = virtual_clock
+    s = aiotimer.Scheduler(clock=clock)
+    runs: list[int] = []
+
+    def fire() -> None:
+        runs.append(clock.now_ns() // 1_000_000)
+
+    async with s:
+        queue = s._ms.queue
+        timers = [s.add_once_ms(100 + i % 50, fire) for i in range(400)]  # 8 per bucket
+        cancelled = [t for i, t in enumerate(timers) if i // 50 % 2]  # 4 in each bucket
+        for timer in cancelled:
+            timer.cancel()
+        held = {id(t) for b in [*queue._buckets.values(), *(queue._ring or ())] if b for t in b}
+        assert not held & set(map(id, cancelled))  # the queue holds none: freed once dropped
+        assert (entries(queue), len(queue), queue._stale) == (200, 200, 0)
+        big = [s.add_once_ms(300, fire) for _ in range(_queue.REMOVE_FROM + 1)]
+        big[0].cancel()
+        assert (len(queue), queue._stale) == (200 + len(big) - 1, 1)  # stale in a big bucket
+        await clock.advance_ms(400)
+    assert sorted(runs) == sorted(
+        [100 + i % 50 for i in range(400) if not i // 50 % 2] + [300] * 16
+    )
+
+
+@pytest.mark.anyio
 async def test_no_wake_up_for_a_bucket_whose_one_shots_were_all_moved_paused_or_cancelled(
     virtual_clock: VirtualClock,
 ) -> None:
@@ -401,14 +435,15 @@ _OFFSETS = (1, 2, 3, 50, 65_535, 65_536, 65_537, 131_072, 131_073, 200_000)
 
 @st.composite
 def queue_scripts(draw: st.DrawFn) -> list[Op]:
-    """Arms (to now + an offset: offsets 65,536 apart share a flag slot), pauses, steps of time
-    (some far: the ring's span moves on), compactions and prunes of dead buckets ahead (one,
-    or all of them), on 8 one-shots."""
+    """Arms (to now + an offset: offsets 65,536 apart share a flag slot), pauses, cancels,
+    steps of time (some far: the ring's span moves on), compactions and prunes of dead buckets
+    ahead (one, or all of them), on 8 one-shots."""
     return draw(
         st.lists(
             st.one_of(
                 st.tuples(st.just("arm"), st.integers(0, 7), st.sampled_from(_OFFSETS)),
                 st.tuples(st.just("pause"), st.integers(0, 7), st.just(0)),
+                st.tuples(st.just("cancel"), st.integers(0, 7), st.just(0)),
                 st.tuples(st.just("late"), st.integers(0, 7), st.sampled_from(_OFFSETS)),
                 st.tuples(st.just("advance"), st.just(0), st.sampled_from((1, 3, 60, 65_536))),
                 st.tuples(st.just("compact"), st.just(0), st.just(0)),
@@ -464,6 +499,12 @@ def run_queue_script(script: list[Op]) -> None:
         elif op == "pause":
             take_out(i)
             due.pop(i, None)
+        elif op == "cancel":  # what the grid does to forget a timer (cancelled, ended)
+            timer = timers[i]
+            if timer._due_tick != NOT_QUEUED:
+                tick, timer._due_tick = timer._due_tick, NOT_QUEUED
+                q.remove(timer, tick)  # type: ignore[arg-type]
+            due.pop(i, None)
         elif op == "compact":
             q._compact()
         elif op == "prune":
@@ -492,6 +533,9 @@ def run_queue_script(script: list[Op]) -> None:
             for j, _ in expected:
                 del due[j]
         assert len(q) == len(due)
+    held = [b for b in [*q._buckets.values(), *(q._ring or ())] if b is not None]
+    assert sum(map(len, held)) == q._entries  # the count of entries is exact too
+    assert all(held)  # and no bucket was left empty
 
 
 # -- the bucket ring -------------------------------------------------------------------------
