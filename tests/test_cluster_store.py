@@ -385,8 +385,8 @@ async def test_on_new_postgres_tables_big_batches_of_retakes_and_ends_stay_looku
 ) -> None:
     # On tables never analysed (a new deployment; autovacuum off or not yet run), the planner
     # guessed one unfinished run and looked every run of the batch up once per stored run:
-    # 2,500 ends took 41 s, and taking over 5,000 expired leases ~10 s, past any store timeout.
-    # Every call here must finish within a cluster's default store timeout, 2 s (each takes
+    # 2,500 ends took 41 s and taking over 5,000 expired leases 3.5 s: past the 2 s store
+    # timeout a cluster has by default, within which every call here must finish (each takes
     # 0.1-0.2 s here).
     asyncpg = pytest.importorskip("asyncpg")
     base = store_url("postgres", tmp_path)

@@ -4,10 +4,12 @@
 
 Ground rules:
 
-* **Schema.** Three tables with fixed names, created if missing (under an advisory lock, so
-  nodes starting together do not race on ``CREATE TABLE``): ``aiotimer_fence`` (the newest
-  claimed instant per timer), ``aiotimer_runs`` (one row per claimed run: the history) and
-  ``aiotimer_nodes`` (liveness). The cluster name is a column, always a bound parameter.
+* **Schema.** Three tables with fixed names, created if missing in the connection's
+  ``search_path`` (``?search_path=timers`` in the URL: a schema of their own), under an
+  advisory lock, so nodes starting together do not race on ``CREATE TABLE``:
+  ``aiotimer_fence`` (the newest claimed instant per timer), ``aiotimer_runs`` (one row per
+  claimed run: the history) and ``aiotimer_nodes`` (liveness). The cluster name is a column,
+  always a bound parameter.
 * **One statement per claim batch.** ``unnest`` turns the batch into rows; the fence is an
   ``INSERT ... ON CONFLICT DO UPDATE ... WHERE last_ms < EXCLUDED.last_ms`` that locks each
   timer's fence row (in timer order, so two nodes never deadlock) and keeps the previous value
