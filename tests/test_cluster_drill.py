@@ -167,10 +167,13 @@ def assert_exactly_once(
     if missing:  # what the store and the nodes saw of them: a claim lost, or points missed
         history = {(r.timer, r.instant_ms): r for r in anyio.run(drill.history)}
         seen = [history.get(p) for p in missing[:5]]
-        missed = {n: s.get("missed") for n, s in drill.stats().items()}
+        stats = drill.stats()
+        missed = {n: s.get("missed") for n, s in stats.items()}
+        claims = {n: s.get("timers") for n, s in stats.items()}
         pytest.fail(
             f"{len(missing)} grid points never ran, first {missing[:5]}; "
-            f"in the store: {seen}; missed by the nodes (stalls): {missed}"
+            f"in the store: {seen}; missed by the nodes (stalls): {missed}; "
+            f"the nodes' claims (won, lost: run elsewhere or fenced): {claims}"
         )
 
 

@@ -364,6 +364,16 @@ async def claim_points(clock: VirtualClock, cluster: Cluster, points: int, per_p
         await clock.run_until_idle()
 
 
+async def real_time_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (real time: a store's answer, a heartbeat) until ``condition()`` holds."""
+    with anyio.move_on_after(5):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.002)
+    raise AssertionError(f"not within 5 s: {what}")
+
+
 async def history_of(url: str) -> dict[str, list[tuple[int, Outcome | None, float | None]]]:
     """Each timer's runs in the store: (seconds after the first point, outcome, duration s)."""
     store = open_store(url, "default")
@@ -402,6 +412,44 @@ async def test_named_timers_are_guarded_at_start_without_cluster_true(url: str) 
     assert local.runs == 1  # not gated: on its own grid, from the start (10 s, at 15 s)
     await scheduler.start()  # a second start guards nothing new and claims again
     await scheduler.stop()
+
+
+async def test_a_handover_loses_no_point_when_the_backup_claim_is_later_than_the_next_point(
+    url: str, ghost: ClaimStore
+) -> None:
+    # "g" is the timer's preferred node and dies (its heartbeat runs out) just after grid point
+    # T. "a" backs T up: its claim is due backup_delay_s after T, here later than T + interval
+    # (a loaded host's stall does the same to a short delay). By T + interval "a" no longer
+    # sees "g" and, now preferred, claims T + interval at once: T goes with that claim, first
+    # (the fence would refuse T after it, and T would run nowhere).
+    clock = aligned_clock()
+    timer = next(f"job-{i}" for i in range(99) if preferred_node(f"job-{i}", "ag") == "g")
+    await ghost.heartbeat("g", 0.5)
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+    walls: list[int] = []
+    scheduler.add_every_s(
+        POINT_S, lambda tick: walls.append(round(tick.wall.timestamp())), name=timer, cluster=True
+    )
+    options = {**FAST, "backup_delay_s": 1.5 * POINT_S}
+    cluster = Cluster(url, node="a", max_skew_s=3600, **options)
+    scheduler.add_service(cluster)
+    async with scheduler:
+        assert cluster.stats().live_nodes == ("a", "g")
+        await clock.advance_to(5 * S)  # T: "g" is preferred, "a" waits 15 s to back it up
+        await clock.run_until_idle()
+        assert walls == []
+        # (real time: the store's clock expires "g")
+        await real_time_until(lambda: cluster.stats().live_nodes == ("a",), "g expired")
+        await clock.advance_to(15 * S)  # T + interval: "a" is preferred, claims at once
+        await real_time_until(lambda: cluster.stats().claims > 0, "a claim answered")
+        await clock.run_until_idle()
+        assert len(walls) == 2, walls  # T and T + interval, both run at T + interval
+        await clock.advance_to(21 * S)  # T's own backup deadline: nothing left to claim
+        await clock.run_until_idle()
+        stats = cluster.stats().timers[timer]
+    assert [w - walls[0] for w in walls] == [0, POINT_S]
+    assert (stats.won, stats.run_elsewhere) == (2, 0)
+    assert await history_of(url) == {timer: [(0, Outcome.OK, 0.0), (10, Outcome.OK, 0.0)]}
 
 
 async def test_the_history_has_each_runs_exact_outcome_and_duration(url: str) -> None:

@@ -25,11 +25,16 @@ Ground rules:
   backups later) per batch of timers due together, never one per timer.
 * **A backup's window is the interval.** The fence lets a claim win only for an instant newer
   than every instant claimed before for its timer: a backup's claim of ``T`` that lands after
-  another node claimed ``T + interval`` loses, and ``T`` does not run. That happens only when
-  the preferred node did not claim ``T`` (it is dead, or stalled for an interval or more and
-  merged ``T`` into an earlier run, see ``Missed.SKIP``) and the backup's delay plus its claim
-  round trip exceeds the interval; keep ``backup_delay_s`` well under the interval (a timer
-  whose interval is under twice the delay is warned about at bind).
+  another node claimed ``T + interval`` loses, and ``T`` does not run. A node never claims a
+  newer instant of a timer while it waits to back up an older one (that one goes first, in
+  the same round trip), so a handover loses nothing: the preferred node died, a backup of
+  ``T`` is the new preferred node of ``T + interval``, its backup claim of ``T`` not sent yet.
+  What remains: the node claiming ``T + interval`` did not hold ``T`` (stalled for an
+  interval or more, it merged ``T`` into an earlier run, see ``Missed.SKIP``; or it was not
+  running) and the others' backup claims of ``T`` land later, their delay plus round trip
+  past the interval. Keep ``backup_delay_s`` well under the interval (a timer whose interval
+  is under twice the delay is warned about at bind). The backup delay counts from the grid
+  point on this node's clock, not from when its claim task ran.
 * **Store errors** follow ``on_unreachable``: ``"skip"`` (default: the point does not run
   here; never a duplicate) or ``"run"`` (run locally: never a gap, duplicates possible).
 * **Clock skew.** Grid instants come from this node's wall clock. Every heartbeat compares it
@@ -268,6 +273,9 @@ class Cluster:
         self._per_timer: dict[str, list[int]] = {}  # won, elsewhere, store errors, refused
         self._finished: list[RunOutcome] = []
         self._early: list[GatedRun] = []  # offered before serve() ran
+        # Backup runs waiting for their delay, per timer, oldest first: a claim of a newer
+        # instant of the timer takes them along (see _with_waiting).
+        self._waiting: dict[str, list[GatedRun]] = {}
         self._ended: anyio.Event | None = None  # runs ended since the last report (serving)
         self._stopping = False
         self._claiming = 0  # claim calls awaiting the store's answer
@@ -444,16 +452,65 @@ class Cluster:
             if preferred is None:  # a hash per live node: worth remembering per timer
                 preferred = cache[name] = preferred_node(name, live) == me
             (mine if preferred else backups).append(run)
+        for run in backups:
+            self._waiting.setdefault(run.timer.name, []).append(run)
         if mine:
             await self._claim(mine)
         if backups and self._scheduler is not None:
-            clock = self._scheduler.clock
+            # The delay counts from the grid point, not from when this task ran or the
+            # preferred runs' claim was answered: on a late loop the backups claim sooner.
+            due_ns = min(r.scheduled_ns for r in backups) + int(self._backup_delay_s * NS_PER_S)
             try:
-                await clock.sleep_until(clock.now_ns() + int(self._backup_delay_s * NS_PER_S))
+                await self._scheduler.clock.sleep_until(due_ns)
             except BaseException:  # the service stops: nothing runs unclaimed
-                self._skip_all(backups, None)
+                self._skip_all(self._unwait(backups), None)
                 raise
-            await self._claim(backups)
+            await self._claim(self._unwait(backups))
+        elif backups:
+            self._skip_all(self._unwait(backups), None)
+
+    def _unwait(self, runs: list[GatedRun]) -> list[GatedRun]:
+        """Those of ``runs`` still waiting for their backup delay, no longer waiting (the others
+        went with an earlier claim, see :meth:`_with_waiting`)."""
+        out = []
+        for run in runs:
+            waiting = self._waiting.get(run.timer.name)
+            if waiting is None:
+                continue
+            for i, other in enumerate(waiting):
+                if other is run:
+                    del waiting[i]
+                    out.append(run)
+                    break
+            if not waiting:
+                del self._waiting[run.timer.name]
+        return out
+
+    def _with_waiting(self, runs: list[GatedRun]) -> list[GatedRun]:
+        """``runs`` with, before them, this node's backup runs of the same timers that are
+        older and still wait for their delay: a node never claims a timer's newer instant
+        while it holds an older one unclaimed, which the fence would then refuse. The case is
+        a handover: the preferred node died, a backup of ``T`` becomes the preferred node of
+        ``T + interval`` and claims it at once, and its claim of ``T`` (due ``backup_delay_s``
+        after ``T``) is late on a loaded host; without this ``T`` would run nowhere."""
+        if not self._waiting:
+            return runs
+        first: dict[str, int] = {}
+        for run in runs:
+            name = run.timer.name
+            if name in self._waiting and run.instant_ms < first.get(name, run.instant_ms + 1):
+                first[name] = run.instant_ms
+        older = [
+            run
+            for name, instant_ms in first.items()
+            for run in self._waiting[name]
+            if run.instant_ms < instant_ms
+        ]
+        if not older:
+            return runs
+        self._unwait(older)
+        # Each timer's instants increase within a claim (the stores' rule): oldest first.
+        return sorted(older + runs, key=lambda r: r.instant_ms)
 
     def _skip_all(self, runs: list[GatedRun], column: int | None) -> None:
         """Skip ``runs``, counted in ``column`` (``None``: not counted, the service stops)."""
@@ -472,6 +529,8 @@ class Cluster:
         if self._refusing:
             self._skip_all(runs, 3)
             return
+        if not retake:  # (a retake's runs were claimed once already: they are older)
+            runs = self._with_waiting(runs)
         claims = [(r.timer.name, r.instant_ms) for r in runs]
         started = time.perf_counter_ns()
         self._claiming += 1
