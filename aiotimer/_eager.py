@@ -56,6 +56,9 @@ __all__ = ["COMPLETED", "EagerRunner", "RunEnd"]
 _NOTHING: Final = object()
 COMPLETED: Final = object()
 """What :meth:`EagerRunner.step` returns for a run that completed (its result: ``result()``)."""
+SPARE_DRIVERS: Final = 8192
+"""Drivers of runs that suspended and then returned, kept for the next runs that suspend (the
+runs in flight at once, as many as that: ~300 bytes each)."""
 _copy_context = contextvars.copy_context
 _leave_task = asyncio.tasks._leave_task
 _enter_task = asyncio.tasks._enter_task
@@ -115,7 +118,12 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
             self._ended(None, exc)
             raise
         if out is COMPLETED:  # the coroutine returned: its result is in the runner's box
-            result = self._runner.result()
+            runner = self._runner
+            result = runner.result()
+            spare = runner._spare  # (the driver is ready for another coroutine: kept)
+            if len(spare) < SPARE_DRIVERS:
+                spare.append(self._driver)
+            self._driver = _SPENT  # (it may serve another run now: nothing more goes to it)
             self._ended(result, None)
             raise StopIteration(result)
         return out
@@ -142,10 +150,14 @@ class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
         return out
 
     def _ended(self, result: object, exc: BaseException | None) -> None:
+        run = self._run
+        if run is None:  # (ended already: a send or throw after the end, not from its Task)
+            return
+        self._run = None
         task, self._task = self._task, None  # (the Task holds this object: no cycle left)
         runner = self._runner
         runner._tasks.discard(task)
-        runner._end(self._run, result, exc)
+        runner._end(run, result, exc)
 
     def close(self) -> None:
         self._driver.close()
@@ -176,10 +188,22 @@ def _drive(box: list[Any]) -> Generator[Any, Any, None]:
         set_timer(box[1])
         box[1] = None
         box[0] = yield from coro
+        del coro  # (a spare driver holds no coroutine that ended)
         coro = yield COMPLETED
 
 
 types.coroutine(_drive)  # (in place: a generator that may ``yield from`` a coroutine)
+
+
+def _spent_driver() -> Generator[Any, Any, None]:
+    return
+    yield  # (a generator function)
+
+
+_SPENT: Final = _spent_driver()
+"""What a run that ended holds in place of its driver (given back to the runner): exhausted,
+so a ``close()`` does nothing."""
+next(_SPENT, None)
 
 
 def _new_driver(box: list[Any]) -> Generator[Any, Any, None]:
@@ -202,6 +226,7 @@ class EagerRunner:
         "_host",
         "_loop",
         "_send",
+        "_spare",
         "_suspended",
         "_tasks",
     )
@@ -217,6 +242,7 @@ class EagerRunner:
         self._box: list[Any] = [None, None]  # the drivers' [result, timer] (see _drive)
         self._driver = _new_driver(self._box)
         self._send = self._driver.send
+        self._spare: list[Generator[Any, Any, None]] = []
         # the coroutine that suspended in the last step: its driver and context, for resume()
         self._suspended: Generator[Any, Any, None] | None = None
         self._context: contextvars.Context | None = None
@@ -281,8 +307,12 @@ class EagerRunner:
         return out
 
     def _renew(self) -> None:
-        """A new driver: the last one ended, or goes on with a coroutine that suspended."""
-        self._driver = _new_driver(self._box)
+        """A new driver: the last one ended, or goes on with a coroutine that suspended. A spare
+        one if there is one: a driver whose coroutine (a run that suspended) returned in its
+        task, kept for this (one generator less to make, and for the garbage collector to
+        follow, per run that suspends; at most :data:`SPARE_DRIVERS`)."""
+        spare = self._spare
+        self._driver = spare.pop() if spare else _new_driver(self._box)
         self._send = self._driver.send
 
     def result(self) -> Any:
@@ -305,6 +335,7 @@ class EagerRunner:
 
     def close(self) -> None:
         """The scheduler stopped: end the host."""
+        self._spare.clear()
         if self._host is not None:
             self._host.cancel()
             self._host = None

@@ -348,3 +348,79 @@ async def test_a_run_that_yields_to_the_loop_once_goes_on_in_the_next_pass(
             await asyncio.sleep(0)
     assert order == ["before", "resumed", "soon", "later"]
     assert t.state is aiotimer.TimerState.FINISHED
+
+
+async def test_runs_that_suspend_one_after_another_each_see_only_their_own_timer_and_context(
+    virtual_clock: VirtualClock,
+) -> None:
+    """A run that suspended and returned leaves its driver for the next run that suspends
+    (``_eager.SPARE_DRIVERS``): each later run still sees its own ``current_timer`` and a
+    context of its own, before and after its first suspension, whatever ran there before."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[tuple[str, str, str, str]] = []
+
+    def make(name: str) -> aiotimer.Timer:
+        async def run(tick: aiotimer.Tick) -> str:
+            timer = aiotimer.current_timer.get()
+            assert timer is not None
+            before = var.get()
+            var.set(f"{name}@{tick.ticks_raw}")
+            await virtual_clock.sleep(0.003)
+            after = aiotimer.current_timer.get()
+            assert after is timer
+            seen.append((name, before, timer.name, var.get()))
+            return name
+
+        return s.add_every_ms(10, run, name=name)
+
+    timers = [make(f"t{i}") for i in range(5)]
+    drivers: list[set[int]] = []
+    async with s:
+        runner = s._dispatcher._eager
+        assert runner is not None
+        idle: list[object] = []  # (held: their ids stay theirs)
+        await virtual_clock.advance_ms(5)
+        for _ in range(5):
+            await virtual_clock.advance_ms(10)  # all five suspended and returned: all idle
+            idle += [runner._driver, *runner._spare]
+            drivers.append({id(runner._driver), *map(id, runner._spare)})
+    # The first round made a driver per run that suspended; the later ones reused them.
+    assert len(drivers[0]) == 1 + 5
+    assert all(d == drivers[0] for d in drivers), [len(d) for d in drivers]
+    assert len(seen) == 5 * 5
+    assert all(before == "unset" for _, before, _, _ in seen)  # nothing left from another run
+    assert all(name == timer for name, _, timer, _ in seen)
+    assert all(value.startswith(f"{name}@") for name, _, _, value in seen)
+    assert [t.runs for t in timers] == [5] * 5
+    assert all(t.stats.errors == 0 for t in timers)
+
+
+async def test_a_spare_driver_holds_no_coroutine_and_closing_an_ended_run_touches_none(
+    virtual_clock: VirtualClock,
+) -> None:
+    """The driver a returned run leaves behind holds nothing of it (its coroutine is freed at
+    once), and closing that run's coroutine object afterwards (``task.get_coro().close()``)
+    does not close the driver later runs use."""
+    import weakref
+
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    resumed: list[int] = []
+
+    async def suspends() -> None:
+        await virtual_clock.sleep(0.003)
+        resumed.append(1)
+
+    t = s.add_every_ms(10, suspends, name="t")
+    async with s:
+        await virtual_clock.advance_ms(10)
+        (task,) = s._dispatcher._tasks
+        rest = task.get_coro()
+        coro = weakref.ref(rest._driver.gi_yieldfrom)  # type: ignore[union-attr]
+        await virtual_clock.advance_ms(5)  # returned: its driver is spare
+        del task
+        assert coro() is None  # nothing holds the ended coroutine
+        rest.close()  # type: ignore[union-attr]  # (an ended run: nothing to close)
+        await virtual_clock.advance_ms(20)  # the next runs suspend and resume on the drivers
+    assert resumed == [1, 1, 1]
+    assert t.stats.errors == 0
