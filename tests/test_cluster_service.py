@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -201,6 +201,23 @@ class SlowFirstFinishStore:
             self.finishing.set()
             await anyio.sleep(self.delay_s)
         await self._store.finish(node, results)
+
+
+class ClaimsSeenStore:
+    """A real store that keeps the batches it was asked to claim."""
+
+    def __init__(self, store: ClaimStore) -> None:
+        self._store = store
+        self.batches: list[list[tuple[str, int]]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def claim(
+        self, node: str, claims: Sequence[tuple[str, int]], *, lease_s: float | None = None
+    ) -> list[bool]:
+        self.batches.append(list(claims))
+        return await self._store.claim(node, claims, lease_s=lease_s)
 
 
 async def test_ends_being_recorded_when_the_node_stops_are_recorded_all_the_same(
@@ -431,7 +448,8 @@ async def test_a_handover_loses_no_point_when_the_backup_claim_is_later_than_the
         POINT_S, lambda tick: walls.append(round(tick.wall.timestamp())), name=timer, cluster=True
     )
     options = {**FAST, "backup_delay_s": 1.5 * POINT_S}
-    cluster = Cluster(url, node="a", max_skew_s=3600, **options)
+    store = ClaimsSeenStore(open_store(url, "default"))
+    cluster = Cluster(store, node="a", max_skew_s=3600, **options)  # type: ignore[arg-type]
     scheduler.add_service(cluster)
     async with scheduler:
         assert cluster.stats().live_nodes == ("a", "g")
@@ -449,6 +467,9 @@ async def test_a_handover_loses_no_point_when_the_backup_claim_is_later_than_the
         stats = cluster.stats().timers[timer]
     assert [w - walls[0] for w in walls] == [0, POINT_S]
     assert (stats.won, stats.run_elsewhere) == (2, 0)
+    # One round trip, T first (the fence's order); none left for T's backup deadline.
+    t_ms = walls[0] * 1000
+    assert store.batches == [[(timer, t_ms), (timer, t_ms + POINT_S * 1000)]]
     assert await history_of(url) == {timer: [(0, Outcome.OK, 0.0), (10, Outcome.OK, 0.0)]}
 
 

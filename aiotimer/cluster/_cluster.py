@@ -465,7 +465,9 @@ class Cluster:
             except BaseException:  # the service stops: nothing runs unclaimed
                 self._skip_all(self._unwait(backups), None)
                 raise
-            await self._claim(self._unwait(backups))
+            due = self._unwait(backups)
+            if due:  # (else they all went with a claim of a newer point)
+                await self._claim(due)
         elif backups:
             self._skip_all(self._unwait(backups), None)
 
