@@ -12,7 +12,9 @@ Workloads (all by default, in this order):
 * ``process``: timer processes (``benchmarks/process.py``, when present);
 * ``scrape``: ``/metrics`` and ``/timers`` of an app with 100,000 timers, scraped in a loop,
   next to a 10 ms probe timer's lateness;
-* ``cluster``: claim cost of cluster timers on SQLite, PostgreSQL and Redis, 1 and 3 nodes.
+* ``cluster``: claim cost of cluster timers on SQLite, PostgreSQL and Redis, 1 and 3 nodes;
+* ``instructions``: instructions per fire of the coroutine paths and their floors, counted by
+  valgrind's callgrind (repeatable where CPU seconds are noisy; skipped without valgrind).
 
 Each workload runs in a process of its own, bounded in time; its tables go to stdout (in the
 order asked for), progress to stderr. The full mode runs one workload at a time; ``--quick``
@@ -49,6 +51,7 @@ WORKLOADS: dict[str, str] = {
     "process": "benchmarks.process",
     "scrape": "benchmarks.scrape",
     "cluster": "benchmarks.cluster",
+    "instructions": "benchmarks.instructions",
 }
 TIMEOUT_S = {
     "core": 600.0,
@@ -60,8 +63,12 @@ TIMEOUT_S = {
     "process": 600.0,
     "scrape": 600.0,
     "cluster": 600.0,
+    "instructions": 1500.0,  # (eight variants under valgrind, one at a time)
 }
 QUICK_TIMEOUT_S = 90.0
+QUICK_TIMEOUT_OVER_S = {"instructions": 180.0}
+"""Quick-mode bounds over the default: two variants under valgrind, ~25 s each alone, slower
+beside another workload."""
 QUICK_JOBS = 2
 """Workloads run at a time in the quick mode (CI on 2 cores); the full mode runs one at a time."""
 PROCESS_RUNNER = "import sys\nfrom benchmarks.process import main\nsys.exit(main(sys.argv[1:]))"
@@ -158,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {}
         for i, name in enumerate(args.workloads, 1):
-            timeout_s = QUICK_TIMEOUT_S if args.quick else TIMEOUT_S[name]
+            timeout_s = (
+                QUICK_TIMEOUT_OVER_S.get(name, QUICK_TIMEOUT_S) if args.quick else TIMEOUT_S[name]
+            )
             label = f"workload {i}/{len(args.workloads)}: {name} ({mode})"
             futures[name] = pool.submit(
                 _run_workload, name, label, args.quick, args.out, timeout_s, args.variant_jobs

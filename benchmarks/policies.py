@@ -16,7 +16,10 @@ The floors do the same work per second without aiotimer: a ``loop.call_at`` chai
 
 * ``loop.create_task`` of the non-suspending coroutine, and ``coro.send(None)`` of it (what an
   eager run cannot go below: a coroutine object and one step);
-* ``loop.create_task`` of the coroutine that suspends once (same suspension), and the floor of
+* ``loop.create_task`` of the coroutine that suspends once (same suspension); the same, with the
+  task kept in a set until a done callback drops it (asyncio's documented way to start a
+  task nobody awaits: the loop holds only a weak reference to it), which is what a scheduler
+  must do to cancel its runs at stop; and the floor of
   an *eager* run that suspends (what issue 15 asks a run to be): the eager step (a context of
   its own with a context variable set, one ``send``; the current task swapped for a host
   task once per second, as aiotimer does once per wake-up), then a task for the rest (a
@@ -66,6 +69,7 @@ THREAD = "thread=True"
 FLOOR_TASK = "floor: create_task(coroutine)"
 FLOOR_SEND = "floor: coro.send(None)"
 FLOOR_TASK_SUSPENDING = "floor: create_task(await sleep(0))"
+FLOOR_KEPT_SUSPENDING = "floor: create_task(await sleep(0)), kept"
 FLOOR_EAGER_SUSPENDING = "floor: eager step + task(await sleep(0))"
 FLOOR_EXECUTOR = f"floor: run_in_executor, {THREADS} threads"
 FLOOR_ANYIO = f"floor: anyio.to_thread, {THREADS} threads"
@@ -151,6 +155,20 @@ async def _floor_task_suspending(loop: asyncio.AbstractEventLoop, stack: AsyncEx
     def body(n: int) -> None:
         for _ in range(n):
             create(_asleep0())
+
+    return body
+
+
+async def _floor_kept_suspending(loop: asyncio.AbstractEventLoop, stack: AsyncExitStack) -> Body:
+    create = loop.create_task
+    tasks: set[asyncio.Task[None]] = set()
+    stack.push_async_callback(_wait_all, tasks)
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            task = create(_asleep0())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     return body
 
@@ -271,6 +289,7 @@ FLOORS: dict[
     FLOOR_TASK: (*COROUTINE_N, _floor_task),
     FLOOR_SEND: (*COROUTINE_N, _floor_send),
     FLOOR_TASK_SUSPENDING: (*SUSPENDING_N, _floor_task_suspending),
+    FLOOR_KEPT_SUSPENDING: (*SUSPENDING_N, _floor_kept_suspending),
     FLOOR_EAGER_SUSPENDING: (*SUSPENDING_N, _floor_eager_suspending),
     FLOOR_EXECUTOR: (*THREAD_N, _floor_executor),
     FLOOR_ANYIO: (*THREAD_N, _floor_anyio),
@@ -281,6 +300,7 @@ PAIRS: tuple[tuple[str, str, float | None], ...] = (
     (COROUTINE, FLOOR_TASK, None),
     (COROUTINE, FLOOR_SEND, None),
     (SUSPENDING, FLOOR_TASK_SUSPENDING, 1.2),
+    (SUSPENDING, FLOOR_KEPT_SUSPENDING, None),
     (SUSPENDING, FLOOR_EAGER_SUSPENDING, None),
     (THREAD, FLOOR_EXECUTOR, 1.5),
     (THREAD, FLOOR_ANYIO, None),
