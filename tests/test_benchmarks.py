@@ -204,7 +204,8 @@ def test_policies_measures_coroutine_and_thread_paths_next_to_their_floors(
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks import policies
 
-    names = [policies.COROUTINE, policies.SUSPENDING, policies.THREAD, *policies.FLOORS]
+    aiotimer_names = ["fast path", policies.COROUTINE, policies.SUSPENDING, policies.THREAD]
+    names = [*aiotimer_names, *policies.FLOORS]
     assert set(names) <= set(policies.variants(quick=True))
     assert "coroutine, eager=False" in set(policies.variants(False)) - set(policies.variants(True))
     env = {
@@ -241,7 +242,7 @@ def test_policies_measures_coroutine_and_thread_paths_next_to_their_floors(
     report = policies.report(results, True, tmp_path)
     stdout = "\n\n".join(report.tables)
     _, rows = _table_rows(stdout, "policies: CPU per fire")
-    assert [_cells(row)[0] for row in rows] == names[:3]
+    assert [_cells(row)[0] for row in rows] == aiotimer_names
     _, floor_rows = _table_rows(stdout, "policies floors:")
     assert len(floor_rows) == len(policies.PAIRS)
     for row, (variant, floor, _) in zip(floor_rows, policies.PAIRS, strict=True):
@@ -256,6 +257,11 @@ def test_policies_measures_coroutine_and_thread_paths_next_to_their_floors(
         (f"{policies.THREAD} / {policies.FLOOR_EXECUTOR}", "<=", 1.5, "x"),
     ]
     assert all(t["met"] in (True, False) for t in report.targets)
+    # the least an eager timer can cost: what any timer does, plus the eager step
+    bound = results["fast path"]["cpu_us_per_fire"]
+    bound += results[policies.FLOOR_EAGER]["cpu_us_per_fire"]
+    assert report.data["eager_bound_us"] == pytest.approx(bound)
+    assert any(note.startswith("the least an eager coroutine timer") for note in report.notes)
 
 
 @pytest.mark.slow
