@@ -62,6 +62,7 @@ SPARE_DRIVERS: Final = 8192
 """Drivers of runs that suspended and then returned, kept for the next runs that suspend (the
 runs in flight at once, as many as that: ~300 bytes each)."""
 _copy_context = contextvars.copy_context
+_set_timer = current_timer.set  # (one bound method for every driver: a spare one holds none)
 _leave_task = asyncio.tasks._leave_task
 _enter_task = asyncio.tasks._enter_task
 # current_task(loop) without a Python frame: 3.12 made asyncio's a C function; on 3.11 it is
@@ -184,10 +185,9 @@ def _drive(box: list[Any]) -> Generator[Any, Any, None]:
     else runs, or not at all (the timer by the driver, as it starts a coroutine; the result by
     whoever sent the coroutine the step in which it returned, if it needs it: a periodic run's
     result stays in the box until the next run returns)."""
-    set_timer = current_timer.set
     coro = yield
     while True:
-        set_timer(box[1])
+        _set_timer(box[1])
         box[1] = None
         box[0] = yield from coro
         del coro  # (a spare driver holds no coroutine that ended)
