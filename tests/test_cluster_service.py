@@ -473,6 +473,59 @@ async def test_a_handover_loses_no_point_when_the_backup_claim_is_later_than_the
     assert await history_of(url) == {timer: [(0, Outcome.OK, 0.0), (10, Outcome.OK, 0.0)]}
 
 
+class FirstClaimHeldStore:
+    """A real store whose first claim waits for ``release`` before it goes on to the store:
+    a slow round trip (a loaded host, a pool connection that stalls) that a later claim of
+    the same node could overtake."""
+
+    def __init__(self, store: ClaimStore) -> None:
+        self._store = store
+        self.batches: list[list[tuple[str, int]]] = []
+        self.release = anyio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def claim(
+        self, node: str, claims: Sequence[tuple[str, int]], *, lease_s: float | None = None
+    ) -> list[bool]:
+        self.batches.append(list(claims))
+        if len(self.batches) == 1:
+            await self.release.wait()
+        return await self._store.claim(node, claims, lease_s=lease_s)
+
+
+async def test_a_nodes_claims_reach_the_store_in_the_order_it_made_them(url: str) -> None:
+    # The claim of point T is slow; T + interval comes due meanwhile. Had that claim gone out
+    # beside the first (the stores' pools have several connections) and won first, the fence
+    # would refuse T when its answer came: T would run nowhere (a CI drill lost points so on a
+    # loaded host). One claim of a node is in flight at a time: T + interval waits for T.
+    clock = aligned_clock()
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+    walls: list[int] = []
+    scheduler.add_every_s(
+        POINT_S, lambda tick: walls.append(round(tick.wall.timestamp())), name="job", cluster=True
+    )
+    store = FirstClaimHeldStore(open_store(url, "default"))
+    cluster = Cluster(store, node="a", max_skew_s=3600, **FAST)  # type: ignore[arg-type]
+    scheduler.add_service(cluster)
+    async with scheduler:
+        await clock.advance_to(5 * S)  # T: its claim is held
+        await real_time_until(lambda: len(store.batches) == 1, "T's claim sent")
+        await clock.advance_to(15 * S)  # T + interval: its claim waits for T's answer
+        await clock.run_until_idle()
+        await anyio.sleep(0.05)  # (real time: a claim sent beside T's would be answered)
+        assert len(store.batches) == 1, store.batches
+        store.release.set()
+        await real_time_until(lambda: cluster.stats().claims == 2, "both claims answered")
+        await clock.run_until_idle()
+        stats = cluster.stats().timers["job"]
+    assert [w - walls[0] for w in walls] == [0, POINT_S]
+    assert (stats.won, stats.run_elsewhere) == (2, 0)
+    t_ms = walls[0] * 1000
+    assert store.batches == [[("job", t_ms)], [("job", t_ms + POINT_S * 1000)]]
+
+
 async def test_the_history_has_each_runs_exact_outcome_and_duration(url: str) -> None:
     clock = aligned_clock()
     scheduler = aiotimer.Scheduler(clock=clock, name="a")

@@ -134,7 +134,9 @@ class ClusterStats:
 
     :ivar skew_s: the store's clock minus this node's wall clock at the last heartbeat
         (``None`` before the first), within half a heartbeat's round trip
-    :ivar claim_latency_p50_s: over the newest claims (``None`` before the first)
+    :ivar claim_latency_p50_s: over the newest claims, from the claim's making to its answer
+        (a node's claims go one at a time: the wait behind an earlier one counts too;
+        ``None`` before the first)
     :ivar store_errors: failed store calls of every kind (claims, reports of ends, heartbeats,
         prunes); a timer's ``store_errors`` counts its points whose claim failed
     """
@@ -279,6 +281,10 @@ class Cluster:
         self._ended: anyio.Event | None = None  # runs ended since the last report (serving)
         self._stopping = False
         self._claiming = 0  # claim calls awaiting the store's answer
+        # One claim of this node in flight at a time, in the order they were made (FIFO): the
+        # store sees a timer's instants from this node in order, as the fence requires (see
+        # _claim). Uncontended, it costs no pass of the loop.
+        self._claim_order = anyio.Lock(fast_acquire=True)
         self._claims_idle: anyio.Event | None = None  # set once they are all answered (stop)
         # Runs started here and not ended yet: token -> (timer, instant_ms, perf_counter start)
         self._running: dict[int, tuple[str, int, int]] = {}
@@ -537,9 +543,15 @@ class Cluster:
         started = time.perf_counter_ns()
         self._claiming += 1
         try:
-            if not self._open:
-                raise StoreError(f"{self._store.url}: not connected")
-            won = await self._store.claim(self._node, claims, lease_s=self._lease_s)
+            # After this node's earlier claims are answered. A store's pool has several
+            # connections: a claim of T + interval sent beside a slow claim of T could win
+            # first, and the fence would then refuse T (it ran nowhere: a drill on a loaded
+            # host lost points so). The waiting runs taken along above keep their order too:
+            # the lock is FIFO.
+            async with self._claim_order:
+                if not self._open:
+                    raise StoreError(f"{self._store.url}: not connected")
+                won = await self._store.claim(self._node, claims, lease_s=self._lease_s)
         except BaseException as exc:
             if not isinstance(exc, StoreError):  # cancelled (the service stops): not run here
                 self._skip_all(runs, None)
