@@ -526,6 +526,34 @@ async def test_a_nodes_claims_reach_the_store_in_the_order_it_made_them(url: str
     assert store.batches == [[("job", t_ms)], [("job", t_ms + POINT_S * 1000)]]
 
 
+async def test_a_claim_behind_an_unanswered_one_fails_after_the_store_timeout(url: str) -> None:
+    # The store does not answer the claim of T. The claim of T + interval waits for it, but no
+    # longer than a store call may take: it fails (a store error, its point skipped) instead
+    # of queueing points to run late once the store answers again.
+    clock = aligned_clock()
+    scheduler = aiotimer.Scheduler(clock=clock, name="a")
+    walls: list[int] = []
+    scheduler.add_every_s(
+        POINT_S, lambda tick: walls.append(round(tick.wall.timestamp())), name="job", cluster=True
+    )
+    store = FirstClaimHeldStore(open_store(url, "default"))
+    options = {**FAST, "store_timeout_s": 0.2}
+    cluster = Cluster(store, node="a", max_skew_s=3600, **options)  # type: ignore[arg-type]
+    scheduler.add_service(cluster)
+    async with scheduler:
+        await clock.advance_to(5 * S)  # T: its claim is held
+        await real_time_until(lambda: len(store.batches) == 1, "T's claim sent")
+        await clock.advance_to(15 * S)  # T + interval: waits behind it, then fails
+        await real_time_until(lambda: cluster.stats().store_errors == 1, "the wait timed out")
+        store.release.set()
+        await real_time_until(lambda: cluster.stats().claims == 1, "T's claim answered")
+        await clock.run_until_idle()
+        stats = cluster.stats().timers["job"]
+    assert len(walls) == 1  # T, late: the store answered its claim
+    assert (stats.won, stats.run_elsewhere, stats.store_errors) == (1, 0, 1)
+    assert len(store.batches) == 1  # T + interval never reached the store
+
+
 async def test_the_history_has_each_runs_exact_outcome_and_duration(url: str) -> None:
     clock = aligned_clock()
     scheduler = aiotimer.Scheduler(clock=clock, name="a")

@@ -283,7 +283,7 @@ class Cluster:
         self._claiming = 0  # claim calls awaiting the store's answer
         # One claim of this node in flight at a time, in the order they were made (FIFO): the
         # store sees a timer's instants from this node in order, as the fence requires (see
-        # _claim). Uncontended, it costs no pass of the loop.
+        # _claim_turn). Uncontended, it costs no pass of the loop.
         self._claim_order = anyio.Lock(fast_acquire=True)
         self._claims_idle: anyio.Event | None = None  # set once they are all answered (stop)
         # Runs started here and not ended yet: token -> (timer, instant_ms, perf_counter start)
@@ -543,15 +543,13 @@ class Cluster:
         started = time.perf_counter_ns()
         self._claiming += 1
         try:
-            # After this node's earlier claims are answered. A store's pool has several
-            # connections: a claim of T + interval sent beside a slow claim of T could win
-            # first, and the fence would then refuse T (it ran nowhere: a drill on a loaded
-            # host lost points so). The waiting runs taken along above keep their order too:
-            # the lock is FIFO.
-            async with self._claim_order:
+            await self._claim_turn()
+            try:
                 if not self._open:
                     raise StoreError(f"{self._store.url}: not connected")
                 won = await self._store.claim(self._node, claims, lease_s=self._lease_s)
+            finally:
+                self._claim_order.release()
         except BaseException as exc:
             if not isinstance(exc, StoreError):  # cancelled (the service stops): not run here
                 self._skip_all(runs, None)
@@ -589,6 +587,25 @@ class Cluster:
                 run.skip()
         if lost and self._tg is not None:
             self._tg.start_soon(self._retake, lost)
+
+    async def _claim_turn(self) -> None:
+        """Wait until this node's earlier claims are answered (then hold ``_claim_order``). A
+        store's pool has several connections: a claim of T + interval sent beside a slow claim
+        of T could win first, and the fence would then refuse T, which would run nowhere (a
+        drill on a loaded host lost points so). The runs a claim took along from ``_waiting``
+        keep their order too (the lock is FIFO). The wait counts against the store timeout: a
+        claim behind one the store does not answer fails after ``store_timeout_s``, as the
+        claim itself would, rather than queueing points to run late once the store is back.
+
+        :raises StoreError: still waiting after ``store_timeout_s``
+        """
+        try:
+            with anyio.fail_after(self._store_timeout_s):
+                await self._claim_order.acquire()
+        except TimeoutError:
+            raise StoreError(
+                f"{self._store.url}: an earlier claim of this node is still unanswered"
+            ) from None
 
     async def _retake(self, runs: list[GatedRun]) -> None:
         """At least once: claim again runs lost to a winner, once its lease has run out (a
