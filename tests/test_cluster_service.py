@@ -498,7 +498,7 @@ class FirstClaimHeldStore:
 async def test_a_nodes_claims_reach_the_store_in_the_order_it_made_them(url: str) -> None:
     # The claim of point T is slow; T + interval comes due meanwhile. Had that claim gone out
     # beside the first (the stores' pools have several connections) and won first, the fence
-    # would refuse T when its answer came: T would run nowhere (a CI drill lost points so on a
+    # would refuse T when its answer came: T would run nowhere (a drill lost points so on a
     # loaded host). One claim of a node is in flight at a time: T + interval waits for T.
     clock = aligned_clock()
     scheduler = aiotimer.Scheduler(clock=clock, name="a")
