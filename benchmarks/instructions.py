@@ -155,15 +155,9 @@ async def _probe_aiotimer(variant: str, n: int, warm: int, steps: int) -> int:
 
     clock = VirtualClock()
     scheduler = aiotimer.Scheduler(clock=clock, name="bench-instructions")
-    add = p.VARIANTS[variant][2]
     await scheduler.start()
     try:
-        for _ in range(n):
-            add(scheduler)
-
-        def fires() -> int:
-            return sum(t.runs for t in scheduler.timers.values())
-
+        fires = p.add_timers(scheduler, variant, n)
         for _ in range(warm):
             await clock.advance(1)
             await _passes()

@@ -376,23 +376,29 @@ async def _measure(variant: str, quick: bool) -> dict[str, Any]:
 async def _measure_aiotimer(
     variant: str, n: int, origin_ns: int, window_s: int, warm_up: bool
 ) -> h.Window:
-    add = VARIANTS[variant][2]
     scheduler = aiotimer.Scheduler(
         grid_origin_ns=origin_ns, name="bench-policies", thread_limit=THREADS
     )
     await scheduler.start()
     try:
-        for _ in range(n):
-            add(scheduler)
-
-        def fires() -> int:
-            return sum(t.runs for t in scheduler.timers.values())
-
+        fires = add_timers(scheduler, variant, n)
         if warm_up:  # every timer's first run: the first grid point 1 s after the last add
             await h.sleep_until(_first_point_ns(origin_ns) + WARM_UP_GAP_NS)
         return await h.measure_window(NAME, variant, origin_ns, window_s, fires)
     finally:
         await scheduler.stop()
+
+
+def add_timers(scheduler: aiotimer.Scheduler, variant: str, n: int) -> Callable[[], int]:
+    """Add ``n`` timers of ``variant`` to ``scheduler``; returns what counts their runs."""
+    add = VARIANTS[variant][2]
+    for _ in range(n):
+        add(scheduler)
+
+    def fires() -> int:
+        return sum(t.runs for t in scheduler.timers.values())
+
+    return fires
 
 
 async def _measure_floor(

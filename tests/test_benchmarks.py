@@ -10,58 +10,27 @@ import importlib.util
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from benchmark_smoke import REPO, SMOKE_TIMEOUT_S, cells, run_benchmarks, table_rows
 
-REPO = Path(__file__).resolve().parent.parent
-SMOKE_TIMEOUT_S = 45
 SIDE_BY_SIDE = ["--variant-jobs", "4"]
 """A workload's variants, four at a time: most of each one's time is spent waiting for the
 clock (grid points, windows), and these tests assert no number that competition changes."""
 
 
-def _table_rows(stdout: str, title_prefix: str) -> tuple[str, list[str]]:
-    """The header and data rows of the table whose title starts with ``title_prefix``."""
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(title_prefix))
-    header, rule = lines[start + 1], lines[start + 2]
-    assert set(rule) == {"-"}, f"no rule under the header of {title_prefix!r}: {rule!r}"
-    rows = []
-    for line in lines[start + 3 :]:
-        if not line.strip():
-            break
-        rows.append(line)
-    return header, rows
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
 def test_quick_memory_workload_prints_tables_and_writes_results(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "benchmarks", "memory", "--quick", *SIDE_BY_SIDE),
-            *("--out", str(tmp_path)),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT_S,
-        check=False,
-    )
+    proc = run_benchmarks(["benchmarks", "memory", "--quick", *SIDE_BY_SIDE], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("machine: "), proc.stdout[:500]
     assert "memory: " in proc.stderr  # progress goes to stderr
 
-    header, rows = _table_rows(proc.stdout, "memory: 100,000 periodic 1 s timers")
+    header, rows = table_rows(proc.stdout, "memory: 100,000 periodic 1 s timers")
     assert header.split() == [
         "loop",
         "impl",
@@ -76,7 +45,7 @@ def test_quick_memory_workload_prints_tables_and_writes_results(tmp_path: Path) 
     assert any(row.split()[:2] == ["asyncio", "call_at"] for row in rows)
     for row in rows:
         assert len(row.split()) == 5, row
-    _, targets = _table_rows(proc.stdout, "targets")
+    _, targets = table_rows(proc.stdout, "targets")
     assert targets
     assert all(row.split()[-1] in ("met", "MISSED", "n/a") for row in targets)
 
@@ -98,35 +67,19 @@ def test_quick_memory_workload_prints_tables_and_writes_results(tmp_path: Path) 
     assert (tmp_path / "memory.json").is_file()
 
 
-def _run_benchmarks(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", *args, "--out", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT_S,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
 def test_quick_churn_workload_prints_every_variant_next_to_its_baseline(tmp_path: Path) -> None:
-    proc = _run_benchmarks(["benchmarks", "churn", "--quick", *SIDE_BY_SIDE], tmp_path)
+    proc = run_benchmarks(["benchmarks", "churn", "--quick", *SIDE_BY_SIDE], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    header, rows = _table_rows(proc.stdout, "churn: 10,000 pending one-shots")
+    header, rows = table_rows(proc.stdout, "churn: 10,000 pending one-shots")
     assert header.split()[:2] == ["loop", "impl"]
     impls = ["call_later", "cancel+add_once_ms", "reschedule", "kamailio", "pause+reschedule"]
     assert [row.split()[1] for row in rows[:5]] == impls
     for row in rows:
-        cells = row.split()
-        assert len(cells) == 7, row
-        assert float(cells[2]) > 0, row  # CPU s per wall s
+        row_cells = row.split()
+        assert len(row_cells) == 7, row
+        assert float(row_cells[2]) > 0, row  # CPU s per wall s
     assert [row.split()[3] for row in rows if row.split()[1] == "call_later"] == ["1.00"] * (
         len(rows) // 5
     )
@@ -148,11 +101,11 @@ def test_quick_churn_workload_prints_every_variant_next_to_its_baseline(tmp_path
 @pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
 def test_churn_memory_check_samples_rss_of_every_variant(tmp_path: Path) -> None:
-    proc = _run_benchmarks(
+    proc = run_benchmarks(
         ["benchmarks.churn", "--minutes", "0.05", "--sample-s", "1", "--quick"], tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, rows = _table_rows(proc.stdout, "churn memory: 10,000 pending one-shots")
+    _, rows = table_rows(proc.stdout, "churn memory: 10,000 pending one-shots")
     assert [row.split()[0] for row in rows] == [
         f"{impl}/asyncio"
         for impl in (
@@ -173,25 +126,20 @@ def test_churn_memory_check_samples_rss_of_every_variant(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 15)
 def test_quick_cluster_workload_claims_every_batch_once_on_every_store(tmp_path: Path) -> None:
-    proc = _run_benchmarks(["benchmarks", "cluster", "--quick", *SIDE_BY_SIDE], tmp_path)
+    proc = run_benchmarks(["benchmarks", "cluster", "--quick", *SIDE_BY_SIDE], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    header, rows = _table_rows(proc.stdout, "cluster: claim cost per batch")
+    header, rows = table_rows(proc.stdout, "cluster: claim cost per batch")
     assert header.split()[:3] == ["store", "nodes", "timers"]
     stores = {row.split()[0] for row in rows}
     assert "sqlite" in stores  # the servers' rows appear when they are reachable
     if os.environ.get("AIOTIMER_REQUIRE_SERVICES") == "1":
         assert stores == {"sqlite", "postgres", "redis"}, proc.stdout
     for row in rows:
-        cells = row.split()
-        assert cells[-2:] == ["0", "0"], f"duplicates or gaps: {row}"
-        assert cells[6] == "1.00", f"not one round trip per batch: {row}"
+        row_cells = row.split()
+        assert row_cells[-2:] == ["0", "0"], f"duplicates or gaps: {row}"
+        assert row_cells[6] == "1.00", f"not one round trip per batch: {row}"
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert results["workloads"]["cluster"]["ok"]
-
-
-def _cells(row: str) -> list[str]:
-    """A table row's cells (columns are two spaces apart at least; cells hold single ones)."""
-    return re.split(r"\s{2,}", row.strip())
 
 
 @pytest.mark.slow
@@ -241,16 +189,16 @@ def test_policies_measures_coroutine_and_thread_paths_next_to_their_floors(
 
     report = policies.report(results, True, tmp_path)
     stdout = "\n\n".join(report.tables)
-    _, rows = _table_rows(stdout, "policies: CPU per fire")
-    assert [_cells(row)[0] for row in rows] == aiotimer_names
-    _, floor_rows = _table_rows(stdout, "policies floors:")
+    _, rows = table_rows(stdout, "policies: CPU per fire")
+    assert [cells(row)[0] for row in rows] == aiotimer_names
+    _, floor_rows = table_rows(stdout, "policies floors:")
     assert len(floor_rows) == len(policies.PAIRS)
     for row, (variant, floor, _) in zip(floor_rows, policies.PAIRS, strict=True):
-        cells = _cells(row)
-        assert cells[0] == variant
-        assert cells[2] == floor.removeprefix("floor: ")
+        row_cells = cells(row)
+        assert row_cells[0] == variant
+        assert row_cells[2] == floor.removeprefix("floor: ")
         us, floor_us = results[variant]["cpu_us_per_fire"], results[floor]["cpu_us_per_fire"]
-        assert float(cells[4].replace(",", "")) == pytest.approx(us / floor_us, rel=0.01)
+        assert float(row_cells[4].replace(",", "")) == pytest.approx(us / floor_us, rel=0.01)
     assert [(t["target"], t["op"], t["limit"], t["unit"]) for t in report.targets] == [
         ("coroutine (no suspension): CPU per fire", "<=", 1.5, "us"),
         (f"{policies.SUSPENDING} / {policies.FLOOR_TASK_SUSPENDING}", "<=", 1.2, "x"),
@@ -271,9 +219,9 @@ def test_quick_apscheduler_workload_compares_coroutine_jobs_with_apscheduler(
 ) -> None:
     # APScheduler 3 is the bench extra's baseline: without it the workload runs aiotimer alone.
     apscheduler = importlib.util.find_spec("apscheduler") is not None
-    proc = _run_benchmarks(["benchmarks", "apscheduler", "--quick", *SIDE_BY_SIDE], tmp_path)
+    proc = run_benchmarks(["benchmarks", "apscheduler", "--quick", *SIDE_BY_SIDE], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, rows = _table_rows(proc.stdout, "apscheduler: 10,000 periodic 1 s jobs")
+    _, rows = table_rows(proc.stdout, "apscheduler: 10,000 periodic 1 s jobs")
     assert [row.split()[0].split("[")[0] for row in rows] == [
         "aiotimer/sync",
         "aiotimer/async",
@@ -291,7 +239,7 @@ def test_quick_apscheduler_workload_compares_coroutine_jobs_with_apscheduler(
     if not apscheduler:
         assert "APScheduler 3 is not installed" in proc.stdout
         return
-    _, ratios = _table_rows(proc.stdout, "apscheduler ratios")
+    _, ratios = table_rows(proc.stdout, "apscheduler ratios")
     assert {row.split()[0] for row in ratios} == {"aiotimer/sync", "aiotimer/async"}
     assert "floor/eager: the eager semantics alone cost" in proc.stdout
     floor = aps["variants"]["floor/eager"]

@@ -9,28 +9,13 @@ valgrind, beside the other benchmark smoke tests rather than after them.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_smoke import REPO, cells, run_benchmarks, table_rows
 
-REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 120
-
-
-def _rows(stdout: str, title_prefix: str) -> list[list[str]]:
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(title_prefix))
-    rows = []
-    for line in lines[start + 3 :]:
-        if not line.strip():
-            break
-        rows.append(re.split(r"\s{2,}", line.strip()))
-    return rows
 
 
 @pytest.mark.slow
@@ -42,21 +27,8 @@ def test_quick_instructions_counts_the_batches_of_aiotimer_and_its_floor(
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks import instructions
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "benchmarks", "instructions", "--quick"),
-            *("--variant-jobs", "2", "--out", str(tmp_path)),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
+    proc = run_benchmarks(
+        ["benchmarks", "instructions", "--quick", "--variant-jobs", "2"], tmp_path, TIMEOUT_S
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "instructions.json").read_text(encoding="utf-8"))
@@ -72,7 +44,7 @@ def test_quick_instructions_counts_the_batches_of_aiotimer_and_its_floor(
         # a fire costs thousands of instructions; the interpreter's start-up (~10^9) is not in
         assert 1_000 < r["per_fire"] < 500_000, (name, r)
 
-    rows = _rows(proc.stdout, "instructions ratios")
+    rows = [cells(row) for row in table_rows(proc.stdout, "instructions ratios")[1]]
     ours, floor = instructions.QUICK_VARIANTS
     assert [row[0] for row in rows] == [ours]
     assert rows[0][2] == floor.removeprefix("floor: ")

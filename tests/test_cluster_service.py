@@ -495,11 +495,11 @@ class FirstClaimHeldStore:
         return await self._store.claim(node, claims, lease_s=lease_s)
 
 
-async def test_a_nodes_claims_reach_the_store_in_the_order_it_made_them(url: str) -> None:
-    # The claim of point T is slow; T + interval comes due meanwhile. Had that claim gone out
-    # beside the first (the stores' pools have several connections) and won first, the fence
-    # would refuse T when its answer came: T would run nowhere (a drill lost points so on a
-    # loaded host). One claim of a node is in flight at a time: T + interval waits for T.
+def held_first_claim_node(
+    url: str, **options: float
+) -> tuple[VirtualClock, aiotimer.Scheduler, FirstClaimHeldStore, Cluster, list[int]]:
+    """Node "a" with one cluster timer "job" of ``POINT_S`` on an aligned clock, its store's
+    first claim held (:class:`FirstClaimHeldStore`); the list gets each run's wall second."""
     clock = aligned_clock()
     scheduler = aiotimer.Scheduler(clock=clock, name="a")
     walls: list[int] = []
@@ -507,8 +507,18 @@ async def test_a_nodes_claims_reach_the_store_in_the_order_it_made_them(url: str
         POINT_S, lambda tick: walls.append(round(tick.wall.timestamp())), name="job", cluster=True
     )
     store = FirstClaimHeldStore(open_store(url, "default"))
-    cluster = Cluster(store, node="a", max_skew_s=3600, **FAST)  # type: ignore[arg-type]
+    settings = {**FAST, **options}
+    cluster = Cluster(store, node="a", max_skew_s=3600, **settings)  # type: ignore[arg-type]
     scheduler.add_service(cluster)
+    return clock, scheduler, store, cluster, walls
+
+
+async def test_a_nodes_claims_reach_the_store_in_the_order_it_made_them(url: str) -> None:
+    # The claim of point T is slow; T + interval comes due meanwhile. Had that claim gone out
+    # beside the first (the stores' pools have several connections) and won first, the fence
+    # would refuse T when its answer came: T would run nowhere (a drill lost points so on a
+    # loaded host). One claim of a node is in flight at a time: T + interval waits for T.
+    clock, scheduler, store, cluster, walls = held_first_claim_node(url)
     async with scheduler:
         await clock.advance_to(5 * S)  # T: its claim is held
         await real_time_until(lambda: len(store.batches) == 1, "T's claim sent")
@@ -530,16 +540,7 @@ async def test_a_claim_behind_an_unanswered_one_fails_after_the_store_timeout(ur
     # The store does not answer the claim of T. The claim of T + interval waits for it, but no
     # longer than a store call may take: it fails (a store error, its point skipped) instead
     # of queueing points to run late once the store answers again.
-    clock = aligned_clock()
-    scheduler = aiotimer.Scheduler(clock=clock, name="a")
-    walls: list[int] = []
-    scheduler.add_every_s(
-        POINT_S, lambda tick: walls.append(round(tick.wall.timestamp())), name="job", cluster=True
-    )
-    store = FirstClaimHeldStore(open_store(url, "default"))
-    options = {**FAST, "store_timeout_s": 0.2}
-    cluster = Cluster(store, node="a", max_skew_s=3600, **options)  # type: ignore[arg-type]
-    scheduler.add_service(cluster)
+    clock, scheduler, store, cluster, walls = held_first_claim_node(url, store_timeout_s=0.2)
     async with scheduler:
         await clock.advance_to(5 * S)  # T: its claim is held
         await real_time_until(lambda: len(store.batches) == 1, "T's claim sent")
