@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from functools import partial
 from itertools import islice
@@ -82,10 +81,12 @@ from ._queue import NOT_QUEUED
 from ._spec import CALENDAR as CALENDAR_KIND
 from ._spec import ONESHOT, PERIODIC, UNIT_MS, TimerSpec, check_interval
 from ._stats import NO_HISTOGRAM, HistogramSlab
+from ._thread_pool import ThreadPool, thread_pool
 from ._timer import ACTIVE, FINISHED, Tick, Timer, current_timer
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures import Future
 
     from ._grid import Grid
 
@@ -130,7 +131,6 @@ class Dispatcher:
         "_block_ns",
         "_clock_back",
         "_eager",
-        "_executor",
         "_finish",
         "_gated",
         "_hold",
@@ -144,6 +144,7 @@ class Dispatcher:
         "_task_group",
         "_tasks",
         "_thread_limit",
+        "_threads",
         "gate",
         "inflight",
         "limiter",
@@ -178,7 +179,7 @@ class Dispatcher:
         self._task_group: TaskGroup | None = None  # set while the scheduler runs
         # runs' tasks on asyncio (and thread runs' futures): cancelled at a hard stop
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._executor: ThreadPoolExecutor | None = None  # thread=True runs on asyncio
+        self._threads: ThreadPool | None = None  # thread=True runs on asyncio
         self._eager: EagerRunner | None = None  # eager coroutine runs, on asyncio
         self.limiter: anyio.CapacityLimiter | None = None  # thread=True runs on trio
         self._start_ns = 0
@@ -197,12 +198,14 @@ class Dispatcher:
         self._backend = backend
         self._start_ns = start_ns
         self.stopping = False
-        self._executor = _thread_executor(self._thread_limit) if backend is ASYNCIO else None
+        self._threads = None
         if backend is ASYNCIO:
             import asyncio
 
-            self._eager = EagerRunner(asyncio.get_running_loop(), self._tasks, self._rest_ended)
-        if self._executor is None:
+            loop = asyncio.get_running_loop()
+            self._eager = EagerRunner(loop, self._tasks, self._rest_ended)
+            self._threads = thread_pool(loop, self._thread_limit)
+        if self._threads is None:
             self.limiter = anyio.CapacityLimiter(self._thread_limit)
 
     async def cancel_runs(self) -> None:
@@ -214,6 +217,8 @@ class Dispatcher:
                 "their own, their results are dropped): %s",
                 ", ".join(f"{t.name!r} x{n}" for t, n in self.threads.items()),
             )
+        if self._threads is not None:
+            self._threads.abandon()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -231,9 +236,9 @@ class Dispatcher:
             self._eager.close()
             self._eager = None
         self._task_group = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
         self.limiter = None
 
     # -- the hot path ------------------------------------------------------------------------
@@ -602,7 +607,7 @@ class Dispatcher:
             if (
                 mode & THREAD
                 and on_done is None
-                and self._executor is not None
+                and self._threads is not None
                 and timer.spec.policy.timeout_ns is None
             ):
                 self._start_thread(grid, timer, grid_tick, scheduled_ns, arg)
@@ -761,12 +766,12 @@ class Dispatcher:
         self._thread_started(timer)
         try:
             with self._hold():
-                if self._executor is not None:
+                if self._threads is not None:
                     import asyncio
 
                     context = contextvars.copy_context()  # as anyio does: the run sees ours
                     result = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, context.run, timer._call, *arg
+                        self._threads.executor, context.run, timer._call, *arg
                     )
                 else:
                     result = await anyio.to_thread.run_sync(
@@ -786,27 +791,19 @@ class Dispatcher:
     def _start_thread(
         self, grid: Grid, timer: Timer, grid_tick: int, scheduled_ns: int, arg: tuple[Tick, ...]
     ) -> None:
-        """A thread run without a timeout, on asyncio: no task, the executor's future and a done
-        callback (:meth:`_thread_done`) that does what the end of :meth:`_run_async` does. The
-        future is tracked with the runs' tasks: a hard stop cancels it (the thread finishes on
-        its own, its result dropped)."""
-        import asyncio
-
-        executor = self._executor
-        assert executor is not None
+        """A thread run without a timeout, on asyncio: no task, the pool hands its end back to
+        :meth:`_thread_done`, which does what the end of :meth:`_run_async` does. A hard stop
+        abandons it (the thread finishes on its own, its result dropped)."""
+        threads = self._threads
+        assert threads is not None
         self._thread_started(timer)
         hold = self._hold()
         hold.__enter__()
         context = contextvars.copy_context()  # as anyio does: the run sees ours
         context.run(current_timer.set, timer)
         t0 = self._now_ns()
-        future = asyncio.get_running_loop().run_in_executor(
-            executor, context.run, timer._call, *arg
-        )
-        self._tasks.add(future)
-        future.add_done_callback(
-            partial(self._thread_done, grid, timer, grid_tick, scheduled_ns, t0, hold)
-        )
+        ended = partial(self._thread_done, grid, timer, grid_tick, scheduled_ns, t0, hold)
+        threads.submit(ended, context.run, timer._call, *arg)
 
     def _thread_done(
         self,
@@ -816,14 +813,14 @@ class Dispatcher:
         scheduled_ns: int,
         t0: int,
         hold: AbstractContextManager[object],
-        future: asyncio.Future[Any],
+        future: Future[Any] | None,
     ) -> None:
-        """The thread run of :meth:`_start_thread` ended (or was cancelled by a hard stop)."""
-        self._tasks.discard(future)
+        """The thread run of :meth:`_start_thread` ended (``future``), or a hard stop abandoned
+        it (``None``)."""
         hold.__exit__(None, None, None)
         self._thread_ended(timer)
         self._async_ended(timer, scheduled_ns, t0)
-        if future.cancelled():  # a hard stop: a one-shot's run happened all the same
+        if future is None or future.cancelled():  # a hard stop: a one-shot's run happened anyway
             if timer.spec.kind is ONESHOT and timer._state is ACTIVE:
                 self._finish(timer)
             return
@@ -985,26 +982,6 @@ def _report_done(on_done: RunDone, timer: Timer, outcome: str, duration_ns: int)
         on_done(outcome, duration_ns)
     except Exception:
         logger.exception("the run gate's on_done failed for timer %r", timer.name)
-
-
-def _thread_executor(size: int) -> ThreadPoolExecutor | None:
-    """The scheduler's own bounded pool for ``thread=True`` runs on asyncio: ~4x cheaper per run
-    than ``anyio.to_thread.run_sync`` (no limiter, cancel scope or idle-worker bookkeeping per
-    call). Its threads are marked as AnyIO worker threads of the running loop, so a callback
-    can still reach the loop with ``anyio.from_thread.run_sync`` (a documented contract); that
-    mark is AnyIO's thread-local, not public API, so where it is missing (``None`` returned)
-    runs go through ``anyio.to_thread`` instead (tested: ``test_policies.py``)."""
-    try:
-        from anyio._core._eventloop import threadlocals
-        from anyio.lowlevel import current_token
-    except ImportError:
-        return None
-    token = current_token()
-
-    def mark() -> None:
-        threadlocals.current_token = token
-
-    return ThreadPoolExecutor(size, "aiotimer", initializer=mark)
 
 
 def _internal() -> None:
