@@ -7,7 +7,7 @@ Ground rules:
   plain task of the loop only if they suspend, tracked and cancelled at stop); with a timeout,
   ``eager=False`` or on trio they are tasks from the start (of the scheduler's task group on
   trio). Sync callbacks marked ``thread=True`` run in a worker thread of the scheduler's own
-  bounded executor (never the loop's default executor; anyio's limiter on trio).
+  bounded pool (``_thread_pool``; never the loop's default executor; anyio's limiter on trio).
 * A periodic timer is re-queued on its grid (by the grid: :meth:`Grid.advance`) *before* its
   callback runs, so the callback may cancel, pause or reschedule its own timer (or any other
   timer of the same batch) safely: every change goes through the scheduler and the grid, and an
@@ -121,7 +121,7 @@ class Dispatcher:
     :param ms_grid: the millisecond grid (run timeouts are one-shots there)
     :param on_error: the scheduler's error hook
     :param block_ns: the loop-block watchdog's threshold (``None``: off)
-    :param thread_limit: the size of the thread executor
+    :param thread_limit: the size of the thread pool
     :param finish: ``finish(timer)`` ends a timer whose run was its last (the registry)
     :param run_finished: called when an asynchronous run ends (the drain)
     """

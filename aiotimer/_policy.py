@@ -155,7 +155,8 @@ class Policy:
     :param timeout_s: a coroutine run is cancelled after this long (counted as a timeout); a
         sync run in a thread cannot be killed, so running past it is reported and counted
     :param thread: run a sync callback in a worker thread (for blocking work), through
-        the scheduler's own capacity limiter, never the loop's default executor
+        the scheduler's own bounded pool (see ``Scheduler(thread_limit=)``), never the loop's
+        default executor
     :param jitter_ms: delay each run by a random ``0 <= j < jitter_ms`` after its grid point,
         drawn afresh per run (never accumulated: run k stays within ``[grid_k, grid_k + jitter)``)
     :param on_error: ``on_error(timer, exc)`` after a failed run, besides the scheduler's hook

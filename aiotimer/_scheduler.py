@@ -104,8 +104,9 @@ class Scheduler(Registrar[Timer]):
     :param block_warn_s: an inline sync callback that holds the loop this long or longer is
         reported by name (a warning on ``aiotimer.dispatch`` and ``loop_blocks`` in its stats);
         ``None`` turns the watchdog off
-    :param thread_limit: at most this many ``thread=True`` runs at once (aiotimer's own
-        capacity limiter, never the loop's default executor)
+    :param thread_limit: at most this many ``thread=True`` runs at once (aiotimer's own pool of
+        as many threads on asyncio, its own capacity limiter on trio; never the loop's default
+        executor)
     :param seed: seed of the random source for jitter (for reproducible tests)
     :param wall_check_s: while wall-clock timers (cluster, calendar) are queued, the wall clock
         is re-checked at least this often, so a wall-clock step (NTP, suspend) is seen within
