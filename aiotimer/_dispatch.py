@@ -177,7 +177,7 @@ class Dispatcher:
         self._run_finished = run_finished
         self._backend: Backend = ASYNCIO
         self._task_group: TaskGroup | None = None  # set while the scheduler runs
-        # runs' tasks on asyncio (and thread runs' futures): cancelled at a hard stop
+        # runs' tasks on asyncio: cancelled at a hard stop (thread runs: the pool's, abandoned)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._threads: ThreadPool | None = None  # thread=True runs on asyncio
         self._eager: EagerRunner | None = None  # eager coroutine runs, on asyncio

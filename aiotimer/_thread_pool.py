@@ -112,8 +112,8 @@ class ThreadPool:
 def thread_pool(loop: asyncio.AbstractEventLoop, size: int) -> ThreadPool | None:
     """The pool of ``size`` threads for the running ``loop``, its threads marked as AnyIO
     worker threads of that loop. That mark is AnyIO's thread-local, not public API, so where it
-    is missing ``None`` is returned and runs go through ``anyio.to_thread`` instead (tested:
-    ``test_policies.py``)."""
+    is missing ``None`` is returned and runs go through ``anyio.to_thread`` instead. (Tested:
+    the mark works, ``test_policies.py``; runs use this pool, ``test_thread_pool.py``.)"""
     try:
         from anyio._core._eventloop import threadlocals
         from anyio.lowlevel import current_token

@@ -128,14 +128,22 @@ def test_a_run_that_ends_after_its_loop_closed_is_dropped_quietly(
 
 
 async def test_a_batch_of_thread_runs_all_end_and_count(virtual_clock: VirtualClock) -> None:
-    """300 thread=True timers due at once, 8 threads: every run is counted, none is lost."""
+    """300 thread=True timers due at once, 8 threads: every run is counted, none is lost, and
+    they ran on the scheduler's own pool (not anyio's threads, its fallback)."""
     s = aiotimer.Scheduler(clock=virtual_clock, thread_limit=8)
-    timers = [s.add_every_ms(10, lambda: None, thread=True) for _ in range(300)]
+    names: set[str] = set()
+
+    def record() -> None:
+        names.add(threading.current_thread().name)
+
+    timers = [s.add_every_ms(10, record, thread=True) for _ in range(300)]
     async with s:
         await virtual_clock.advance_ms(30)
         await wait_for(lambda: all(t.running == 0 for t in timers))
     assert [t.runs for t in timers] == [3] * 300
     assert s.stats().running == 0
+    assert 1 <= len(names) <= 8
+    assert all(name.startswith("aiotimer_") for name in names)
 
 
 @pytest.mark.slow
