@@ -91,12 +91,13 @@ class ThreadPool:
             self._loop.call_soon_threadsafe(self._hand_back)
 
     def _hand_back(self) -> None:
-        # On the loop. A run that ends from here on schedules the next hand-back itself.
+        # On the loop: the runs ended by now. One that ends from here on schedules the next
+        # hand-back itself (the loop is never held by runs that keep ending meanwhile).
         with self._lock:
             self._wake_pending = False
         ended, runs = self._ended, self._runs
         try:
-            while ended:
+            for _ in range(len(ended)):
                 future = ended.popleft()
                 run_ended = runs.pop(future, None)
                 if run_ended is not None:  # (None: abandoned at a hard stop)
