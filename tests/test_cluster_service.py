@@ -217,7 +217,11 @@ class ClaimsSeenStore:
         self, node: str, claims: Sequence[tuple[str, int]], *, lease_s: float | None = None
     ) -> list[bool]:
         self.batches.append(list(claims))
+        await self.before_store()
         return await self._store.claim(node, claims, lease_s=lease_s)
+
+    async def before_store(self) -> None:
+        """Between keeping a batch and sending it to the store: a subclass may wait here."""
 
 
 async def test_ends_being_recorded_when_the_node_stops_are_recorded_all_the_same(
@@ -473,26 +477,18 @@ async def test_a_handover_loses_no_point_when_the_backup_claim_is_later_than_the
     assert await history_of(url) == {timer: [(0, Outcome.OK, 0.0), (10, Outcome.OK, 0.0)]}
 
 
-class FirstClaimHeldStore:
+class FirstClaimHeldStore(ClaimsSeenStore):
     """A real store whose first claim waits for ``release`` before it goes on to the store:
     a slow round trip (a loaded host, a pool connection that stalls) that a later claim of
     the same node could overtake."""
 
     def __init__(self, store: ClaimStore) -> None:
-        self._store = store
-        self.batches: list[list[tuple[str, int]]] = []
+        super().__init__(store)
         self.release = anyio.Event()
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    async def claim(
-        self, node: str, claims: Sequence[tuple[str, int]], *, lease_s: float | None = None
-    ) -> list[bool]:
-        self.batches.append(list(claims))
+    async def before_store(self) -> None:
         if len(self.batches) == 1:
             await self.release.wait()
-        return await self._store.claim(node, claims, lease_s=lease_s)
 
 
 def held_first_claim_node(
