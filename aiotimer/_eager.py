@@ -9,21 +9,24 @@ more.
 How: :meth:`EagerRunner.step` sends the coroutine to the runner's *driver* (a generator that
 ``yield from``-s each coroutine it is sent) in a copy of the caller's context. If the coroutine
 returns, the run is over. If it yields (it awaits a future that is not done), the driver is
-that coroutine's from then on, and a Task takes over through :class:`_Resumed`, a small object
-implementing the coroutine protocol whose first ``send`` hands the Task what the coroutine
-yielded (the future it waits for), and every later ``send``/``throw``/``close`` goes to the
-coroutine, through its driver. The Task then runs it as any other: cancellation, context
-variables, exceptions.
+that coroutine's from then on, and a Task takes over: its coroutine (:func:`_rest`) awaits
+:func:`_resumed`, a generator that hands the Task what the coroutine yielded (the future it
+waits for), then passes every later ``send``/``throw``/``close`` to the coroutine, through its
+driver. The Task then runs it as any other: cancellation, context variables, exceptions.
 
 The driver's trade (callgrind, 2,000 periodic coroutine timers on virtual time, instructions
 per fire, with the flag and mode-bit changes of the same commit): a run that returns without
 suspending 15,070 -> 11,250 (no ``StopIteration`` to catch, no ``Context.run`` to set the
 variable); a run that suspends once (``asyncio.sleep(0)``) 63,480 -> 69,000 (a new driver
 for the runner, and one more generator frame per resume of the task), then 59,400 once the
-Task's first step resumes a coroutine that made a bare yield (see :meth:`_Resumed.send`)
+Task's first step resumes a coroutine that made a bare yield (see :func:`_resumed`)
 instead of handing the ``None`` back for a second pass of the loop, then 54,250 once a driver
 whose coroutine returned in its task is kept for the next run that suspends (the runner's
-spare drivers: no new generator per such run, less for the garbage collector to follow).
+spare drivers: no new generator per such run, less for the garbage collector to follow), then
+52,600 once the Task's coroutine is a native one over a generator (:func:`_rest`) rather than
+an object with a Python ``send``: the Task steps it in C, and its end makes no
+``StopIteration`` (a driver handed over that returns its coroutine's result itself, with no
+spare drivers, measured 54,900: a new driver per such run costs more than it saves).
 
 Ground rules (the visible differences from a task run, documented in the README):
 
@@ -44,18 +47,16 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.tasks
-import collections.abc
 import contextvars
 import sys
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Final, final
 
 from ._timer import Timer, current_timer
 
 __all__ = ["COMPLETED", "EagerRunner", "RunEnd"]
 
-_NOTHING: Final = object()
 COMPLETED: Final = object()
 """What :meth:`EagerRunner.step` returns for a run that completed (its result: ``result()``)."""
 SPARE_DRIVERS: Final = 8192
@@ -82,98 +83,76 @@ then ends normally (as a task run's wrapper catches it); a ``BaseException`` (ca
 ``KeyboardInterrupt``...) goes on out of the task."""
 
 
-@final
-class _Resumed(collections.abc.Coroutine[Any, Any, Any]):
-    """A coroutine stepped once already, handed to a Task with its driver (see :func:`_drive`):
-    its first ``send`` returns what the coroutine yielded in that step; when the coroutine
-    ends, the runner's ``end`` hears how, in the Task's last step (synchronously: what comes
-    next for the timer is decided then, as for a task run), and the Task leaves the runs' set
-    there (no done callback: one loop callback less per run). Each run in flight holds this
-    object, its driver and its ``run``, nothing else of ours (every object alive across a
-    suspension is work for the garbage collector)."""
+async def _rest(resumed: Awaitable[Any], runner: EagerRunner, run: Any) -> Any:
+    """The coroutine of the task of an eager run that suspended: it awaits the rest of the run
+    (``resumed``: see :func:`_resumed`) and tells the runner how it ended, in the task's last
+    step (synchronously: what comes next for the timer is decided then, as for a task run; no
+    done callback, one loop callback less per run).
 
-    __slots__ = ("_driver", "_first", "_run", "_runner", "_task")
+    A native coroutine: the task steps it in C (no Python ``send`` per step, no
+    ``StopIteration`` made when it returns). :meth:`EagerRunner.resume` steps it once before
+    the task has it, to the first stop of ``resumed``, inside this ``try``: from the task's
+    first step on, whatever it throws in reaches the run (a task cancelled before its first
+    step, which a native coroutine not yet started would end without running a line of it,
+    still ends as a run, and its coroutine hears of it)."""
+    try:
+        result = await resumed
+    except GeneratorExit:  # (closed, as its task is collected unfinished: no end to tell)
+        raise
+    except Exception as exc:
+        runner._ended(run, None, exc)  # reported there: the task itself ends normally
+        return None
+    except BaseException as exc:  # cancelled, or leaving the loop
+        runner._ended(run, None, exc)
+        raise
+    runner._ended(run, result, None)
+    return result
 
-    def __init__(
-        self, driver: Generator[Any, Any, None], first: object, runner: EagerRunner, run: Any
-    ) -> None:
-        self._driver = driver
-        self._first = first
-        self._runner = runner
-        self._run = run
-        self._task: asyncio.Future[Any] | None = None  # set once the Task is made
 
-    def send(self, value: Any = None) -> Any:
-        first = self._first
-        if first is not _NOTHING:
-            self._first = _NOTHING
-            if first is not None:
-                return first  # (the future it waits for: the Task waits for it in turn)
-            # A bare yield (``asyncio.sleep(0)``) asked for one pass of the loop: the Task's
-            # first step is that pass, so the coroutine goes on now (as in a task run; handing
-            # the None back to the Task would cost it a second pass and step).
+@types.coroutine
+def _resumed(
+    first: object, driver: Generator[Any, Any, Any], runner: EagerRunner
+) -> Generator[Any, Any, Any]:
+    """The rest of a coroutine that suspended in its eager step, having yielded ``first``
+    there; ``driver`` is the driver it suspended in (see :func:`_drive`). It stops once at
+    once (for :meth:`EagerRunner.resume`'s pre-step), then yields ``first`` to the task (the
+    future the coroutine waits for: the task waits for it in turn), then steps the driver with
+    what the task sends or throws in, and hands the task what the coroutine yields, until the
+    coroutine returns (:data:`COMPLETED`): the driver is then kept for the next run that
+    suspends, and its result returned.
+
+    A bare yield (``first`` is ``None``, as in ``asyncio.sleep(0)``) asked for one pass of the
+    loop: the task's first step is that pass, so the coroutine goes on at once there (handing
+    the ``None`` to the task would cost it a second pass and step). What the task throws in
+    before the coroutine has gone on (cancelled) goes to the coroutine, which may take it."""
+    out = None  # (the pre-step's stop)
+    while True:
         try:
-            out = self._driver.send(value)
-        except Exception as exc:
-            self._ended(None, exc)  # reported there: the task itself ends normally
-            raise StopIteration from None
-        except BaseException as exc:
-            self._ended(None, exc)
+            value = yield out
+        except GeneratorExit:  # (closed with its task: the coroutine with it)
+            driver.close()
             raise
+        except BaseException as exc:  # thrown in by the task: to the coroutine
+            first = None
+            out = driver.throw(exc)
+        else:
+            if first is not None:
+                out, first = first, None
+                continue
+            out = driver.send(value)
         if out is COMPLETED:  # the coroutine returned: its result is in the runner's box
-            runner = self._runner
             result = runner.result()
             spare = runner._spare  # (the driver is ready for another coroutine: kept)
             if len(spare) < SPARE_DRIVERS:
-                spare.append(self._driver)
-            self._driver = _SPENT  # (it may serve another run now: nothing more goes to it)
-            self._ended(result, None)
-            raise StopIteration(result)
-        return out
-
-    __next__ = send  # (what a C Task calls to step a non-coroutine: one frame, not two)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._first = _NOTHING  # (cancelled before the Task's first step: the coroutine takes it)
-        try:
-            if val is None and tb is None:
-                out = self._driver.throw(typ)
-            else:  # pragma: no cover (the old signature)
-                out = self._driver.throw(typ, val, tb)
-        except Exception as exc:
-            self._ended(None, exc)
-            raise StopIteration from None
-        except BaseException as exc:
-            self._ended(None, exc)
-            raise
-        if out is COMPLETED:  # it took the exception and returned
-            result = self._runner.result()
-            self._ended(result, None)
-            raise StopIteration(result)
-        return out
-
-    def _ended(self, result: object, exc: BaseException | None) -> None:
-        run = self._run
-        if run is None:  # (ended already: a send or throw after the end, not from its Task)
-            return
-        self._run = None
-        task, self._task = self._task, None  # (the Task holds this object: no cycle left)
-        runner = self._runner
-        runner._tasks.discard(task)
-        runner._end(run, result, exc)
-
-    def close(self) -> None:
-        self._driver.close()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self  # type: ignore[return-value]  # (an iterator with send and throw)
+                spare.append(driver)
+            return result
 
 
 def _drive(box: list[Any]) -> Generator[Any, Any, None]:
     """A driver: steps each coroutine it is sent, in the caller's context, with
     ``current_timer`` set to ``box[1]`` (taken), until the coroutine returns (its result goes in
     ``box[0]``, :data:`COMPLETED` out) or suspends (what it yielded goes out, and the driver is
-    that coroutine's from then on: it goes to the Task with it, see :class:`_Resumed`).
+    that coroutine's from then on: it goes to the Task with it, see :func:`_resumed`).
 
     Why: through ``yield from``, a coroutine's steps are C calls, and one that returns raises
     no ``StopIteration`` for Python code to catch (an exception object, a traceback entry and
@@ -195,17 +174,6 @@ def _drive(box: list[Any]) -> Generator[Any, Any, None]:
 
 
 types.coroutine(_drive)  # (in place: a generator that may ``yield from`` a coroutine)
-
-
-def _spent_driver() -> Generator[Any, Any, None]:
-    return
-    yield  # (a generator function)
-
-
-_SPENT: Final = _spent_driver()
-"""What a run that ended holds in place of its driver (given back to the runner): exhausted,
-so a ``close()`` does nothing."""
-next(_SPENT, None)
 
 
 def _new_driver(box: list[Any]) -> Generator[Any, Any, None]:
@@ -326,14 +294,19 @@ class EagerRunner:
     def resume(self, yielded: object, run: Any) -> None:
         """Run the rest of the coroutine that suspended in the last :meth:`step` (which returned
         ``yielded``) as a task of the loop, in its context; ``end(run, ...)`` hears how it ended.
-        The task runs the coroutine's driver through :class:`_Resumed`: no wrapper coroutine,
-        one frame of ours at each of its steps; it leaves ``tasks`` in its last step."""
+        The task's coroutine is :func:`_rest`, stepped here once (the pre-step); the task leaves
+        ``tasks`` in its last step."""
         driver, context = self._suspended, self._context
         assert driver is not None, "resume() without a step that suspended"
         self._suspended = self._context = None
-        rest = _Resumed(driver, yielded, self, run)
-        task = rest._task = self._loop.create_task(rest, context=context)
-        self._tasks.add(task)
+        rest = _rest(_resumed(yielded, driver, self), self, run)
+        rest.send(None)  # (the pre-step: see _rest)
+        self._tasks.add(self._loop.create_task(rest, context=context))
+
+    def _ended(self, run: Any, result: object, exc: BaseException | None) -> None:
+        """The rest of ``run`` ended, in its task's last step (see :func:`_rest`)."""
+        self._tasks.discard(_current_task(self._loop))  # (that task)
+        self._end(run, result, exc)
 
     def close(self) -> None:
         """The scheduler stopped: end the host."""

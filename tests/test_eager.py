@@ -322,6 +322,84 @@ async def test_a_suspended_run_that_returns_when_cancelled_at_stop_ends_as_a_run
     assert s._dispatcher._tasks == set()
 
 
+@pytest.mark.parametrize("waits_for", ["a future", "one pass of the loop"])
+async def test_a_run_whose_task_is_cancelled_before_its_first_step_still_ends_as_a_run(
+    virtual_clock: VirtualClock, waits_for: str
+) -> None:
+    """Whoever cancels the task of a run that suspended before the task's first step (a stop,
+    or code that cancels every task): the coroutine hears it at the ``await`` it suspended in
+    (its cleanup runs), the run ends as a run (nothing stays in flight) and the timer runs
+    again at its next point."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    seen: list[str] = []
+
+    async def suspends() -> None:
+        try:
+            if waits_for == "a future":
+                await virtual_clock.sleep(0.005)
+            else:
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        seen.append("resumed")
+
+    def cancels_its_task() -> None:  # (the next timer of the batch: before the task's first step)
+        (task,) = s._dispatcher._tasks
+        task.cancel()
+
+    t = s.add_every_ms(10, suspends, name="a")
+    s.add_once_ms(10, cancels_its_task, name="b")
+    async with s:
+        await virtual_clock.advance_ms(10)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert seen == ["cancelled"]
+        assert (t.running, s._dispatcher.inflight, s._dispatcher._tasks) == (0, 0, set())
+        await virtual_clock.advance_ms(10)
+        await virtual_clock.advance_ms(5)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert (t.running, t.state) == (0, aiotimer.TimerState.ACTIVE)
+    assert seen == ["cancelled", "resumed"]
+    assert (t.runs, t.stats.errors) == (2, 0)
+
+
+async def test_a_run_waiting_for_a_future_hears_how_it_ended_as_a_task_run_would(
+    virtual_clock: VirtualClock,
+) -> None:
+    """The future an eager run suspended on is the task's to wait for: its result, or its
+    exception, reaches the coroutine at its ``await``; one it lets through is the run's
+    failure (counted, isolated), and the timer goes on."""
+    s = aiotimer.Scheduler(clock=virtual_clock)
+    futures: list[asyncio.Future[str]] = []
+    seen: list[str] = []
+
+    async def waits() -> None:
+        future = asyncio.get_running_loop().create_future()
+        futures.append(future)
+        try:
+            seen.append(await future)
+        except ValueError as exc:
+            seen.append(f"caught {exc}")
+            if str(exc) == "second":
+                raise
+
+    t = s.add_every_ms(10, waits, name="t")
+    async with s:
+        for outcome in ("result", "first", "second", "last"):
+            await virtual_clock.advance_ms(10)
+            if outcome == "result" or outcome == "last":
+                futures[-1].set_result(outcome)
+            else:
+                futures[-1].set_exception(ValueError(outcome))
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert t.running == 0
+    assert seen == ["result", "caught first", "caught second", "last"]
+    assert (t.runs, t.stats.errors) == (4, 1)
+
+
 async def test_a_run_that_yields_to_the_loop_once_goes_on_in_the_next_pass(
     virtual_clock: VirtualClock,
 ) -> None:
@@ -416,9 +494,10 @@ async def test_a_spare_driver_holds_no_coroutine_and_closing_an_ended_run_touche
         await virtual_clock.advance_ms(10)
         (task,) = s._dispatcher._tasks
         rest = task.get_coro()
-        coro = weakref.ref(rest._driver.gi_yieldfrom)  # type: ignore[union-attr]
+        rest_of = rest.cr_await  # type: ignore[union-attr]  # (_eager._resumed, in flight)
+        coro = weakref.ref(rest_of.gi_frame.f_locals["driver"].gi_yieldfrom)
         await virtual_clock.advance_ms(5)  # returned: its driver is spare
-        del task
+        del task, rest_of
         assert coro() is None  # nothing holds the ended coroutine
         rest.close()  # type: ignore[union-attr]  # (an ended run: nothing to close)
         await virtual_clock.advance_ms(20)  # the next runs suspend and resume on the drivers
