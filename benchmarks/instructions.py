@@ -61,6 +61,7 @@ FLOOR_VARIANTS = (
     p.FLOOR_TASK_SUSPENDING,
     p.FLOOR_KEPT_SUSPENDING,
     p.FLOOR_EAGER_SUSPENDING,
+    p.FLOOR_LEAST_SUSPENDING,
 )
 QUICK_VARIANTS = (p.SUSPENDING, p.FLOOR_TASK_SUSPENDING)
 """The quick mode counts the one target's pair: each variant costs ~10 s of start-up under
@@ -69,9 +70,10 @@ PAIRS: tuple[tuple[str, str, float | None], ...] = (
     (p.COROUTINE, p.FLOOR_SEND, None),
     (p.COROUTINE, p.FLOOR_EAGER, None),
     (p.COROUTINE, p.FLOOR_TASK, None),
-    (p.SUSPENDING, p.FLOOR_TASK_SUSPENDING, 1.2),
+    (p.SUSPENDING, p.FLOOR_TASK_SUSPENDING, p.SUSPEND_ONCE_LIMIT),
     (p.SUSPENDING, p.FLOOR_KEPT_SUSPENDING, None),
     (p.SUSPENDING, p.FLOOR_EAGER_SUSPENDING, None),
+    (p.SUSPENDING, p.FLOOR_LEAST_SUSPENDING, None),
 )
 PROBE = "import sys\nfrom benchmarks.instructions import probe\nprobe(sys.argv[1:])"
 _TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
@@ -237,7 +239,17 @@ def report(results: dict[str, dict[str, Any]], quick: bool, out: Path) -> h.Repo
                 ratio_rows,
             )
         )
-    data = {"valgrind": _valgrind_version(), "python": sys.version.split()[0]}
+    counts = {v: r.get("per_fire") for v, r in results.items() if "error" not in r}
+    fast, least = counts.get("fast path"), counts.get(p.FLOOR_LEAST_SUSPENDING)
+    task = counts.get(p.FLOOR_TASK_SUSPENDING)
+    bound = p.suspend_once_bound(fast, least, task)
+    if fast is not None and least is not None and task:
+        notes.append(p.suspend_once_note(fast, least, task, "instructions"))
+    data = {
+        "valgrind": _valgrind_version(),
+        "python": sys.version.split()[0],
+        "suspend_once_bound_ratio": bound,
+    }
     return h.Report(tables, data, targets, notes)
 
 

@@ -209,7 +209,17 @@ def test_policies_measures_coroutine_and_thread_paths_next_to_their_floors(
     bound = results["fast path"]["cpu_us_per_fire"]
     bound += results[policies.FLOOR_EAGER]["cpu_us_per_fire"]
     assert report.data["eager_bound_us"] == pytest.approx(bound)
-    assert any(note.startswith("the least an eager coroutine timer") for note in report.notes)
+    assert any(note.startswith("the least an eager coroutine timer can") for note in report.notes)
+    # and one that suspends once: what any timer does, plus the tracked and timed floor
+    us = {name: r["cpu_us_per_fire"] for name, r in results.items()}
+    least = us["fast path"] + us[policies.FLOOR_LEAST_SUSPENDING]
+    assert report.data["suspend_once_bound_ratio"] == pytest.approx(
+        least / us[policies.FLOOR_TASK_SUSPENDING]
+    )
+    assert any(
+        note.startswith("the least an eager coroutine timer that suspends once")
+        for note in report.notes
+    )
 
 
 @pytest.mark.slow
