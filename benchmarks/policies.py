@@ -78,7 +78,7 @@ FLOOR_EAGER = "floor: eager step(coroutine)"
 FLOOR_TASK_SUSPENDING = "floor: create_task(await sleep(0))"
 FLOOR_KEPT_SUSPENDING = "floor: create_task(await sleep(0)), kept"
 FLOOR_EAGER_SUSPENDING = "floor: eager step + task(await sleep(0))"
-FLOOR_LEAST_SUSPENDING = "floor: the same, tracked and timed"
+FLOOR_LEAST_SUSPENDING = "floor: eager step + task, tracked and timed"
 FLOOR_EXECUTOR = f"floor: run_in_executor, {THREADS} threads"
 FLOOR_ANYIO = f"floor: anyio.to_thread, {THREADS} threads"
 
@@ -603,11 +603,15 @@ def suspend_once_bound(fast: float | None, least: float | None, task: float | No
 def suspend_once_note(fast: float, least: float, task: float, unit: str) -> str:
     """The note that prints :func:`suspend_once_bound` next to its target."""
     bound = (fast + least) / task
+
+    def n(x: float) -> str:
+        return f"{x:,.0f}" if x >= 1000 else f"{x:.3g}"
+
     return (
         f"the least an eager coroutine timer that suspends once can cost on this host: the "
-        f"fast path {fast:.4g} + {FLOOR_LEAST_SUSPENDING.removeprefix('floor: ')} {least:.4g} "
-        f"= {fast + least:.4g} {unit} per fire, {bound:.3g}x create_task(await sleep(0)) "
-        f"({task:.4g}): the <= {SUSPEND_ONCE_LIMIT}x target is "
+        f"fast path {n(fast)} + {FLOOR_LEAST_SUSPENDING.removeprefix('floor: ')} {n(least)} "
+        f"= {n(fast + least)} {unit} per fire, {bound:.3g}x create_task(await sleep(0)) "
+        f"({n(task)}): the <= {SUSPEND_ONCE_LIMIT}x target is "
         f"{'within reach' if bound <= SUSPEND_ONCE_LIMIT else 'out of reach'} here"
     )
 
