@@ -114,8 +114,8 @@ def _resumed(
     first: object, driver: Generator[Any, Any, Any], runner: EagerRunner
 ) -> Generator[Any, Any, Any]:
     """The rest of a coroutine that suspended in its eager step, having yielded ``first``
-    there; ``driver`` is the driver it suspended in (see :func:`_drive`). It stops once at
-    once (for :meth:`EagerRunner.resume`'s pre-step), then yields ``first`` to the task (the
+    there; ``driver`` is the driver it suspended in (see :func:`_drive`). It first stops with
+    nothing (for :meth:`EagerRunner.resume`'s pre-step), then yields ``first`` to the task (the
     future the coroutine waits for: the task waits for it in turn), then steps the driver with
     what the task sends or throws in, and hands the task what the coroutine yields, until the
     coroutine returns (:data:`COMPLETED`): the driver is then kept for the next run that
